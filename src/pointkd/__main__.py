@@ -1,0 +1,3 @@
+from pointkd.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,86 @@
+"""Checkpoints: a plain dict of tensors and metadata, loadable with `weights_only=True`.
+
+Layout: {"format": 1, "model": name, "model_kwargs": {...}, "num_classes": C,
+"class_names": [...], "num_points": P, "data_fingerprint": "sha256:...", "epoch": e,
+"metrics": {...}, "config": {...}, "state_dict": {...}, optional "optimizer"/"scheduler"/"rng"}.
+Writes are atomic (temp file + rename) so a killed run never leaves a half checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from pointkd.errors import ModelError
+from pointkd.models import create_model
+
+FORMAT = 1
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({"format": FORMAT, **state}, tmp)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint dict safely (no pickle code execution)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"checkpoint not found: {path}")
+    if path.stat().st_size == 0:
+        raise ModelError(f"checkpoint is empty: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # corrupt zip, pickle, truncated file ...
+        raise ModelError(f"cannot read checkpoint {path}: {type(exc).__name__}") from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "model" not in ckpt:
+        raise ModelError(f"{path} is not a pointkd checkpoint")
+    return ckpt
+
+
+def build_model(ckpt: dict[str, Any]) -> nn.Module:
+    """Instantiate the checkpoint's model and load its weights."""
+    model = create_model(ckpt["model"], ckpt["num_classes"], **ckpt.get("model_kwargs", {}))
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise ModelError(f"checkpoint weights do not fit model '{ckpt['model']}': {first}") from None
+    return model
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict]:
+    """(model in eval mode on `device`, checkpoint metadata without weights)."""
+    ckpt = read_checkpoint(path)
+    model = build_model(ckpt).to(device).eval()
+    meta = {k: v for k, v in ckpt.items() if k not in ("state_dict", "optimizer", "scheduler")}
+    return model, meta
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ModelError(f"unknown device '{name}'") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ModelError("device 'cuda' requested but CUDA is not available")
+    return device

@@ -1,0 +1,268 @@
+"""The `pointkd` command. Subcommands only parse arguments and call the stage functions.
+
+Expected problems raise `PointKDError`: printed as one line on stderr, exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from pointkd import __version__
+from pointkd.errors import PointKDError
+
+EPILOG = """examples:
+  pointkd data info ../shared/data/modelnet40_1024
+  pointkd train --model pointnet --data synthetic --out runs/t train.epochs=5
+  pointkd eval runs/t/best.pt --data synthetic
+  pointkd record --teacher runs/t/best.pt --data synthetic --k 10 --out runs/rec
+  pointkd records info runs/rec
+  pointkd distill --records runs/rec --student kdnet_s --data synthetic --out runs/s
+  pointkd demo
+"""
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    """Options shared by `train` and `distill` (both end in the same training loop)."""
+    p.add_argument("--config", help="YAML config (see configs/)")
+    p.add_argument("--data", help="dataset: HDF5 folder, class folders, or 'synthetic'")
+    p.add_argument("--out", help="run directory (default: from config)")
+    p.add_argument("--epochs", type=int, help="shortcut for train.epochs=N")
+    p.add_argument("--seed", type=int, help="shortcut for train.seed=N")
+    p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    p.add_argument("overrides", nargs="*", metavar="section.key=value",
+                   help="dotted config overrides, e.g. train.epochs=5 optim.lr=0.002")
+
+
+def _run_config(args: argparse.Namespace, extra: dict[str, object]):
+    from pointkd.config import load_config
+
+    shortcuts = {
+        "data.path": args.data,
+        "out": args.out,
+        "train.epochs": args.epochs,
+        "train.seed": args.seed,
+        "train.device": args.device,
+        **extra,
+    }
+    overrides = [f"{k}={v}" for k, v in shortcuts.items() if v is not None]
+    # explicit dotted overrides win over the shortcuts
+    return load_config(args.config, overrides + list(args.overrides))
+
+
+def cmd_data_info(args: argparse.Namespace) -> int:
+    from pointkd.data import describe
+
+    print(describe(args.path, splits=args.split, num_points=args.num_points))
+    return 0
+
+
+def cmd_data_preview(args: argparse.Namespace) -> int:
+    from pointkd.data import load_split, save_preview
+
+    ds = load_split(args.path, args.split, num_points=args.num_points)
+    save_preview(ds, args.out, per_class=args.per_class)
+    print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from pointkd.engine import run_training
+
+    cfg = _run_config(args, {"model.name": args.model})
+    run_training(cfg, resume=args.resume, overwrite=args.overwrite)
+    return 0
+
+
+def cmd_distill(args: argparse.Namespace) -> int:
+    from pointkd.engine import run_training
+
+    extra: dict[str, object] = {
+        "model.name": args.student,
+        "distill.records": args.records,
+        "distill.teacher": args.teacher,
+        "distill.online": True if args.online else None,
+        "distill.alpha": args.alpha,
+        "distill.beta": args.beta,
+        "distill.tau": args.tau,
+    }
+    cfg = _run_config(args, extra)
+    run_training(cfg, resume=args.resume, overwrite=args.overwrite)
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from pointkd.evaluate import evaluate_checkpoint
+
+    evaluate_checkpoint(
+        args.checkpoint, args.data, split=args.split, out=args.out, device=args.device,
+        votes=args.votes, batch_size=args.batch_size, latency=not args.no_latency,
+    )
+    return 0
+
+
+def cmd_record(args: argparse.Namespace) -> int:
+    from pointkd.records import record
+
+    record(
+        teachers=args.teacher, data=args.data, out=args.out, k=args.k, seed=args.seed,
+        logits=args.logits, topk=args.topk, combine=args.combine, batch_size=args.batch_size,
+        device=args.device, resume=args.resume, overwrite=args.overwrite,
+        augment_config=args.config, progress=not args.no_progress,
+    )
+    return 0
+
+
+def cmd_records_info(args: argparse.Namespace) -> int:
+    from pointkd.records import info
+
+    print(info(args.dir))
+    return 0
+
+
+def cmd_records_verify(args: argparse.Namespace) -> int:
+    from pointkd.records import verify
+
+    print(verify(args.dir, data=args.data, teachers=args.teacher))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from pointkd.demo import run_demo
+
+    run_demo(args.out, quick=args.quick)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pointkd",
+        description="Offline knowledge distillation for point-cloud classification: train a "
+        "teacher, record its logits once, distill small students from the records alone.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"pointkd {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    # data
+    p_data = sub.add_parser("data", help="inspect and preview datasets")
+    data_sub = p_data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
+    p = data_sub.add_parser("info", help="per-class counts, points per shape, bounds, fingerprint")
+    p.add_argument("path", help="HDF5 folder, class-folder dataset, or 'synthetic'")
+    p.add_argument("--split", nargs="+", default=["train", "test"], help="splits to describe")
+    p.add_argument("--num-points", type=int, default=None,
+                   help="points per shape (folder/synthetic datasets; default 1024)")
+    p.set_defaults(func=cmd_data_info)
+    p = data_sub.add_parser("preview", help="save a PNG grid of sample clouds")
+    p.add_argument("path")
+    p.add_argument("--split", default="train")
+    p.add_argument("--out", default="preview.png")
+    p.add_argument("--per-class", type=int, default=3)
+    p.add_argument("--num-points", type=int, default=None)
+    p.set_defaults(func=cmd_data_preview)
+
+    # train
+    p = sub.add_parser("train", help="train a model (teacher or plain student)")
+    p.add_argument("--model", help="model name (see `pointkd models`)")
+    _add_run_options(p)
+    p.set_defaults(func=cmd_train)
+
+    # distill
+    p = sub.add_parser("distill", help="train a student from records (offline) or a teacher (online)")
+    p.add_argument("--student", help="student model name")
+    p.add_argument("--records", help="record-set directory (offline KD)")
+    p.add_argument("--teacher", help="teacher checkpoint (online KD, with --online)")
+    p.add_argument("--online", action="store_true", help="classic online KD, teacher in memory")
+    p.add_argument("--alpha", type=float, help="KD weight (distill.alpha)")
+    p.add_argument("--beta", type=float, help="NWSD weight, negative (distill.beta)")
+    p.add_argument("--tau", type=float, help="temperature (distill.tau)")
+    _add_run_options(p)
+    p.set_defaults(func=cmd_distill)
+
+    # eval
+    p = sub.add_parser("eval", help="OA, mAcc, per-class, confusion, params, FLOPs, latency")
+    p.add_argument("checkpoint")
+    p.add_argument("--data", required=True)
+    p.add_argument("--split", default="test")
+    p.add_argument("--out", help="directory for metrics JSON and confusion PNG")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--votes", type=int, default=0, help="extra multi-view votes (0 = off)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
+    p.set_defaults(func=cmd_eval)
+
+    # record
+    p = sub.add_parser("record", help="run the teacher once over K augmented copies; store logits")
+    p.add_argument("--teacher", action="append", required=True,
+                   help="teacher checkpoint; repeat for several teachers")
+    p.add_argument("--data", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--k", type=int, default=10, help="augmented copies per training shape")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--logits", choices=["fp32", "fp16", "int8"], default="int8")
+    p.add_argument("--topk", type=int, default=0, help="store only the top-k logits (0 = all)")
+    p.add_argument("--combine", choices=["mean", "each"], default="mean",
+                   help="several teachers: store their mean logits, or each one's")
+    p.add_argument("--config", help="YAML config whose `augment` section sets the spec")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--resume", action="store_true")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_record)
+
+    # records
+    p_rec = sub.add_parser("records", help="inspect and verify record sets")
+    rec_sub = p_rec.add_subparsers(dest="records_command", metavar="ACTION", required=True)
+    p = rec_sub.add_parser("info", help="rows, K, bytes per row, size, teachers, spec")
+    p.add_argument("dir")
+    p.set_defaults(func=cmd_records_info)
+    p = rec_sub.add_parser("verify", help="re-check checksums, sizes, dataset, teacher")
+    p.add_argument("dir")
+    p.add_argument("--data", help="dataset the records must have been made for")
+    p.add_argument("--teacher", action="append", help="teacher checkpoint(s) it must match")
+    p.set_defaults(func=cmd_records_verify)
+
+    # models
+    p = sub.add_parser("models", help="list registered models with parameter counts")
+    p.add_argument("--num-classes", type=int, default=40)
+    p.set_defaults(func=cmd_models)
+
+    # demo
+    p = sub.add_parser("demo", help="the whole pipeline on the synthetic dataset")
+    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--quick", action="store_true", help="tiny budget (for tests)")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from pointkd.models import create_model, list_models
+
+    for name in list_models():
+        model = create_model(name, num_classes=args.num_classes)
+        n = sum(p.numel() for p in model.parameters())
+        print(f"{name:24s} {n / 1e6:8.3f}M params")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except PointKDError as exc:
+        print(f"pointkd: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("pointkd: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

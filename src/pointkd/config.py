@@ -1,0 +1,238 @@
+"""Typed run configuration: dataclasses, YAML presets, dotted command-line overrides.
+
+A run is described by one `RunConfig`. It is built from defaults, then a YAML file
+(`--config x.yaml`), then `section.key=value` overrides, and the resolved result is written
+as `config.yaml` into the run directory. Unknown keys and values of the wrong type raise a
+`ConfigError` naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pointkd.errors import ConfigError
+
+
+@dataclass
+class DataConfig:
+    path: str = "synthetic"  # HDF5 folder, class-folder dataset, or "synthetic"
+    num_points: int = 1024
+    val_fraction: float = 0.1  # stratified validation split carved from train
+    normalize: bool = True
+    workers: int = 0  # DataLoader workers (0 = load in the main process)
+
+
+@dataclass
+class ModelConfig:
+    name: str = "pointnet"
+    kwargs: dict = field(default_factory=dict)  # passed to create_model
+
+
+@dataclass
+class AugmentConfig:
+    """Mirrors `pointkd.augment.AugmentSpec`; see there for the meaning of each field."""
+
+    scale_low: float = 2.0 / 3.0
+    scale_high: float = 1.5
+    shift: float = 0.2
+    rotate: bool = False
+    jitter_sigma: float = 0.01
+    jitter_clip: float = 0.05
+    subsample: int = 0  # P' points after random subsampling (0 = keep all)
+    shuffle: bool = True
+    dropout: float = 0.0
+
+
+@dataclass
+class OptimConfig:
+    name: str = "adamw"  # adamw | sgd
+    lr: float = 1e-3
+    weight_decay: float = 1e-2
+    momentum: float = 0.9  # sgd only
+    warmup_epochs: int = 0  # linear warm-up, then cosine decay to min_lr
+    min_lr: float = 1e-5
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 50
+    batch_size: int = 32
+    eval_batch_size: int = 64
+    label_smoothing: float = 0.0
+    grad_clip: float = 0.0  # max grad norm (0 = off)
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
+    threads: int = 0  # torch.set_num_threads (0 = torch default)
+    max_steps_per_epoch: int = 0  # 0 = full epoch; >0 truncates (smoke tests)
+    progress: bool = True
+
+
+@dataclass
+class DistillConfig:
+    records: str = ""  # record-set directory (offline KD)
+    teacher: str = ""  # teacher checkpoint (online KD)
+    online: bool = False
+    alpha: float = 1.0  # weight of KD(teacher)
+    beta: float = 0.0  # weight of NWSD; negative pushes away from the student's past self
+    tau: float = 4.0
+    nwsd_warmup_epochs: int = 5  # beta is 0 before this epoch
+    self_target: str = "previous"  # previous (per-row self table) | ema (EMA copy of student)
+    ema_decay: float = 0.999
+    rows_per_epoch: str = "one_per_shape"  # one_per_shape | all
+
+
+@dataclass
+class RunConfig:
+    out: str = "runs/default"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
+
+
+def _coerce(value: Any, typ: Any, key: str) -> Any:
+    """Check/convert one value against its annotated type, naming `key` on failure."""
+    origin = typing.get_origin(typ)
+    if origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(typ):
+            try:
+                return _coerce(value, option, key)
+            except ConfigError:
+                continue
+        raise ConfigError(f"config key '{key}': {value!r} is not a valid {typ}")
+    if typ is type(None):
+        if value is None:
+            return None
+        raise ConfigError(f"config key '{key}': expected null, got {value!r}")
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"config key '{key}': expected true/false, got {value!r}")
+    if typ is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"config key '{key}': expected an integer, got {value!r}")
+    if typ is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"config key '{key}': expected a number, got {value!r}")
+    if typ is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"config key '{key}': expected a string, got {value!r}")
+    if typ is dict or origin is dict:
+        if isinstance(value, dict):
+            return dict(value)
+        raise ConfigError(f"config key '{key}': expected a mapping, got {value!r}")
+    raise ConfigError(f"config key '{key}': unsupported type {typ}")
+
+
+def _merge(obj: Any, values: dict, prefix: str = "") -> None:
+    """Merge a nested mapping into a dataclass instance in place, validating keys and types."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"config section '{prefix.rstrip('.') or '<root>'}' must be a mapping")
+    hints = typing.get_type_hints(type(obj))
+    names = {f.name for f in dataclasses.fields(obj)}
+    for key, value in values.items():
+        full = f"{prefix}{key}"
+        if key not in names:
+            raise ConfigError(f"unknown config key '{full}'")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            _merge(current, value, f"{full}.")
+        else:
+            setattr(obj, key, _coerce(value, hints[key], full))
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`train.epochs=5` -> (["train", "epochs"], 5); the value is parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' is not of the form section.key=value")
+    key, raw = text.split("=", 1)
+    if not key.strip():
+        raise ConfigError(f"override '{text}' has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def _nest(path: list[str], value: Any) -> dict:
+    out: Any = value
+    for part in reversed(path):
+        out = {part: out}
+    return out
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: list[str] | tuple[str, ...] = (),
+    base: RunConfig | None = None,
+) -> RunConfig:
+    """Defaults (or `base`) <- YAML file <- dotted overrides."""
+    cfg = base if base is not None else RunConfig()
+    if path:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        try:
+            values = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {p} is not valid YAML: {str(exc).splitlines()[0]}")
+        _merge(cfg, values)
+    for text in overrides:
+        keys, value = parse_override(text)
+        _merge(cfg, _nest(keys, value))
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: RunConfig) -> None:
+    """Value checks that types alone cannot express."""
+    checks = [
+        (cfg.data.num_points > 0, "data.num_points must be > 0"),
+        (0.0 <= cfg.data.val_fraction < 1.0, "data.val_fraction must be in [0, 1)"),
+        (cfg.train.epochs > 0, "train.epochs must be > 0"),
+        (cfg.train.batch_size > 0, "train.batch_size must be > 0"),
+        (cfg.optim.name in ("adamw", "sgd"), "optim.name must be adamw or sgd"),
+        (cfg.optim.lr > 0, "optim.lr must be > 0"),
+        (0.0 <= cfg.train.label_smoothing < 1.0, "train.label_smoothing must be in [0, 1)"),
+        (cfg.distill.tau > 0, "distill.tau must be > 0"),
+        (cfg.distill.self_target in ("previous", "ema"), "distill.self_target: previous | ema"),
+        (
+            cfg.distill.rows_per_epoch in ("one_per_shape", "all"),
+            "distill.rows_per_epoch: one_per_shape | all",
+        ),
+        (cfg.augment.scale_low > 0 and cfg.augment.scale_high >= cfg.augment.scale_low,
+         "augment: need 0 < scale_low <= scale_high"),
+        (0.0 <= cfg.augment.dropout < 1.0, "augment.dropout must be in [0, 1)"),
+        (cfg.augment.subsample >= 0, "augment.subsample must be >= 0"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+
+
+def to_dict(cfg: RunConfig) -> dict:
+    return dataclasses.asdict(cfg)
+
+
+def save_config(cfg: RunConfig, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+
+
+def from_dict(values: dict) -> RunConfig:
+    cfg = RunConfig()
+    _merge(cfg, values)
+    return cfg
