@@ -1,0 +1,50 @@
+"""Shared test fixtures: real-data location, CLI runner, small thread budget."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from pointkd.cli import main as cli_main
+
+REPO = Path(__file__).resolve().parents[1]
+MODELNET = Path(os.environ.get("POINTKD_MODELNET", REPO.parent / "shared/data/modelnet40_1024"))
+
+requires_modelnet = pytest.mark.skipif(
+    not (MODELNET / "train.h5").is_file(),
+    reason=f"real ModelNet40 not found at {MODELNET} (set POINTKD_MODELNET)",
+)
+
+torch.set_num_threads(min(2, torch.get_num_threads()))
+
+
+@pytest.fixture
+def modelnet_path() -> Path:
+    if not (MODELNET / "train.h5").is_file():
+        pytest.skip(f"real ModelNet40 not found at {MODELNET} (set POINTKD_MODELNET)")
+    return MODELNET
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run the CLI in-process: returns (exit_code, stdout, stderr)."""
+
+    def run(*args: str) -> tuple[int, str, str]:
+        code = cli_main([str(a) for a in args])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
+def run_cli_subprocess(*args: str, timeout: float = 300, **kw) -> subprocess.CompletedProcess:
+    """Run `python -m pointkd ...` in a child process (for kill/traceback tests)."""
+    return subprocess.run(
+        [sys.executable, "-m", "pointkd", *map(str, args)],
+        capture_output=True, text=True, timeout=timeout, cwd=kw.pop("cwd", REPO), **kw,
+    )
