@@ -62,7 +62,8 @@ def build_model(ckpt: dict[str, Any]) -> nn.Module:
         model.load_state_dict(ckpt["state_dict"])
     except RuntimeError as exc:
         first = str(exc).splitlines()[0]
-        raise ModelError(f"checkpoint weights do not fit model '{ckpt['model']}': {first}") from None
+        name = ckpt["model"]
+        raise ModelError(f"checkpoint weights do not fit model '{name}': {first}") from None
     return model
 
 

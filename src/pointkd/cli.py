@@ -172,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     # distill
-    p = sub.add_parser("distill", help="train a student from records (offline) or a teacher (online)")
+    p = sub.add_parser("distill", help="train a student from records (offline) or teacher (online)")
     p.add_argument("--student", help="student model name")
     p.add_argument("--records", help="record-set directory (offline KD)")
     p.add_argument("--teacher", help="teacher checkpoint (online KD, with --online)")

@@ -26,7 +26,6 @@ class DataConfig:
     num_points: int = 1024
     val_fraction: float = 0.1  # stratified validation split carved from train
     normalize: bool = True
-    workers: int = 0  # DataLoader workers (0 = load in the main process)
 
 
 @dataclass
@@ -84,7 +83,10 @@ class DistillConfig:
     beta: float = 0.0  # weight of NWSD; negative pushes away from the student's past self
     tau: float = 4.0
     nwsd_warmup_epochs: int = 5  # beta is 0 before this epoch
-    self_target: str = "previous"  # previous (per-row self table) | ema (EMA copy of student)
+    # where z_self comes from: "shape" = the student's logits at its previous visit of the same
+    # shape (any record row of it), "row" = previous visit of the same record row,
+    # "ema" = an EMA copy of the student run on the current batch
+    self_target: str = "shape"
     ema_decay: float = 0.999
     rows_per_epoch: str = "one_per_shape"  # one_per_shape | all
 
@@ -189,7 +191,8 @@ def load_config(
         try:
             values = yaml.safe_load(p.read_text()) or {}
         except yaml.YAMLError as exc:
-            raise ConfigError(f"config file {p} is not valid YAML: {str(exc).splitlines()[0]}")
+            first = str(exc).splitlines()[0]
+            raise ConfigError(f"config file {p} is not valid YAML: {first}") from None
         _merge(cfg, values)
     for text in overrides:
         keys, value = parse_override(text)
@@ -209,7 +212,10 @@ def validate(cfg: RunConfig) -> None:
         (cfg.optim.lr > 0, "optim.lr must be > 0"),
         (0.0 <= cfg.train.label_smoothing < 1.0, "train.label_smoothing must be in [0, 1)"),
         (cfg.distill.tau > 0, "distill.tau must be > 0"),
-        (cfg.distill.self_target in ("previous", "ema"), "distill.self_target: previous | ema"),
+        (cfg.distill.self_target in ("shape", "row", "ema"),
+         "distill.self_target must be shape | row | ema"),
+        (cfg.distill.beta == 0 or cfg.distill.alpha + cfg.distill.beta > 0,
+         "NWSD needs distill.alpha + distill.beta > 0"),
         (
             cfg.distill.rows_per_epoch in ("one_per_shape", "all"),
             "distill.rows_per_epoch: one_per_shape | all",
