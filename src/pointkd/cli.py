@@ -133,7 +133,7 @@ def cmd_records_verify(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from pointkd.demo import run_demo
 
-    run_demo(args.out, quick=args.quick)
+    run_demo(args.out, quick=args.quick, config=args.config)
     return 0
 
 
@@ -235,6 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     # demo
     p = sub.add_parser("demo", help="the whole pipeline on the synthetic dataset")
     p.add_argument("--out", default="runs/demo")
+    p.add_argument("--config", default="configs/synthetic_demo.yaml", help="demo preset")
     p.add_argument("--quick", action="store_true", help="tiny budget (for tests)")
     p.set_defaults(func=cmd_demo)
     return parser
