@@ -130,6 +130,28 @@ def cmd_records_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    from pointkd.export import predict_files
+
+    return predict_files(args.checkpoint, args.files, topk=args.topk,
+                         batch_size=args.batch_size, device=args.device, as_json=args.json,
+                         progress=not args.no_progress)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from pointkd.export import export_onnx
+
+    report = export_onnx(args.checkpoint, args.onnx, opset=args.opset,
+                         check_data=args.check_data, check_count=args.check_count)
+    line = f"wrote {report['onnx']} ({report['bytes'] / 1e6:.2f} MB, opset {report['opset']})"
+    if "parity" in report:
+        p = report["parity"]
+        line += (f"; parity on {p['clouds']} clouds: max |diff| {p['max_abs_diff']:.2e}, "
+                 f"argmax agreement {100 * p['argmax_agreement']:.2f}%")
+    print(line)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from pointkd.demo import run_demo
 
@@ -231,6 +253,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("models", help="list registered models with parameter counts")
     p.add_argument("--num-classes", type=int, default=40)
     p.set_defaults(func=cmd_models)
+
+    # predict / export
+    p = sub.add_parser("predict", help="classify point-cloud files (.npy .xyz .txt .pcd .ply .off)")
+    p.add_argument("checkpoint")
+    p.add_argument("files", nargs="+", help="files, folders or glob patterns")
+    p.add_argument("--topk", type=int, default=3)
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_predict)
+    p = sub.add_parser("export", help="export to ONNX (dynamic batch) with a parity check")
+    p.add_argument("checkpoint")
+    p.add_argument("--onnx", required=True, help="output .onnx path")
+    p.add_argument("--opset", type=int, default=18)
+    p.add_argument("--check-data", help="dataset whose test split is used for the parity check")
+    p.add_argument("--check-count", type=int, default=256)
+    p.set_defaults(func=cmd_export)
 
     # demo
     p = sub.add_parser("demo", help="the whole pipeline on the synthetic dataset")
