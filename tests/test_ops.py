@@ -1,0 +1,170 @@
+"""Point ops against brute-force references, including tiled (large-P) cases."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pointkd.models import ops
+
+
+def _cloud(b: int, n: int, c: int = 3, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(b, n, c, generator=g) * 2 - 1
+
+
+def _ref_sqdist(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    return (a[:, :, None, :].double() - b[:, None, :, :].double()).pow(2).sum(-1)
+
+
+def _ref_fps(xyz: torch.Tensor, m: int) -> torch.Tensor:
+    """The textbook loop of the public PyTorch ports, started at index 0."""
+    b, n, _ = xyz.shape
+    idx = torch.zeros(b, m, dtype=torch.long)
+    dist = torch.full((b, n), float("inf"))
+    far = torch.zeros(b, dtype=torch.long)
+    for i in range(m):
+        idx[:, i] = far
+        centroid = xyz[torch.arange(b), far].view(b, 1, 3)
+        dist = torch.minimum(dist, ((xyz - centroid) ** 2).sum(-1))
+        far = dist.argmax(-1)
+    return idx
+
+
+def _ref_ball_query(radius: float, nsample: int, xyz, new_xyz) -> torch.Tensor:
+    """Sort-based reference (first nsample in-ball indices, padded with the first)."""
+    b, n, _ = xyz.shape
+    d = _ref_sqdist(new_xyz, xyz)
+    g = torch.arange(n).expand(b, new_xyz.shape[1], n).clone()
+    g[d > radius**2] = n
+    g = g.sort(-1).values[:, :, :nsample]
+    nearest = d.argmin(-1, keepdim=True)
+    first = torch.where(g[:, :, :1] == n, nearest, g[:, :, :1])
+    return torch.where(g == n, first, g)
+
+
+@pytest.fixture
+def small_tiles(monkeypatch):
+    """Force many tiles (both the multi-batch and the per-row branch) on small inputs."""
+    monkeypatch.setattr(ops, "TILE_ELEMENTS", 200)
+
+
+def test_square_distance():
+    a, b = _cloud(2, 50, 5, 1), _cloud(2, 70, 5, 2)
+    torch.testing.assert_close(ops.square_distance(a, b).double(), _ref_sqdist(a, b),
+                               atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("b,n,m", [(3, 300, 64), (1, 20, 20), (2, 1024, 512)])
+def test_fps_matches_reference(b, n, m):
+    xyz = _cloud(b, n, seed=n)
+    idx = ops.farthest_point_sample(xyz, m)
+    assert idx.dtype == torch.int64 and idx.shape == (b, m)
+    assert torch.equal(idx, _ref_fps(xyz, m))
+    assert all(len(set(row.tolist())) == m for row in idx)
+
+
+def test_fps_start_and_errors():
+    xyz = _cloud(4, 100)
+    assert (ops.farthest_point_sample(xyz, 8, start=7)[:, 0] == 7).all()
+    rnd = ops.farthest_point_sample(xyz, 8, start=None)
+    assert rnd.min() >= 0 and rnd.max() < 100
+    with pytest.raises(ValueError):
+        ops.farthest_point_sample(xyz, 101)
+
+
+def _check_knn(query, ref, k):
+    idx = ops.knn(query, ref, k)
+    expect = _ref_sqdist(query, ref).topk(k, -1, largest=False).indices
+    assert idx.shape == expect.shape
+    assert torch.equal(idx.sort(-1).values, expect.sort(-1).values)
+
+
+@pytest.mark.parametrize("c", [3, 64])
+def test_knn_matches_reference(c, small_tiles):
+    x = _cloud(3, 120, c, seed=c)
+    _check_knn(x, x, 20)  # self-query, as in DGCNN
+    _check_knn(_cloud(3, 33, c, seed=9), x, 5)
+    assert (ops.knn(x, x, 1)[..., 0] == torch.arange(120)).all()  # a point finds itself
+
+
+def test_knn_large_p_is_tiled():
+    x = _cloud(1, 8192, seed=3)  # 8192² distances ≫ one tile
+    query = x[:, ::37]
+    _check_knn(query, x, 16)
+
+
+def test_tiles_cover_and_bounded():
+    for b, m, n in [(4, 512, 1024), (16, 128, 512), (2, 7, 100000), (3, 1, 5)]:
+        seen = torch.zeros(b, m, dtype=torch.int)
+        for bs, ms in ops._tiles(b, m, n):
+            seen[bs, ms] += 1
+            rows = len(range(*bs.indices(b))) * len(range(*ms.indices(m)))
+            assert rows * n <= max(ops.TILE_ELEMENTS, n)
+        assert (seen == 1).all()
+
+
+@pytest.mark.parametrize("radius,nsample", [(0.2, 32), (0.4, 64), (2.0, 8)])
+def test_ball_query_matches_reference(radius, nsample, small_tiles):
+    xyz = _cloud(2, 400, seed=5)
+    new_xyz = xyz[:, ops.farthest_point_sample(xyz, 50)[0]]
+    idx = ops.ball_query(radius, nsample, xyz, new_xyz)
+    assert idx.shape == (2, 50, nsample) and idx.dtype == torch.int64
+    assert torch.equal(idx, _ref_ball_query(radius, nsample, xyz, new_xyz))
+
+
+def test_ball_query_empty_ball_and_large_p():
+    xyz = _cloud(2, 6000, seed=6)
+    new_xyz = torch.cat([xyz[:, :100], torch.full((2, 1, 3), 5.0)], 1)  # last: far outside
+    idx = ops.ball_query(0.1, 16, xyz, new_xyz)
+    assert torch.equal(idx, _ref_ball_query(0.1, 16, xyz, new_xyz))
+    assert (idx[:, -1] == _ref_sqdist(new_xyz[:, -1:], xyz).argmin(-1)).all()
+
+
+@pytest.mark.parametrize("shape", [(2, 30), (2, 30, 7)])
+def test_gather_points_values_and_grad(shape):
+    x = torch.randn(2, 50, 6, requires_grad=True)
+    idx = torch.randint(0, 50, shape)
+    out = ops.gather_points(x, idx)
+    expect = x[torch.arange(2).view(2, *[1] * (len(shape) - 1)), idx]
+    assert torch.equal(out, expect)
+    w = torch.randn_like(out)
+    (g,) = torch.autograd.grad((out * w).sum(), x)
+    (g_ref,) = torch.autograd.grad((expect * w).sum(), x)
+    torch.testing.assert_close(g, g_ref)
+
+
+def test_gather_max(small_tiles):
+    x = torch.randn(3, 40, 8)
+    idx = torch.randint(0, 40, (3, 25, 6))
+    assert torch.equal(ops.gather_max(x, idx), ops.gather_points(x, idx).amax(2))
+
+
+def test_shared_mlp_eval_folding_is_exact():
+    torch.manual_seed(0)
+    for bias, slope in [(True, 0.0), (False, 0.2)]:
+        mlp = ops.SharedMLP(5, 7, bias=bias, slope=slope)
+        x = torch.randn(4, 9, 5)
+        mlp.train()
+        for _ in range(3):  # give BN running stats non-trivial values
+            mlp(x * 3 + 1)
+        with torch.no_grad():
+            mlp.bn.weight.copy_(torch.randn(7))  # negative gammas too
+        mlp.eval()
+        ref = mlp.bn(mlp.fc(x).reshape(-1, 7)).view(4, 9, 7)
+        ref = torch.nn.functional.leaky_relu(ref, slope)
+        torch.testing.assert_close(mlp(x), ref, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(mlp.forward_max(x, 1), ref.amax(1), atol=1e-5, rtol=1e-5)
+        mlp.train()
+        torch.testing.assert_close(mlp.forward_max(x, 1), mlp(x).amax(1))
+
+
+def test_op_timing_only_when_active():
+    xyz = _cloud(2, 200)
+    ops.farthest_point_sample(xyz, 10)
+    with ops.op_timing() as t:
+        idx = ops.farthest_point_sample(xyz, 10)
+        ops.gather_points(xyz, ops.ball_query(0.3, 8, xyz, ops.gather_points(xyz, idx)))
+    assert set(t) == {"farthest_point_sample", "ball_query", "gather_points"}
+    assert all(v > 0 for v in t.values())
+    assert ops._timings is None
