@@ -140,23 +140,50 @@ def test_gather_max(small_tiles):
     assert torch.equal(ops.gather_max(x, idx), ops.gather_points(x, idx).amax(2))
 
 
+def _reference_mlp(mlp: ops.SharedMLP, x: torch.Tensor) -> torch.Tensor:
+    """Linear → BatchNorm1d → activation the plain way (also updates running stats)."""
+    y = mlp.bn(mlp.fc(x).reshape(-1, mlp.fc.out_features)).view(*x.shape[:-1], -1)
+    return torch.nn.functional.leaky_relu(y, mlp.slope)
+
+
 def test_shared_mlp_eval_folding_is_exact():
     torch.manual_seed(0)
     for bias, slope in [(True, 0.0), (False, 0.2)]:
         mlp = ops.SharedMLP(5, 7, bias=bias, slope=slope)
         x = torch.randn(4, 9, 5)
-        mlp.train()
         for _ in range(3):  # give BN running stats non-trivial values
             mlp(x * 3 + 1)
         with torch.no_grad():
             mlp.bn.weight.copy_(torch.randn(7))  # negative gammas too
         mlp.eval()
-        ref = mlp.bn(mlp.fc(x).reshape(-1, 7)).view(4, 9, 7)
-        ref = torch.nn.functional.leaky_relu(ref, slope)
+        ref = _reference_mlp(mlp, x)
         torch.testing.assert_close(mlp(x), ref, atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(mlp.forward_max(x, 1), ref.amax(1), atol=1e-5, rtol=1e-5)
-        mlp.train()
-        torch.testing.assert_close(mlp.forward_max(x, 1), mlp(x).amax(1))
+        torch.testing.assert_close(mlp.forward_max(x), ref.amax(-2), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("slope,shape", [(0.0, (3, 40, 6)), (0.2, (2, 5, 16, 6))])
+def test_fused_bn_act_max_matches_reference(slope, shape, small_tiles):
+    """Training-mode pool: outputs, all gradients and running stats as BN → act → amax."""
+    torch.manual_seed(1)
+    fused = ops.SharedMLP(6, 9, slope=slope)
+    with torch.no_grad():
+        fused.bn.weight.copy_(torch.randn(9))  # some negative gains: min is selected
+        fused.bn.bias.copy_(torch.randn(9))
+    plain = ops.SharedMLP(6, 9, slope=slope)
+    plain.load_state_dict(fused.state_dict())
+    x = torch.randn(*shape) * 2 + 3
+    x[..., 1, :] = x[..., 0, :]  # exact ties, as ball-query padding produces
+    xf, xp = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out_f, out_p = fused.forward_max(xf), _reference_mlp(plain, xp).amax(-2)
+    torch.testing.assert_close(out_f, out_p, atol=1e-5, rtol=1e-4)
+    w = torch.randn_like(out_p)
+    (out_f * w).sum().backward()
+    (out_p * w).sum().backward()
+    torch.testing.assert_close(xf.grad, xp.grad, atol=1e-5, rtol=1e-4)
+    for (name, a), b in zip(fused.named_parameters(), plain.parameters(), strict=True):
+        torch.testing.assert_close(a.grad, b.grad, atol=1e-4, rtol=1e-4, msg=name)
+    for name in ("running_mean", "running_var", "num_batches_tracked"):
+        torch.testing.assert_close(getattr(fused.bn, name), getattr(plain.bn, name))
 
 
 def test_op_timing_only_when_active():

@@ -1,0 +1,201 @@
+"""Train and inference throughput of every registered model at 1,024 points.
+
+For each model: samples/s of a training step (batch 16: forward, backward, AdamW step) and of
+inference (batch 32, eval mode, `torch.inference_mode`), after a warm-up, with as many timed
+iterations as fit in a per-model time budget (at least one). For models that sample/group
+points, the share of forward time spent in the ops of `pointkd.models.ops` (FPS, kNN, ball
+query, gathers) is measured with its zero-cost-when-off timer.
+
+Inputs are real ModelNet40 test shapes when ../shared/data/modelnet40_1024 exists (neighbour
+counts depend on the point distribution), else points on a noisy unit sphere.
+
+    python bench/bench_speed.py                      # all models → bench/results/speed.json
+    python bench/bench_speed.py --models dgcnn pointnet2_ssg --budget 20
+
+Results for models not re-run are kept from the existing JSON, so families can be measured
+separately.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from pointkd.models import count_parameters, create_model, list_models, ops
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("POINTKD_MODELNET", REPO.parent / "shared/data/modelnet40_1024"))
+
+# Public implementations on a 2-core CPU (issue text): samples/s (train b16, inference b32).
+REFERENCE = {
+    "pointnet_tnet": {"name": "PointNet", "train": 9.2, "infer": 29.0},
+    "pointnet2_ssg": {"name": "PointNet++ SSG", "train": 1.8, "infer": 6.5},
+    "dgcnn": {"name": "DGCNN", "train": 0.76, "infer": 1.9},
+    "pointmlp_elite": {"name": "PointMLP-elite", "train": 2.6, "infer": 5.6},
+    "pointmlp": {"name": "PointMLP", "train": 0.31, "infer": 1.3},
+}
+NOTES = {
+    "pointnet_tnet": "public PointNet implementations include both T-Nets",
+    "pointnet": "no T-Nets; compare with the 'pointnet_tnet' row for the public PointNet",
+}
+
+
+def machine_info() -> dict:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        cpu = platform.processor() or cpu
+    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    return {
+        "cpu": cpu, "logical_cores": os.cpu_count(), "usable_cores": affinity,
+        "torch": torch.__version__, "threads": torch.get_num_threads(),
+        "python": platform.python_version(), "platform": platform.platform(),
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
+
+
+def load_points(n: int, points: int) -> tuple[torch.Tensor, str]:
+    path = DATA / "test.h5"
+    if path.is_file() and points == 1024:
+        import h5py
+
+        with h5py.File(path, "r") as f:
+            return torch.from_numpy(f["data"][:n]).float(), f"ModelNet40 test[:{n}]"
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(n, points, 3, generator=g)
+    x = x / x.norm(dim=-1, keepdim=True) + 0.02 * torch.randn(n, points, 3, generator=g)
+    return x, "synthetic noisy unit sphere"
+
+
+def _repeat(fn, budget: float, max_iters: int) -> list[float]:
+    """Run fn once to warm up, then time it until budget seconds or max_iters (≥ 1 run)."""
+    fn()
+    times: list[float] = []
+    start = time.perf_counter()
+    while not times or (time.perf_counter() - start < budget and len(times) < max_iters):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return times
+
+
+def bench_model(name: str, x_train, y_train, x_infer, budget: float, max_iters: int) -> dict:
+    torch.manual_seed(0)
+    model = create_model(name, 40)
+    result: dict = {"params": count_parameters(model)}
+
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    fwd: list[tuple[float, float]] = []
+
+    def train_step() -> None:
+        opt.zero_grad(set_to_none=True)
+        with ops.op_timing() as op_t:
+            t = time.perf_counter()
+            logits = model(x_train)
+            fwd.append((time.perf_counter() - t, sum(op_t.values())))
+        F.cross_entropy(logits, y_train).backward()
+        opt.step()
+
+    times = _repeat(train_step, budget / 2, max_iters)
+    fwd = fwd[1:]  # drop the warm-up
+    result["train_samples_per_s"] = len(x_train) / (sum(times) / len(times))
+    result["train_iters"] = len(times)
+    train_fwd = sum(f for f, _ in fwd)
+    result["train_forward_share_of_step"] = train_fwd / sum(times)
+    result["grouping_fraction_train_forward"] = sum(o for _, o in fwd) / train_fwd
+
+    model.eval()
+    op_runs: list[dict[str, float]] = []
+
+    def infer() -> None:
+        with torch.inference_mode(), ops.op_timing() as op_t:
+            model(x_infer)
+        op_runs.append(dict(op_t))
+
+    times = _repeat(infer, budget / 2, max_iters)
+    op_seconds: dict[str, float] = {}
+    for run in op_runs[1:]:  # drop the warm-up
+        for k, v in run.items():
+            op_seconds[k] = op_seconds.get(k, 0.0) + v
+    total = sum(times)
+    result["infer_samples_per_s"] = len(x_infer) / (total / len(times))
+    result["infer_iters"] = len(times)
+    result["grouping_fraction_infer"] = sum(op_seconds.values()) / total
+    result["op_share_infer"] = {k: v / total for k, v in sorted(op_seconds.items())}
+    ref = REFERENCE.get(name)
+    if ref:
+        result["reference"] = ref
+        result["ratio_train"] = result["train_samples_per_s"] / ref["train"]
+        result["ratio_infer"] = result["infer_samples_per_s"] / ref["infer"]
+    if name in NOTES:
+        result["note"] = NOTES[name]
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--models", nargs="*", help="default: every registered model")
+    p.add_argument("--points", type=int, default=1024)
+    p.add_argument("--train-batch", type=int, default=16)
+    p.add_argument("--infer-batch", type=int, default=32)
+    p.add_argument("--budget", type=float, default=30.0, help="seconds per model (approx.)")
+    p.add_argument("--max-iters", type=int, default=10)
+    p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    p.add_argument("--out", type=Path, default=REPO / "bench/results/speed.json")
+    args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    known = list_models()
+    names = args.models or known
+    unknown = sorted(set(names) - set(known))
+    if unknown:
+        print(f"unknown models: {', '.join(unknown)} (known: {', '.join(known)})", file=sys.stderr)
+        return 2
+    x, source = load_points(max(args.train_batch, args.infer_batch), args.points)
+    x_train, x_infer = x[: args.train_batch].contiguous(), x[: args.infer_batch].contiguous()
+    y_train = torch.arange(args.train_batch) % 40
+
+    report = {"models": {}}
+    if args.out.is_file():
+        report = json.loads(args.out.read_text())
+    report.update(
+        machine=machine_info(),
+        config={
+            "points": args.points, "train_batch": args.train_batch,
+            "infer_batch": args.infer_batch, "optimizer": "AdamW", "input": source,
+            "budget_s_per_model": args.budget, "max_iters": args.max_iters,
+        },
+        reference=REFERENCE,
+    )
+    for name in names:
+        t = time.perf_counter()
+        r = bench_model(name, x_train, y_train, x_infer, args.budget, args.max_iters)
+        r["bench_seconds"] = time.perf_counter() - t
+        report["models"][name] = r
+        ratio = (f"  ×{r['ratio_train']:.1f} / ×{r['ratio_infer']:.1f} vs public"
+                 if "reference" in r else "")
+        print(f"{name:16s} train {r['train_samples_per_s']:7.2f}/s  "
+              f"infer {r['infer_samples_per_s']:7.2f}/s  "
+              f"grouping {100 * r['grouping_fraction_infer']:4.1f}%{ratio}", flush=True)
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
