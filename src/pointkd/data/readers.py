@@ -1,0 +1,173 @@
+"""Single point-cloud files -> (num_points, 3) float32 (not normalised).
+
+- .npy: (P, >=3) array; .xyz/.txt: whitespace- or comma-separated rows, first 3 columns used
+  (extra columns such as normals are ignored);
+- .pcd: ASCII or binary (uncompressed) PCD, fields x y z located by name;
+- .ply: a point cloud (vertices only) or a mesh; .off: a mesh (both parsed with trimesh).
+
+Meshes are sampled on their surface, area-weighted, deterministic from `seed`. Point files
+with more than `num_points` points are subsampled without replacement by a seeded random
+choice (order kept); files with fewer are resampled *with* replacement to `num_points`
+(all original points kept, the rest drawn at random). A file with no points is an error.
+"""
+
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from pointkd.errors import DataError
+
+POINT_SUFFIXES = (".npy", ".xyz", ".txt", ".pcd", ".ply", ".off")
+
+
+def file_seed(path: str | Path) -> int:
+    """A stable per-file seed (from its name), so folder datasets load identically."""
+    return zlib.crc32(str(path).encode())
+
+
+def read_cloud(path: str | Path, num_points: int = 1024, seed: int = 0) -> np.ndarray:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: empty file")
+    suffix = path.suffix.lower()
+    rng = np.random.default_rng(seed)
+    if suffix in (".ply", ".off"):
+        points = _read_mesh_or_cloud(path, num_points, rng)
+    elif suffix == ".npy":
+        points = _read_npy(path)
+    elif suffix in (".xyz", ".txt"):
+        points = _read_text(path)
+    elif suffix == ".pcd":
+        points = _read_pcd(path)
+    else:
+        raise DataError(f"{path}: unknown point-cloud format '{suffix}' "
+                        f"(known: {' '.join(POINT_SUFFIXES)})")
+    if len(points) == 0:
+        raise DataError(f"{path}: no points")
+    if not np.isfinite(points).all():
+        raise DataError(f"{path}: NaN/Inf coordinates")
+    return _resample(points.astype(np.float32), num_points, rng)
+
+
+def _resample(points: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    if len(points) == n:
+        return np.ascontiguousarray(points)
+    if len(points) > n:
+        return np.ascontiguousarray(points[np.sort(rng.choice(len(points), n, replace=False))])
+    extra = rng.integers(0, len(points), n - len(points))
+    return np.ascontiguousarray(np.concatenate([points, points[extra]]))
+
+
+def _columns(array: np.ndarray, path: Path) -> np.ndarray:
+    if array.ndim != 2 or array.shape[1] < 3:
+        raise DataError(f"{path}: expected rows of at least 3 coordinates, got shape "
+                        f"{array.shape}")
+    return array[:, :3]
+
+
+def _read_npy(path: Path) -> np.ndarray:
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise DataError(f"{path}: not a readable .npy file ({exc})") from None
+    return _columns(np.asarray(array, dtype=np.float64), path)
+
+
+def _read_text(path: Path) -> np.ndarray:
+    try:
+        text = path.read_text().replace(",", " ")
+        rows = [line.split() for line in text.splitlines() if line.strip()
+                and not line.lstrip().startswith("#")]
+        array = np.array([[float(v) for v in row[:3]] for row in rows if len(row) >= 3])
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: cannot parse coordinates ({type(exc).__name__})") from None
+    if any(len(row) < 3 for row in rows):
+        raise DataError(f"{path}: a row has fewer than 3 coordinates")
+    return array.reshape(-1, 3)
+
+
+_PCD_TYPES = {("F", 4): "f4", ("F", 8): "f8", ("U", 1): "u1", ("U", 2): "u2", ("U", 4): "u4",
+              ("I", 1): "i1", ("I", 2): "i2", ("I", 4): "i4", ("U", 8): "u8", ("I", 8): "i8"}
+
+
+def _read_pcd(path: Path) -> np.ndarray:
+    raw = path.read_bytes()
+    header: dict[str, list[str]] = {}
+    offset = 0
+    for line in raw.split(b"\n"):
+        offset += len(line) + 1
+        parts = line.decode("ascii", "replace").strip().split()
+        if not parts or parts[0].startswith("#"):
+            continue
+        header[parts[0].upper()] = parts[1:]
+        if parts[0].upper() == "DATA":
+            break
+    try:
+        names = header["FIELDS"]
+        sizes = [int(s) for s in header["SIZE"]]
+        types = header["TYPE"]
+        counts = [int(c) for c in header.get("COUNT", ["1"] * len(names))]
+        n = int(header["POINTS"][0])
+        mode = header["DATA"][0].lower()
+        cols = [names.index(a) for a in "xyz"]
+    except (KeyError, ValueError, IndexError):
+        raise DataError(f"{path}: malformed PCD header (need FIELDS x y z, SIZE, TYPE, "
+                        f"POINTS, DATA)") from None
+    if mode == "ascii":
+        values = np.array(raw[offset:].decode("ascii", "replace").split(), dtype=np.float64)
+        width = sum(counts)
+        if values.size < n * width:
+            raise DataError(f"{path}: PCD has fewer values than its header announces")
+        table = values[: n * width].reshape(n, width)
+        starts = np.cumsum([0] + counts[:-1])
+        return table[:, [starts[c] for c in cols]]
+    if mode != "binary":
+        raise DataError(f"{path}: PCD DATA '{mode}' not supported (ascii or binary)")
+    try:
+        dtype = np.dtype([(nm, _PCD_TYPES[(t.upper(), s)], (c,)) for nm, t, s, c
+                          in zip(names, types, sizes, counts, strict=True)])
+    except KeyError:
+        raise DataError(f"{path}: unsupported PCD field type") from None
+    if len(raw) - offset < n * dtype.itemsize:
+        raise DataError(f"{path}: PCD binary data is truncated")
+    table = np.frombuffer(raw, dtype=dtype, count=n, offset=offset)
+    return np.stack([table[a][:, 0].astype(np.float64) for a in "xyz"], axis=1)
+
+
+def _read_mesh_or_cloud(path: Path, n: int, rng: np.random.Generator) -> np.ndarray:
+    import trimesh
+
+    try:
+        obj = trimesh.load(path, file_type=path.suffix[1:].lower(), process=False, force=None)
+    except Exception as exc:  # trimesh raises many types for malformed files
+        raise DataError(f"{path}: unreadable mesh/point file ({type(exc).__name__})") from None
+    if isinstance(obj, trimesh.Scene):
+        geoms = list(obj.geometry.values())
+        if not geoms:
+            raise DataError(f"{path}: no geometry")
+        obj = trimesh.util.concatenate(geoms)
+    faces = getattr(obj, "faces", None)
+    if faces is not None and len(faces) > 0:
+        return sample_surface(np.asarray(obj.vertices, np.float64), np.asarray(faces), n, rng)
+    vertices = np.asarray(getattr(obj, "vertices", np.empty((0, 3))), dtype=np.float64)
+    return vertices.reshape(-1, 3)
+
+
+def sample_surface(vertices: np.ndarray, faces: np.ndarray, n: int,
+                   rng: np.random.Generator) -> np.ndarray:
+    """n points uniformly on the surface: faces chosen by area, then uniform barycentrics."""
+    tri = vertices[faces]
+    area = 0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
+    if not np.isfinite(area).all() or area.sum() <= 0:
+        raise DataError("mesh has zero surface area")
+    face = rng.choice(len(faces), n, p=area / area.sum())
+    u, v = rng.random(n), rng.random(n)
+    flip = u + v > 1
+    u[flip], v[flip] = 1 - u[flip], 1 - v[flip]
+    a, b, c = tri[face, 0], tri[face, 1], tri[face, 2]
+    return a + u[:, None] * (b - a) + v[:, None] * (c - a)
