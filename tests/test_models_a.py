@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from pointkd.models import count_parameters, create_model, ops
-from pointkd.models.ops import SharedMLP, ball_query, farthest_point_sample, gather_points, knn
+from pointkd.models.layers import SharedMLP
+from pointkd.models.ops import ball_query, farthest_point_sample, gather_points, knn
 
 MODELS = ["pointnet", "pointnet_tnet", "pointnet2_ssg", "dgcnn"]
 # Published sizes at 40 classes (PointNet vanilla: our count of the authors' basic network).
@@ -186,3 +187,15 @@ def test_pointnet_tnet_aux_loss():
     aux = model.aux_loss()
     assert aux.isfinite() and aux.item() == pytest.approx(0.0, abs=1e-6)  # T-Net starts at I
     assert create_model("pointnet", 40).aux_loss().item() == 0.0
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+@pytest.mark.parametrize("name", MODELS)
+def test_traced_model_keeps_batch_axis_dynamic(name):
+    """What ONNX export relies on: a graph traced at batch 2 is right for batch 3."""
+    torch.manual_seed(0)
+    model = create_model(name, 7).eval()
+    with torch.no_grad():
+        traced = torch.jit.trace(model, _clouds(2, 64), check_trace=False)
+        x = _clouds(3, 64, seed=4)
+        torch.testing.assert_close(traced(x), model(x), atol=1e-5, rtol=1e-5)

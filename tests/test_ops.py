@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pointkd.models import ops
+from pointkd.models import layers, ops
 
 
 def _cloud(b: int, n: int, c: int = 3, seed: int = 0) -> torch.Tensor:
@@ -140,7 +140,7 @@ def test_gather_max(small_tiles):
     assert torch.equal(ops.gather_max(x, idx), ops.gather_points(x, idx).amax(2))
 
 
-def _reference_mlp(mlp: ops.SharedMLP, x: torch.Tensor) -> torch.Tensor:
+def _reference_mlp(mlp: layers.SharedMLP, x: torch.Tensor) -> torch.Tensor:
     """Linear → BatchNorm1d → activation the plain way (also updates running stats)."""
     y = mlp.bn(mlp.fc(x).reshape(-1, mlp.fc.out_features)).view(*x.shape[:-1], -1)
     return torch.nn.functional.leaky_relu(y, mlp.slope)
@@ -149,7 +149,7 @@ def _reference_mlp(mlp: ops.SharedMLP, x: torch.Tensor) -> torch.Tensor:
 def test_shared_mlp_eval_folding_is_exact():
     torch.manual_seed(0)
     for bias, slope in [(True, 0.0), (False, 0.2)]:
-        mlp = ops.SharedMLP(5, 7, bias=bias, slope=slope)
+        mlp = layers.SharedMLP(5, 7, bias=bias, slope=slope)
         x = torch.randn(4, 9, 5)
         for _ in range(3):  # give BN running stats non-trivial values
             mlp(x * 3 + 1)
@@ -165,11 +165,11 @@ def test_shared_mlp_eval_folding_is_exact():
 def test_fused_bn_act_max_matches_reference(slope, shape, small_tiles):
     """Training-mode pool: outputs, all gradients and running stats as BN → act → amax."""
     torch.manual_seed(1)
-    fused = ops.SharedMLP(6, 9, slope=slope)
+    fused = layers.SharedMLP(6, 9, slope=slope)
     with torch.no_grad():
         fused.bn.weight.copy_(torch.randn(9))  # some negative gains: min is selected
         fused.bn.bias.copy_(torch.randn(9))
-    plain = ops.SharedMLP(6, 9, slope=slope)
+    plain = layers.SharedMLP(6, 9, slope=slope)
     plain.load_state_dict(fused.state_dict())
     x = torch.randn(*shape) * 2 + 3
     x[..., 1, :] = x[..., 0, :]  # exact ties, as ball-query padding produces
@@ -195,3 +195,20 @@ def test_op_timing_only_when_active():
     assert set(t) == {"farthest_point_sample", "ball_query", "gather_points"}
     assert all(v > 0 for v in t.values())
     assert ops._timings is None
+
+
+def test_export_forms_match(monkeypatch):
+    """The whole-tensor forms used while tracing/exporting give the same results."""
+    xyz = _cloud(2, 300, seed=8)
+    new_xyz = torch.cat([xyz[:, :40], torch.full((2, 1, 3), 5.0)], 1)
+    feats = torch.randn(2, 300, 16)
+    idx = torch.randint(0, 300, (2, 41, 6))
+    eager = (ops.farthest_point_sample(xyz, 32), ops.ball_query(0.3, 16, xyz, new_xyz),
+             ops.knn(new_xyz, xyz, 7).sort(-1).values, ops.gather_max(feats, idx))
+    monkeypatch.setattr(ops, "_tracing", lambda: True)
+    traced = (ops.farthest_point_sample(xyz, 32), ops.ball_query(0.3, 16, xyz, new_xyz),
+              ops.knn(new_xyz, xyz, 7).sort(-1).values, ops.gather_max(feats, idx))
+    for a, b in zip(eager, traced, strict=True):
+        assert torch.equal(a, b)
+    assert torch.equal(ops.ball_query(0.5, 400, xyz, new_xyz),  # nsample > N
+                       _ref_ball_query(0.5, 400, xyz, new_xyz))

@@ -60,9 +60,10 @@ def validate_set(ds: PointCloudSet, source: str) -> PointCloudSet:
     if not np.isfinite(pts).all():
         bad = int(np.flatnonzero(~np.isfinite(pts).all(axis=(1, 2)))[0])
         raise DataError(f"{source}: shape {bad} has NaN/Inf coordinates")
-    if labels.min() < 0 or labels.max() >= ds.num_classes:
-        raise DataError(f"{source}: label {int(labels.max() if labels.max() >= ds.num_classes else labels.min())} "
-                        f"out of range for {ds.num_classes} classes")
+    bad_labels = labels[(labels < 0) | (labels >= ds.num_classes)]
+    if len(bad_labels):
+        raise DataError(f"{source}: label {int(bad_labels[0])} out of range for "
+                        f"{ds.num_classes} classes")
     return ds
 
 

@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pointkd.models import register_model
-from pointkd.models.ops import SharedMLP, gather_max, gather_points, knn, map_chunks
+from pointkd.models.layers import SharedMLP, map_chunks
+from pointkd.models.ops import gather_max, gather_points, knn
 
 __all__ = ["DGCNN", "EdgeConv", "dgcnn"]
 

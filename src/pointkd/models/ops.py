@@ -5,9 +5,8 @@ int64 indices or gathered tensors. Neighbour searches work on tiles of a few hun
 distances, so memory stays bounded (a few MB) for any number of points and the working set
 stays in cache, which on CPU is also what makes them fast.
 
-`SharedMLP` is the per-point Linear → BatchNorm → activation block every family uses; in eval
-mode it folds BatchNorm into the Linear, which lets a max-pool run *before* the activation
-(the activation is monotonic), so the widest tensors skip two elementwise passes.
+Exporting (ONNX, TorchScript tracing) switches every op to a whole-tensor form, so traced
+graphs keep a dynamic batch axis. The layers built on these ops live in `layers.py`.
 
 `op_timing()` measures the wall time spent in the sampling/grouping ops (for the benchmark);
 when it is not active the only cost is one global lookup per call.
@@ -24,13 +23,10 @@ from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 __all__ = [
-    "SharedMLP",
     "ball_query",
-    "chain_max",
-    "map_chunks",
     "farthest_point_sample",
     "gather_max",
     "gather_points",
@@ -80,6 +76,12 @@ def _timed(fn: _F) -> _F:
     return wrapper  # type: ignore[return-value]
 
 
+def _tracing() -> bool:
+    """Exporting (ONNX / TorchScript trace): Python loops over shapes would be baked in, so
+    the ops switch to whole-tensor forms that keep the batch axis dynamic."""
+    return torch.jit.is_tracing() or torch.onnx.is_in_onnx_export()
+
+
 def _tiles(b: int, m: int, n: int, scale: int = 1) -> Iterator[tuple[slice, slice]]:
     """(batch, query) slices covering a (b, m, n) tensor in tiles of ~scale·TILE_ELEMENTS."""
     rows = max(1, scale * TILE_ELEMENTS // max(n, 1))
@@ -118,12 +120,12 @@ def farthest_point_sample(xyz: Tensor, m: int, start: int | None = 0) -> Tensor:
     if not 0 < m <= n:
         raise ValueError(f"cannot sample {m} of {n} points")
     planes = xyz.detach().permute(2, 0, 1).contiguous()  # (3, B, N)
+    far = torch.zeros_like(planes[0, :, :1], dtype=torch.long)  # (B, 1), batch-size agnostic
+    far = far.random_(0, n) if start is None else far.add_(int(start))
+    mind = torch.full_like(planes[0], float("inf"))
+    if _tracing():
+        return _fps_traceable(planes, far, mind, m)
     idx = torch.empty(bsz, m, dtype=torch.long, device=xyz.device)
-    if start is None:
-        far = torch.randint(0, n, (bsz, 1), device=xyz.device)
-    else:
-        far = torch.full((bsz, 1), int(start), dtype=torch.long, device=xyz.device)
-    mind = torch.full((bsz, n), float("inf"), dtype=planes.dtype, device=xyz.device)
     d = torch.empty_like(mind)
     t = torch.empty_like(mind)
     for i in range(m):
@@ -137,6 +139,17 @@ def farthest_point_sample(xyz: Tensor, m: int, start: int | None = 0) -> Tensor:
         torch.minimum(mind, d, out=mind)
         far = mind.argmax(-1, keepdim=True)
     return idx
+
+
+def _fps_traceable(planes: Tensor, far: Tensor, mind: Tensor, m: int) -> Tensor:
+    """The same loop without `out=`/in-place writes, for export."""
+    chosen = []
+    for _ in range(m):
+        chosen.append(far)
+        c = torch.gather(planes, 2, far.unsqueeze(0).expand(3, -1, 1))
+        mind = torch.minimum(mind, (planes - c).pow(2).sum(0))
+        far = mind.argmax(-1, keepdim=True)
+    return torch.cat(chosen, dim=1)
 
 
 @_timed
@@ -155,6 +168,8 @@ def knn(query: Tensor, ref: Tensor, k: int) -> Tensor:
     q2 = query.detach() * 2
     ref_t = ref.detach().transpose(1, 2)
     ref_sq = ref.detach().pow(2).sum(-1).unsqueeze(1)  # (B, 1, N)
+    if _tracing():
+        return torch.bmm(q2, ref_t).sub(ref_sq).topk(k, dim=-1, sorted=False).indices
     out = torch.empty(bsz, m, k, dtype=torch.long, device=query.device)
     for bs, ms in _tiles(bsz, m, n):
         score = torch.bmm(q2[bs, ms], ref_t[bs]).sub_(ref_sq[bs])  # -(d²) + |q|²
@@ -197,6 +212,9 @@ def ball_query(radius: float, nsample: int, xyz: Tensor, new_xyz: Tensor) -> Ten
     q2 = new_xyz.detach() * 2
     # d² <= r²  <=>  2q·p - |p|² >= |q|² - r²: one bmm and one pass per tile.
     thresh = new_xyz.detach().pow(2).sum(-1, keepdim=True) - radius * radius
+    if _tracing():
+        score = torch.bmm(q2, xyz_t).sub(xyz_sq)
+        return _ball_traceable(score, score >= thresh, nsample)
     slots = torch.arange(1, nsample + 1, device=xyz.device)
     out = torch.empty(bsz, m, nsample, dtype=torch.long, device=xyz.device)
     for bs, ms in _tiles(bsz, m, n):
@@ -208,6 +226,18 @@ def ball_query(radius: float, nsample: int, xyz: Tensor, new_xyz: Tensor) -> Ten
             found[:, :, :1] = torch.where(empty, score.argmax(-1, keepdim=True), found[:, :, :1])
         out[bs, ms] = torch.where(found == n, found[:, :, :1], found)
     return out
+
+
+def _ball_traceable(score: Tensor, inside: Tensor, nsample: int) -> Tensor:
+    """Export form of the ball query: the nsample smallest in-ball indices by top-k."""
+    n = score.shape[-1]
+    order = torch.arange(n, device=score.device).expand_as(score)
+    key = torch.where(inside, order, torch.full_like(order, n))
+    if nsample > n:
+        key = F.pad(key, (0, nsample - n), value=n)
+    found = key.topk(nsample, dim=-1, largest=False, sorted=True).values
+    first = torch.where(found[:, :, :1] == n, score.argmax(-1, keepdim=True), found[:, :, :1])
+    return torch.where(found == n, first, found)
 
 
 def _flat_index(idx: Tensor, n: int) -> Tensor:
@@ -232,6 +262,8 @@ def gather_max(x: Tensor, idx: Tensor) -> Tensor:
     """`gather_points(x, idx).amax(2)` for `idx (B, M, K)` without the `(B, M, K, C)` tensor.
 
     Tiled over the M rows; used by inference paths that only need the neighbourhood max."""
+    if _tracing():
+        return gather_points(x, idx).amax(2)
     bsz, n, c = x.shape
     m, k = idx.shape[1], idx.shape[2]
     flat_x = x.reshape(bsz * n, c)
@@ -244,165 +276,10 @@ def gather_max(x: Tensor, idx: Tensor) -> Tensor:
     return out
 
 
-class _BatchNormActMax(torch.autograd.Function):
-    """Training-mode `act(BN(z)).amax(-2)` for `z (G, K, C)` without BN/act outputs.
+def __getattr__(name: str):
+    """`ops.SharedMLP` & co. moved to layers.py; keep the old import path working."""
+    if name in ("SharedMLP", "chain_max", "map_chunks"):
+        from pointkd.models import layers
 
-    With the batch statistics fixed, BN + activation is a monotonic map per channel, so the
-    max over K is the max (gain ≥ 0) or the min (gain < 0) of z itself. Backward uses the
-    closed-form BatchNorm gradient, whose output gradient is non-zero only at the selected
-    entries: dz = gain·(g·[selected] − mean(g) − ẑ·mean(g·ẑ)), an affine map of z plus a
-    sparse term (ties share it, as in amax). Versus BN → act → max this saves three full-size
-    tensors per step, and stays cache-sized by working on chunks of G."""
-
-    @staticmethod
-    def forward(ctx, z, weight, bias, running_mean, running_var, momentum, eps, slope):
-        g, k, c = z.shape
-        rows = g * k
-        if rows < 2:
-            raise ValueError("BatchNorm needs more than one value per channel in training")
-        step = max(1, TILE_ELEMENTS // (k * c))
-        shift = z[0, 0].detach()  # shifted sums: no cancellation in E[z²] − E[z]²
-        s1 = torch.zeros(c, dtype=torch.float64, device=z.device)
-        s2 = torch.zeros_like(s1)
-        top = z.new_empty(g, c)
-        buf = z.new_empty(min(step, g), k, c)
-        for s in range(0, g, step):
-            zc, b = z[s : s + step], buf[: min(step, g - s)]
-            top[s : s + step] = zc.amax(1)
-            torch.sub(zc, shift, out=b)
-            s1 += b.sum((0, 1))
-            s2 += b.mul_(b).sum((0, 1))
-        m1 = s1 / rows
-        var = (s2 / rows - m1 * m1).clamp_min_(0)
-        mean = (m1 + shift).to(z.dtype)
-        invstd = torch.rsqrt(var.to(z.dtype) + eps)
-        gain = weight * invstd
-        if bool((gain < 0).any()):
-            top = torch.where(gain >= 0, top, z.amin(1))
-        pre = (top - mean) * gain + bias
-        if running_mean is not None:
-            running_mean.lerp_(mean, momentum)
-            running_var.lerp_(var.to(z.dtype) * (rows / (rows - 1)), momentum)
-        ctx.save_for_backward(z, top, pre, mean, invstd, weight)
-        ctx.slope = slope
-        return F.leaky_relu(pre, slope)
-
-    @staticmethod
-    def backward(ctx, grad):
-        z, top, pre, mean, invstd, weight = ctx.saved_tensors
-        g, k, c = z.shape
-        rows = g * k
-        g1 = torch.where(pre > 0, grad, grad * ctx.slope)
-        xhat_top = (top - mean) * invstd
-        d_bias = g1.sum(0)
-        d_weight = (g1 * xhat_top).sum(0)
-        gain = weight * invstd
-        alpha = -gain * invstd * d_weight / rows  # dz = alpha·z + beta + sparse(gain·g1)
-        beta = -gain * d_bias / rows - alpha * mean
-        sparse = gain * g1
-        dz = torch.empty_like(z)
-        step = max(1, TILE_ELEMENTS // (k * c))
-        for s in range(0, g, step):
-            zc, tc, out = z[s : s + step], top[s : s + step].unsqueeze(1), dz[s : s + step]
-            torch.addcmul(beta, zc, alpha, out=out)
-            hit = (zc == tc).to(z.dtype)
-            out.addcmul_(hit, (sparse[s : s + step] / hit.sum(1)).unsqueeze(1))
-        return dz, d_weight, d_bias, None, None, None, None, None
-
-
-class SharedMLP(nn.Module):
-    """Linear → BatchNorm1d → ReLU/LeakyReLU on the last dim of any `(..., c_in)` tensor.
-
-    Equivalent to the 1×1 Conv1d/Conv2d + BatchNorm blocks of the reference code (same
-    parameters), but as one matmul over a channels-last `(rows, C)` matrix. In eval mode the
-    BatchNorm is folded into the Linear (`weight_bias`); `pool`/`forward_max` then take the
-    max before the activation (exact: the activation is monotonic), and in training they use
-    the fused `_BatchNormActMax`."""
-
-    def __init__(self, c_in: int, c_out: int, bias: bool = True, slope: float = 0.0) -> None:
-        super().__init__()
-        self.fc = nn.Linear(c_in, c_out, bias=bias)
-        self.bn = nn.BatchNorm1d(c_out)
-        self.slope = slope
-
-    def folded(self) -> bool:
-        return not self.training and self.bn.running_mean is not None
-
-    def weight_bias(self) -> tuple[Tensor, Tensor | None]:
-        """The Linear's parameters, with the BatchNorm folded in when in eval mode."""
-        if not self.folded():
-            return self.fc.weight, self.fc.bias
-        bn = self.bn
-        scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
-        bias = -bn.running_mean if self.fc.bias is None else self.fc.bias - bn.running_mean
-        return self.fc.weight * scale.unsqueeze(1), bias * scale + bn.bias
-
-    def activate(self, y: Tensor) -> Tensor:
-        """In place: the activation (a ReLU when slope is 0)."""
-        return F.relu_(y) if self.slope == 0 else F.leaky_relu_(y, self.slope)
-
-    def finish(self, y: Tensor) -> Tensor:
-        """BatchNorm (unless folded) + activation of a pre-activation made with `weight_bias`."""
-        if self.folded():
-            return self.activate(y)
-        # activate the 2-D BatchNorm output, not a view of it: an in-place op on a view makes
-        # autograd copy the whole tensor in backward
-        return self.activate(self.bn(y.reshape(-1, y.shape[-1]))).view(y.shape)
-
-    def pool(self, y: Tensor) -> Tensor:
-        """`finish(y).amax(-2)` for a pre-activation `y (..., K, C)` made with `weight_bias`."""
-        if self.folded():
-            return self.activate(y.amax(-2))
-        bn = self.bn
-        if bn.training and bn.track_running_stats:
-            bn.num_batches_tracked.add_(1)
-            momentum = bn.momentum
-            if momentum is None:  # cumulative moving average
-                momentum = 1.0 / float(bn.num_batches_tracked)
-            stats = (bn.running_mean, bn.running_var)
-        else:  # batch statistics without running ones (track_running_stats=False)
-            momentum, stats = 0.0, (None, None)
-        z = y.reshape(-1, *y.shape[-2:])
-        out = _BatchNormActMax.apply(z, bn.weight, bn.bias, *stats, momentum, bn.eps, self.slope)
-        return out.view(*y.shape[:-2], y.shape[-1])
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.finish(F.linear(x, *self.weight_bias()))
-
-    def forward_max(self, x: Tensor) -> Tensor:
-        """`self(x).amax(-2)`: max over the second-to-last dim (points or neighbours)."""
-        return self.pool(F.linear(x, *self.weight_bias()))
-
-
-def map_chunks(fn: Callable[[slice], Tensor], n: int, cost: int) -> Tensor:
-    """`torch.cat([fn(s) for s in slices of range(n)])`, each slice costing ≤ ~1M elements.
-
-    `cost` is the size of the widest intermediate per item. Inference paths use it to run a
-    whole chain of layers on cache-sized blocks, so wide activations are never allocated."""
-    step = max(1, 4 * TILE_ELEMENTS // max(cost, 1))
-    if step >= n:
-        return fn(slice(0, n))
-    return torch.cat([fn(slice(s, s + step)) for s in range(0, n, step)])
-
-
-def chain_max(layers: list[SharedMLP] | nn.ModuleList, x: Tensor) -> Tensor:
-    """`layers` applied to `x (..., K, C)`, then the max over K (the second-to-last dim).
-
-    Training: the layers one after another, the last fused with the max (`pool`). Eval: the
-    chain runs on cache-sized blocks of the leading dims (`map_chunks`)."""
-    *hidden, last = layers
-    if not last.folded():
-        for layer in hidden:
-            x = layer(x)
-        return last.forward_max(x)
-    k = x.shape[-2]
-    groups = x.reshape(-1, k, x.shape[-1])
-    width = k * max(layer.fc.out_features for layer in layers)
-
-    def run(s: slice) -> Tensor:
-        h = groups[s]
-        for layer in hidden:
-            h = layer(h)
-        return last.forward_max(h)
-
-    return map_chunks(run, groups.shape[0], width).view(*x.shape[:-2], -1)
+        return getattr(layers, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

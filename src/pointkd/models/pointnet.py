@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from pointkd.models import register_model
-from pointkd.models.ops import SharedMLP, chain_max
+from pointkd.models.layers import SharedMLP, chain_max
 
 __all__ = ["PointNet", "pointnet", "pointnet_tnet"]
 

@@ -21,14 +21,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pointkd.models import register_model
-from pointkd.models.ops import (
-    SharedMLP,
-    ball_query,
-    chain_max,
-    farthest_point_sample,
-    gather_points,
-    map_chunks,
-)
+from pointkd.models.layers import SharedMLP, chain_max, map_chunks
+from pointkd.models.ops import ball_query, farthest_point_sample, gather_points
 
 __all__ = ["PointNet2SSG", "SetAbstraction", "pointnet2_ssg"]
 
