@@ -7,8 +7,10 @@
 
 Meshes are sampled on their surface, area-weighted, deterministic from `seed`. Point files
 with more than `num_points` points are subsampled without replacement by a seeded random
-choice (order kept); files with fewer are resampled *with* replacement to `num_points`
-(all original points kept, the rest drawn at random). A file with no points is an error.
+choice; files with fewer are resampled *with* replacement to `num_points` (all original
+points kept, the rest drawn at random). A file with no points is an error. The result is
+always in seeded random order, as ModelNet40's HDF5 clouds are (students take the first M
+points as a uniform subsample).
 """
 
 from __future__ import annotations
@@ -55,12 +57,12 @@ def read_cloud(path: str | Path, num_points: int = 1024, seed: int = 0) -> np.nd
 
 
 def _resample(points: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
-    if len(points) == n:
-        return np.ascontiguousarray(points)
-    if len(points) > n:
-        return np.ascontiguousarray(points[np.sort(rng.choice(len(points), n, replace=False))])
-    extra = rng.integers(0, len(points), n - len(points))
-    return np.ascontiguousarray(np.concatenate([points, points[extra]]))
+    if len(points) >= n:
+        idx = rng.choice(len(points), n, replace=False)
+    else:
+        idx = rng.permutation(np.concatenate([np.arange(len(points)),
+                                              rng.integers(0, len(points), n - len(points))]))
+    return np.ascontiguousarray(points[idx])
 
 
 def _columns(array: np.ndarray, path: Path) -> np.ndarray:
