@@ -5,8 +5,9 @@ Design (one class, `PointStudent`):
 - a per-point embedding (Linear 3 -> w),
 - S local stages; stage i keeps M_i anchor points and, for each, groups its k nearest
   neighbours (kNN in xyz), encodes [neighbour xyz - anchor xyz, neighbour feature - anchor
-  feature, anchor feature] with two channels-last Linear+BN+ReLU layers and max-pools over
-  the k neighbours (the PointNet++/PointMLP local pattern without the expensive parts),
+  feature, anchor feature] with a linear layer computed per point before grouping (see
+  `LocalStage`), BN + ReLU, max-pools over the k neighbours, then a residual point-wise
+  Linear+BN+ReLU (the PointNet++/PointMLP local pattern without the expensive parts),
 - global max + mean pooling and a two-layer classifier.
 
 Anchors are the *first* M_i points (`sampler="first"`): pointkd feeds clouds in random order
@@ -42,10 +43,19 @@ class _ChannelsLastBN(nn.BatchNorm1d):
 
 
 class LocalStage(nn.Module):
+    """Group k neighbours per anchor, encode, max-pool; then a point-wise residual MLP.
+
+    The grouped layer W·[x_j − x_i, f_j − f_i, f_i] is linear, so it equals
+    A·[x_j, f_j] + B·[x_i, f_i]: both products are computed per point *before* grouping,
+    and the B×M×k tensor only sees a gather, an add, BN, ReLU and the max — no matmul."""
+
     def __init__(self, c_in: int, c_out: int, num_anchors: int, k: int, sampler: str):
         super().__init__()
         self.num_anchors, self.k, self.sampler = num_anchors, k, sampler
-        self.mlp = _mlp([3 + 2 * c_in, c_out, c_out])
+        self.neighbour = nn.Linear(3 + c_in, c_out, bias=False)  # A
+        self.anchor = nn.Linear(3 + c_in, c_out, bias=False)  # B (anchor terms merged)
+        self.bn = _ChannelsLastBN(c_out)
+        self.post = _mlp([c_out, c_out])
 
     def forward(self, xyz: Tensor, feats: Tensor) -> tuple[Tensor, Tensor]:
         m = min(self.num_anchors, xyz.shape[1])
@@ -55,11 +65,11 @@ class LocalStage(nn.Module):
         else:
             anchor_xyz, anchor_f = xyz[:, :m], feats[:, :m]
         nbr = ops.knn(anchor_xyz, xyz, min(self.k, xyz.shape[1]))  # (B, M, k)
-        nbr_xyz = ops.gather_points(xyz, nbr) - anchor_xyz.unsqueeze(2)
-        nbr_f = ops.gather_points(feats, nbr)
-        a = anchor_f.unsqueeze(2).expand_as(nbr_f)
-        x = self.mlp(torch.cat([nbr_xyz, nbr_f - a, a], dim=-1))
-        return anchor_xyz, x.amax(dim=2)
+        per_point = self.neighbour(torch.cat([xyz, feats], dim=-1))  # (B, N, C)
+        per_anchor = self.anchor(torch.cat([anchor_xyz, anchor_f], dim=-1))  # (B, M, C)
+        grouped = ops.gather_points(per_point, nbr) + per_anchor.unsqueeze(2)
+        pooled = torch.relu(self.bn(grouped)).amax(dim=2)
+        return anchor_xyz, pooled + self.post(pooled)
 
 
 class PointStudent(nn.Module):
@@ -97,18 +107,18 @@ def student_xs(num_classes: int, **kw) -> nn.Module:
 def student_s(num_classes: int, **kw) -> nn.Module:
     """~0.3M parameters."""
     return PointStudent(num_classes, **{"embed": 48, "dims": (96, 160, 240),
-                                        "anchors": (512, 128, 32), "head": 192, **kw})
+                                        "anchors": (256, 64, 16), "head": 192, **kw})
 
 
 @register_model
 def student_m(num_classes: int, **kw) -> nn.Module:
     """~0.5M parameters."""
     return PointStudent(num_classes, **{"embed": 64, "dims": (96, 192, 320),
-                                        "anchors": (512, 128, 32), "head": 256, **kw})
+                                        "anchors": (256, 64, 16), "head": 256, **kw})
 
 
 @register_model
 def student_l(num_classes: int, **kw) -> nn.Module:
     """~1M parameters: the CPU teacher candidate of the family."""
     return PointStudent(num_classes, **{"embed": 64, "dims": (128, 256, 512),
-                                        "anchors": (512, 128, 32), "head": 256, **kw})
+                                        "anchors": (256, 64, 16), "head": 256, **kw})
