@@ -83,7 +83,8 @@ class DGCNN(nn.Module):
                 e = self.embed(h[s])
                 return torch.cat([e.amax(1), e.mean(1)], dim=-1)
 
-            pooled = map_chunks(run, h.shape[0], h.shape[1] * self.embed.fc.out_features)
+            width = h.shape[1] * self.embed.fc.out_features
+            pooled = map_chunks(run, h.shape[0], width, h.device)
         else:
             e = self.embed(h)
             pooled = torch.cat([e.max(1).values, e.mean(1)], dim=-1)  # max(): cheap backward

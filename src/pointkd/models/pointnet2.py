@@ -67,7 +67,7 @@ class SetAbstraction(nn.Module):
                 h = gather_points(table, flat_idx[:, s]).sub_(flat_shift[:, s])
                 return chain_max(rest, first.activate(h)).squeeze(0)
 
-            out = map_chunks(run, bsz * m, flat_idx.shape[-1] * max(self.widths))
+            out = map_chunks(run, bsz * m, flat_idx.shape[-1] * max(self.widths), x.device)
             return centres, out.view(bsz, m, -1)
         h = gather_points(per_point, idx)  # (B, M, K, C1)
         # out of place: in place on the gathered view would cost a copy in backward

@@ -1,0 +1,188 @@
+"""Layers shared by the model families, built for CPU speed without changing the function.
+
+`SharedMLP` is the per-point Linear → BatchNorm → activation block (a 1×1 convolution of the
+reference code, as one channels-last matmul). In eval mode it folds BatchNorm into the Linear,
+so a max-pool can run *before* the (monotonic) activation; in training, the last layer before
+a max-pool fuses BatchNorm, activation and pooling (`_BatchNormActMax`). `chain_max` and
+`map_chunks` run inference on cache-sized blocks so the widest activations never exist.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from pointkd.models import ops
+
+__all__ = ["SharedMLP", "chain_max", "map_chunks"]
+
+
+class _BatchNormActMax(torch.autograd.Function):
+    """Training-mode `act(BN(z)).amax(-2)` for `z (G, K, C)` without BN/act outputs.
+
+    With the batch statistics fixed, BN + activation is a monotonic map per channel, so the
+    max over K is the max (gain ≥ 0) or the min (gain < 0) of z itself. Backward uses the
+    closed-form BatchNorm gradient, whose output gradient is non-zero only at the selected
+    entries: dz = gain·(g·[selected] − mean(g) − ẑ·mean(g·ẑ)), an affine map of z plus a
+    sparse term (ties share it, as in amax). Versus BN → act → max this saves three full-size
+    tensors per step, and stays cache-sized by working on chunks of G."""
+
+    @staticmethod
+    def forward(ctx, z, weight, bias, running_mean, running_var, momentum, eps, slope):
+        g, k, c = z.shape
+        rows = g * k
+        if rows < 2:
+            raise ValueError("BatchNorm needs more than one value per channel in training")
+        step = max(1, ops.tile_elements(z.device) // (k * c))
+        shift = z[0, 0].detach()  # shifted sums: no cancellation in E[z²] − E[z]²
+        s1 = torch.zeros(c, dtype=torch.float64, device=z.device)
+        s2 = torch.zeros_like(s1)
+        top = z.new_empty(g, c)
+        buf = z.new_empty(min(step, g), k, c)
+        for s in range(0, g, step):
+            zc, b = z[s : s + step], buf[: min(step, g - s)]
+            top[s : s + step] = zc.amax(1)
+            torch.sub(zc, shift, out=b)
+            s1 += b.sum((0, 1))
+            s2 += b.mul_(b).sum((0, 1))
+        m1 = s1 / rows
+        var = (s2 / rows - m1 * m1).clamp_min_(0)
+        mean = (m1 + shift).to(z.dtype)
+        invstd = torch.rsqrt(var.to(z.dtype) + eps)
+        gain = weight * invstd
+        if bool((gain < 0).any()):
+            top = torch.where(gain >= 0, top, z.amin(1))
+        pre = (top - mean) * gain + bias
+        if running_mean is not None:
+            running_mean.lerp_(mean, momentum)
+            running_var.lerp_(var.to(z.dtype) * (rows / (rows - 1)), momentum)
+        ctx.save_for_backward(z, top, pre, mean, invstd, weight)
+        ctx.slope = slope
+        return F.leaky_relu(pre, slope)
+
+    @staticmethod
+    def backward(ctx, grad):
+        z, top, pre, mean, invstd, weight = ctx.saved_tensors
+        g, k, c = z.shape
+        rows = g * k
+        g1 = torch.where(pre > 0, grad, grad * ctx.slope)
+        xhat_top = (top - mean) * invstd
+        d_bias = g1.sum(0)
+        d_weight = (g1 * xhat_top).sum(0)
+        gain = weight * invstd
+        alpha = -gain * invstd * d_weight / rows  # dz = alpha·z + beta + sparse(gain·g1)
+        beta = -gain * d_bias / rows - alpha * mean
+        sparse = gain * g1
+        dz = torch.empty_like(z)
+        step = max(1, ops.tile_elements(z.device) // (k * c))
+        for s in range(0, g, step):
+            zc, tc, out = z[s : s + step], top[s : s + step].unsqueeze(1), dz[s : s + step]
+            torch.addcmul(beta, zc, alpha, out=out)
+            hit = (zc == tc).to(z.dtype)
+            out.addcmul_(hit, (sparse[s : s + step] / hit.sum(1)).unsqueeze(1))
+        return dz, d_weight, d_bias, None, None, None, None, None
+
+
+class SharedMLP(nn.Module):
+    """Linear → BatchNorm1d → ReLU/LeakyReLU on the last dim of any `(..., c_in)` tensor.
+
+    Equivalent to the 1×1 Conv1d/Conv2d + BatchNorm blocks of the reference code (same
+    parameters), but as one matmul over a channels-last `(rows, C)` matrix. In eval mode the
+    BatchNorm is folded into the Linear (`weight_bias`); `pool`/`forward_max` then take the
+    max before the activation (exact: the activation is monotonic), and in training they use
+    the fused `_BatchNormActMax`."""
+
+    def __init__(self, c_in: int, c_out: int, bias: bool = True, slope: float = 0.0) -> None:
+        super().__init__()
+        self.fc = nn.Linear(c_in, c_out, bias=bias)
+        self.bn = nn.BatchNorm1d(c_out)
+        self.slope = slope
+
+    def folded(self) -> bool:
+        return not self.training and self.bn.running_mean is not None
+
+    def weight_bias(self) -> tuple[Tensor, Tensor | None]:
+        """The Linear's parameters, with the BatchNorm folded in when in eval mode."""
+        if not self.folded():
+            return self.fc.weight, self.fc.bias
+        bn = self.bn
+        scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+        bias = -bn.running_mean if self.fc.bias is None else self.fc.bias - bn.running_mean
+        return self.fc.weight * scale.unsqueeze(1), bias * scale + bn.bias
+
+    def activate(self, y: Tensor) -> Tensor:
+        """In place: the activation (a ReLU when slope is 0)."""
+        return F.relu_(y) if self.slope == 0 else F.leaky_relu_(y, self.slope)
+
+    def finish(self, y: Tensor) -> Tensor:
+        """BatchNorm (unless folded) + activation of a pre-activation made with `weight_bias`."""
+        if self.folded():
+            return self.activate(y)
+        # activate the 2-D BatchNorm output, not a view of it: an in-place op on a view makes
+        # autograd copy the whole tensor in backward
+        return self.activate(self.bn(y.reshape(-1, y.shape[-1]))).view(y.shape)
+
+    def pool(self, y: Tensor) -> Tensor:
+        """`finish(y).amax(-2)` for a pre-activation `y (..., K, C)` made with `weight_bias`."""
+        if self.folded():
+            return self.activate(y.amax(-2))
+        bn = self.bn
+        if bn.training and bn.track_running_stats:
+            bn.num_batches_tracked.add_(1)
+            momentum = bn.momentum
+            if momentum is None:  # cumulative moving average
+                momentum = 1.0 / float(bn.num_batches_tracked)
+            stats = (bn.running_mean, bn.running_var)
+        else:  # batch statistics without running ones (track_running_stats=False)
+            momentum, stats = 0.0, (None, None)
+        z = y.reshape(-1, *y.shape[-2:])
+        if z.dtype in (torch.float16, torch.bfloat16):  # as BatchNorm under autocast
+            z = z.float()
+        out = _BatchNormActMax.apply(z, bn.weight, bn.bias, *stats, momentum, bn.eps, self.slope)
+        return out.view(*y.shape[:-2], y.shape[-1])
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.finish(F.linear(x, *self.weight_bias()))
+
+    def forward_max(self, x: Tensor) -> Tensor:
+        """`self(x).amax(-2)`: max over the second-to-last dim (points or neighbours)."""
+        return self.pool(F.linear(x, *self.weight_bias()))
+
+
+def map_chunks(
+    fn: Callable[[slice], Tensor], n: int, cost: int, device: torch.device | None = None
+) -> Tensor:
+    """`torch.cat([fn(s) for s in slices of range(n)])`, each slice costing ≤ ~1M elements.
+
+    `cost` is the size of the widest intermediate per item. Inference paths use it to run a
+    whole chain of layers on cache-sized blocks, so wide activations are never allocated."""
+    step = max(1, 4 * ops.tile_elements(device or torch.device("cpu")) // max(cost, 1))
+    if step >= n or ops._tracing():
+        return fn(slice(None))
+    return torch.cat([fn(slice(s, s + step)) for s in range(0, n, step)])
+
+
+def chain_max(layers: list[SharedMLP] | nn.ModuleList, x: Tensor) -> Tensor:
+    """`layers` applied to `x (..., K, C)`, then the max over K (the second-to-last dim).
+
+    Training: the layers one after another, the last fused with the max (`pool`). Eval: the
+    chain runs on cache-sized blocks of the leading dims (`map_chunks`)."""
+    *hidden, last = layers
+    if not last.folded():
+        for layer in hidden:
+            x = layer(x)
+        return last.forward_max(x)
+    k = x.shape[-2]
+    groups = x.reshape(-1, k, x.shape[-1])
+    width = k * max(layer.fc.out_features for layer in layers)
+
+    def run(s: slice) -> Tensor:
+        h = groups[s]
+        for layer in hidden:
+            h = layer(h)
+        return last.forward_max(h)
+
+    return map_chunks(run, groups.shape[0], width, x.device).view(*x.shape[:-2], -1)
