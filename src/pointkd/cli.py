@@ -126,7 +126,7 @@ def cmd_records_info(args: argparse.Namespace) -> int:
 def cmd_records_verify(args: argparse.Namespace) -> int:
     from pointkd.records import verify
 
-    print(verify(args.dir, data=args.data, teachers=args.teacher))
+    print(verify(args.dir, data=args.data, teachers=args.teacher, config=args.config))
     return 0
 
 
@@ -247,6 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir")
     p.add_argument("--data", help="dataset the records must have been made for")
     p.add_argument("--teacher", action="append", help="teacher checkpoint(s) it must match")
+    p.add_argument("--config", help="YAML config whose augment section the records must match")
     p.set_defaults(func=cmd_records_verify)
 
     # models
