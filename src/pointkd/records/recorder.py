@@ -8,6 +8,7 @@ killed at any moment and resumed gives a byte-identical shard.
 
 from __future__ import annotations
 
+import os
 import shutil
 import time
 from pathlib import Path
@@ -121,6 +122,7 @@ def record(teachers: list[str], data: str, out: str, k: int = 10, seed: int = 0,
         bar = tqdm(total=total, initial=writer.done, unit="row", desc="record",
                    dynamic_ncols=True)
     t0 = time.perf_counter()
+    delay = float(os.environ.get("POINTKD_RECORD_DELAY", 0))  # testing aid: slow each batch
     with torch.inference_mode():
         for start in range(writer.done, total, batch_size):
             rows_id = torch.arange(start, min(start + batch_size, total))
@@ -138,6 +140,8 @@ def record(teachers: list[str], data: str, out: str, k: int = 10, seed: int = 0,
             rows["seed"] = seeds.numpy().view(np.uint64)
             encode_logits(rows, z, logits, topk)
             writer.write(rows)
+            if delay:
+                time.sleep(delay)
             if bar is not None:
                 bar.update(len(rows_id))
     if bar is not None:
