@@ -20,7 +20,7 @@ DEMO_CONFIG = "configs/synthetic_demo.yaml"
 
 # (label, mode, overrides); mode decides whether records are used
 STUDENT_RUNS = [
-    ("no KD", "plain", ["distill.alpha=0.0"]),
+    ("no KD", "plain", ["distill.alpha=0.0", "distill.beta=0.0"]),
     ("offline KD", "offline", ["distill.beta=0.0"]),
     ("offline KD + NWSD", "offline", []),
 ]
