@@ -82,7 +82,8 @@ def main() -> None:
     step = {m: statistics.median(x["step_seconds"] for x in runs[m]) for m in MODES}
     rss = {m: statistics.median(x["peak_rss_mb"] for x in runs[m]) for m in MODES}
     result = {
-        "machine": {"cpu": _cpu_name(), "threads": args.threads, "python": platform.python_version()},
+        "machine": {"cpu": _cpu_name(), "threads": args.threads,
+                    "python": platform.python_version()},
         "setup": {k: v for k, v in vars(args).items() if k not in ("worker", "out", "json")},
         "step_seconds": step, "peak_rss_mb": rss, "runs": runs,
         "ratios": {"offline_over_plain_step": step["offline"] / step["plain"],

@@ -81,7 +81,6 @@ def test_nwsd_gradient_equals_sum_of_terms_and_extrapolated_target():
 
 
 def test_negative_beta_pushes_away_from_self():
-    zs = torch.tensor([[1.0, 0.0, 0.0]])
     zt = torch.tensor([[2.0, 0.0, 0.0]])
     zself = torch.tensor([[0.0, 2.0, 0.0]])  # the past self liked class 1
     m = extrapolated_target(zt, zself, 1.0, -0.3, 1.0)
