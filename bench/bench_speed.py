@@ -13,7 +13,9 @@ counts depend on the point distribution), else points on a noisy unit sphere.
     python bench/bench_speed.py --models dgcnn pointnet2_ssg --budget 20
 
 Results for models not re-run are kept from the existing JSON, so families can be measured
-separately.
+separately. Timings need a quiet machine: each model records the 1-minute load average, and
+on a shared CPU `OMP_WAIT_POLICY=PASSIVE` stops two-thread runs losing ~20× to OpenMP threads
+spinning while the other process holds the core.
 """
 
 from __future__ import annotations
@@ -63,6 +65,10 @@ def machine_info() -> dict:
         "cpu": cpu, "logical_cores": os.cpu_count(), "usable_cores": affinity,
         "torch": torch.__version__, "threads": torch.get_num_threads(),
         "python": platform.python_version(), "platform": platform.platform(),
+        # on a shared CPU, spinning OpenMP threads of competing processes cost up to 20×:
+        # record the policy (OMP_WAIT_POLICY=PASSIVE avoids it) and the load at the start
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "default"),
+        "loadavg_1min_at_start": round(os.getloadavg()[0], 2),
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
 
@@ -205,7 +211,12 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         t = time.perf_counter()
         load_before = os.getloadavg()[0]
-        r = bench_model(name, x_train, y_train, x_infer, args.budget, args.max_iters)
+        try:
+            r = bench_model(name, x_train, y_train, x_infer, args.budget, args.max_iters)
+        except Exception as exc:  # one broken model must not lose the others' results
+            report["models"][name] = {"error": f"{type(exc).__name__}: {exc}"}
+            print(f"{name:16s} FAILED: {exc}", file=sys.stderr, flush=True)
+            continue
         r["bench_seconds"] = time.perf_counter() - t
         # other processes on the machine skew timings: keep the 1-minute load as evidence
         r["loadavg_1min"] = [round(load_before, 2), round(os.getloadavg()[0], 2)]
