@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from pointkd.errors import ModelError
 from pointkd.models import count_parameters, create_model, ops
 from pointkd.models.layers import SharedMLP
 from pointkd.models.ops import ball_query, farthest_point_sample, gather_points, knn
@@ -209,3 +210,11 @@ def test_traced_model_keeps_batch_axis_dynamic(name):
         traced = torch.jit.trace(model, _clouds(2, 64), check_trace=False)
         x = _clouds(3, 64, seed=4)
         torch.testing.assert_close(traced(x), model(x), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_bad_input_is_a_model_error(name):
+    model = create_model(name, 4)
+    for bad in (torch.rand(2, 50, 4), torch.rand(50, 3), torch.zeros(2, 50, 3, dtype=torch.long)):
+        with pytest.raises(ModelError, match=r"\(B, P, 3\)"):
+            model(bad)

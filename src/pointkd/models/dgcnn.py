@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from pointkd.models import register_model
 from pointkd.models.layers import SharedMLP, map_chunks
-from pointkd.models.ops import gather_max, gather_points, knn
+from pointkd.models.ops import check_points, gather_max, gather_points, knn
 
 __all__ = ["DGCNN", "EdgeConv", "dgcnn"]
 
@@ -72,6 +72,7 @@ class DGCNN(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """`(B, P, 3)` → logits `(B, num_classes)`."""
+        check_points(x)
         feats = []
         for conv in self.edge_convs:
             x = conv(x)

@@ -25,8 +25,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from pointkd.errors import ModelError
+
 __all__ = [
     "ball_query",
+    "check_points",
     "farthest_point_sample",
     "gather_max",
     "gather_points",
@@ -101,6 +104,13 @@ def _tiles(
         for s in range(b):
             for q in range(0, m, rows):
                 yield slice(s, s + 1), slice(q, q + rows)
+
+
+def check_points(x: Tensor) -> None:
+    """Models take `(B, P, 3)` float clouds with P ≥ 1: anything else is a `ModelError`."""
+    if x.ndim != 3 or x.shape[-1] != 3 or x.shape[1] < 1 or not x.is_floating_point():
+        raise ModelError(f"expected float points of shape (B, P, 3), got {x.dtype} "
+                         f"{tuple(x.shape)}")
 
 
 def square_distance(a: Tensor, b: Tensor) -> Tensor:

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from pointkd.models import register_model
 from pointkd.models.layers import SharedMLP, chain_max
+from pointkd.models.ops import check_points
 
 __all__ = ["PointNet", "pointnet", "pointnet_tnet"]
 
@@ -71,6 +72,7 @@ class PointNet(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """`(B, P, 3)` → logits `(B, num_classes)`."""
+        check_points(x)
         if self.input_tnet is not None:
             x = torch.bmm(x, self.input_tnet(x))
         h = self.mlp1(x)

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from pointkd.models import register_model
 from pointkd.models.layers import SharedMLP, chain_max, map_chunks
-from pointkd.models.ops import ball_query, farthest_point_sample, gather_points
+from pointkd.models.ops import ball_query, check_points, farthest_point_sample, gather_points
 
 __all__ = ["PointNet2SSG", "SetAbstraction", "pointnet2_ssg"]
 
@@ -90,6 +90,7 @@ class PointNet2SSG(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """`(B, P, 3)` → logits `(B, num_classes)`."""
+        check_points(x)
         xyz, feats = x, None
         for sa in self.sa:
             xyz, feats = sa(xyz, feats)
