@@ -72,13 +72,31 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False,
         print(f"  {label:20s} test OA {100 * result['test_oa']:.2f}%")
 
     table = format_table(rows, record_seconds)
+    total = time.perf_counter() - t_all
     print("\n" + table)
-    print(f"\ntotal {time.perf_counter() - t_all:.0f}s; outputs in {out}/")
+    print(f"\ntotal {total:.0f}s; outputs in {out}/")
     (out / "summary.md").write_text(table + "\n")
-    (out / "summary.json").write_text(json.dumps(
-        [{k: v for k, v in r.items() if k != "test_per_class"} for r in rows], indent=1))
+    summary = {"command": "pointkd demo" + (" --quick" if quick else ""),
+               "machine": _machine(), "total_seconds": total, "record_seconds": record_seconds,
+               "rows": [{k: v for k, v in r.items() if k != "test_per_class"} for r in rows]}
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
     plot_summary(rows, out / "summary.png")
     return rows
+
+
+def _machine() -> str:
+    import os
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores"
 
 
 def format_table(rows: list[dict], record_seconds: float) -> str:
