@@ -17,7 +17,8 @@ from pointkd.records import record
 
 STUDENT = "student_xs"
 TEACHER = "student_s"
-TINY = ["data.path=synthetic", "data.num_points=256", "train.epochs=2",
+DATA = "synthetic:train_per_class=12,test_per_class=4"
+TINY = [f"data.path={DATA}", "data.num_points=128", "train.epochs=2",
         "train.max_steps_per_epoch=3", "train.batch_size=16", "train.progress=false",
         "train.device=cpu", "train.eval_batch_size=128"]
 
@@ -31,7 +32,7 @@ def teacher_and_records(tmp_path_factory):
     root = tmp_path_factory.mktemp("pipeline")
     run_training(tiny_cfg(root / "teacher", f"model.name={TEACHER}"))
     rec = root / "records"
-    record(teachers=[str(root / "teacher" / "best.pt")], data="synthetic", out=str(rec), k=3,
+    record(teachers=[str(root / "teacher" / "best.pt")], data=DATA, out=str(rec), k=3,
            seed=0, logits="int8", topk=0, combine="mean", batch_size=64, device="cpu",
            resume=False, overwrite=False, augment_config=None, progress=False)
     return root / "teacher" / "best.pt", rec
@@ -47,7 +48,7 @@ def test_plain_training_writes_a_complete_run_dir(tmp_path):
     history = json.loads((run / "metrics.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2] and "val_oa" in history[0]
     ckpt = torch.load(run / "best.pt", weights_only=True)
-    assert ckpt["model"] == STUDENT and ckpt["num_points"] == 256
+    assert ckpt["model"] == STUDENT and ckpt["num_points"] == 128
 
 
 def test_run_dir_is_never_silently_overwritten_and_resume_continues(tmp_path):
@@ -83,7 +84,7 @@ def test_offline_kd_never_builds_or_loads_the_teacher(tmp_path, teacher_and_reco
     results = run_training(tiny_cfg(tmp_path / "s", f"model.name={STUDENT}",
                                     f"distill.records={rec}", "distill.beta=-0.2",
                                     "distill.nwsd_warmup_epochs=1"))
-    assert built == [STUDENT] and results["mode"] == "offline-kd"
+    assert set(built) == {STUDENT} and results["mode"] == "offline-kd"
     history = json.loads((tmp_path / "s" / "metrics.json").read_text())
     assert history[0]["beta"] == 0.0 and history[1]["beta"] == -0.2
     assert all("train_kd" in h for h in history)
@@ -115,7 +116,7 @@ def test_one_per_shape_visits_each_row_once_in_k_epochs(teacher_and_records):
 
     _, rec = teacher_and_records
     records = open_records(rec)
-    data = load_split("synthetic", "train", num_points=records.manifest["data"]["num_points"])
+    data = load_split(DATA, "train", num_points=records.manifest["data"]["num_points"])
     train_idx, _ = stratified_split(data.labels, 0.1, 0)
     source = pointkd.engine.RecordedShapes(records, train_idx, 0, "one_per_shape")
     rows = [int(r) for e in range(records.k) for b in source.batches(e, 50) for r in b.rows]
@@ -135,20 +136,20 @@ def test_records_for_other_data_are_rejected(tmp_path, teacher_and_records):
     _, rec = teacher_and_records
     with pytest.raises(RecordError):
         run_training(tiny_cfg(tmp_path / "x", f"model.name={STUDENT}", f"distill.records={rec}",
-                              "data.path=synthetic:seed=7"))
+                              "data.path=synthetic:seed=7,train_per_class=12"))
 
 
 def test_cli_train_eval_distill(tmp_path, cli, teacher_and_records):
     _, rec = teacher_and_records
-    code, out, err = cli("train", "--model", STUDENT, "--data", "synthetic", "--out",
+    code, out, err = cli("train", "--model", STUDENT, "--data", DATA, "--out",
                          tmp_path / "t", *TINY[1:])
     assert code == 0, err
-    code, out, err = cli("eval", tmp_path / "t" / "best.pt", "--data", "synthetic", "--out",
+    code, out, err = cli("eval", tmp_path / "t" / "best.pt", "--data", DATA, "--out",
                          tmp_path / "t", "--no-latency")
     assert code == 0, err
     assert "OA" in out and (tmp_path / "t" / "confusion_test.png").is_file()
     code, out, err = cli("distill", "--records", rec, "--student", STUDENT, "--data",
-                         "synthetic", "--out", tmp_path / "d", "--beta", "-0.1", *TINY[1:])
+                         DATA, "--out", tmp_path / "d", "--beta", "-0.1", *TINY[1:])
     assert code == 0, err
     code, _, err = cli("distill", "--student", STUDENT, "--data", "synthetic", "--teacher",
                        "x.pt", "--out", tmp_path / "e")
