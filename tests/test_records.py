@@ -22,7 +22,12 @@ from pointkd.data import load_split
 from pointkd.errors import RecordError
 from pointkd.models import create_model
 from pointkd.records import (
-    decode_logits, encode_logits, open_records, read_manifest, record, row_dtype,
+    decode_logits,
+    encode_logits,
+    open_records,
+    read_manifest,
+    record,
+    row_dtype,
 )
 
 DATA = "synthetic:train_per_class=6,test_per_class=2"
