@@ -121,6 +121,22 @@ def section_speed() -> list[str]:
     return lines
 
 
+def section_latency() -> list[str]:
+    d = load("latency.json")
+    lines = ["## Student inference latency (`pointkd export` path)", ""]
+    if d is None:
+        return lines + ["_not measured yet_", ""]
+    lines += [f"Command: `{d['command']}` · machine: {d['machine']['cpu']}, "
+              f"{d['machine']['threads']} threads · {d['model']} ({d['params'] / 1e6:.3f}M "
+              f"params), {d['num_points']} points; backends alternated in each round", "",
+              "| backend | batch 1: ms/cloud | batch 32: ms/cloud | batch 32: clouds/s |",
+              "|---|---:|---:|---:|"]
+    for name, v in d["latency"].items():
+        lines.append(f"| {name} | {v['batch1']['ms_per_cloud']:.2f} | "
+                     f"{v['batch32']['ms_per_cloud']:.2f} | {v['batch32']['clouds_per_s']:.0f} |")
+    return lines + [""]
+
+
 def section_anchors() -> list[str]:
     lines = ["## Published anchors (not measured here)", "",
              "| model | ModelNet40 OA | params | source |", "|---|---:|---:|---|"]
@@ -134,7 +150,7 @@ def main() -> None:
              "`bench/results/`; every number names the command that produced it. Timings "
              "compared with each other were measured side by side in one run.", ""]
     for section in (section_demo, section_teacher, section_records, section_distill,
-                    section_speed, section_anchors):
+                    section_latency, section_speed, section_anchors):
         parts += section()
     OUT.write_text("\n".join(parts))
     print(f"wrote {OUT}")
