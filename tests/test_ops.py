@@ -172,9 +172,11 @@ def test_shared_mlp_eval_folding_is_exact():
         torch.testing.assert_close(mlp.forward_max(x), ref.amax(-2), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("linear", [True, False])
 @pytest.mark.parametrize("slope,shape", [(0.0, (3, 40, 6)), (0.2, (2, 5, 16, 6))])
-def test_fused_bn_act_max_matches_reference(slope, shape, small_tiles):
-    """Training-mode pool: outputs, all gradients and running stats as BN → act → amax."""
+def test_fused_bn_act_max_matches_reference(slope, shape, linear, small_tiles):
+    """Training-mode pooling, with the Linear recomputed chunk-wise (`forward_max`) or given
+    its output (`pool`): outputs, all gradients and running stats as BN → act → amax."""
     torch.manual_seed(1)
     fused = layers.SharedMLP(6, 9, slope=slope)
     with torch.no_grad():
@@ -185,7 +187,8 @@ def test_fused_bn_act_max_matches_reference(slope, shape, small_tiles):
     x = torch.randn(*shape) * 2 + 3
     x[..., 1, :] = x[..., 0, :]  # exact ties, as ball-query padding produces
     xf, xp = x.clone().requires_grad_(), x.clone().requires_grad_()
-    out_f, out_p = fused.forward_max(xf), _reference_mlp(plain, xp).amax(-2)
+    out_f = fused.forward_max(xf) if linear else fused.pool(fused.fc(xf))
+    out_p = _reference_mlp(plain, xp).amax(-2)
     torch.testing.assert_close(out_f, out_p, atol=1e-5, rtol=1e-4)
     w = torch.randn_like(out_p)
     (out_f * w).sum().backward()

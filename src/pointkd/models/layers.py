@@ -27,63 +27,86 @@ class _BatchNormActMax(torch.autograd.Function):
     max over K is the max (gain ≥ 0) or the min (gain < 0) of z itself. Backward uses the
     closed-form BatchNorm gradient, whose output gradient is non-zero only at the selected
     entries: dz = gain·(g·[selected] − mean(g) − ẑ·mean(g·ẑ)), an affine map of z plus a
-    sparse term (ties share it, as in amax). Versus BN → act → max this saves three full-size
-    tensors per step, and stays cache-sized by working on chunks of G."""
+    sparse term (ties share it, as in amax). Everything runs on cache-sized chunks of G.
+
+    Given `weight` (a Linear before the BN), the input is x and z = x·Wᵀ + b is computed
+    chunk by chunk, and again in backward, so the widest tensor of the block — and its
+    gradient — never exist: one extra matmul buys the absence of two full-size tensors."""
 
     @staticmethod
-    def forward(ctx, z, weight, bias, running_mean, running_var, momentum, eps, slope):
-        g, k, c = z.shape
+    def forward(ctx, x, weight, bias, gamma, beta, running_mean, running_var, momentum, eps,
+                slope):
+        g, k = x.shape[:2]
+        c = gamma.shape[0]
         rows = g * k
         if rows < 2:
             raise ValueError("BatchNorm needs more than one value per channel in training")
-        step = max(1, ops.tile_elements(z.device) // (k * c))
-        shift = z[0, 0].detach()  # shifted sums: no cancellation in E[z²] − E[z]²
-        s1 = torch.zeros(c, dtype=torch.float64, device=z.device)
+        step = max(1, ops.tile_elements(x.device) // (k * c))
+
+        def z_of(sl: slice) -> Tensor:
+            return x[sl] if weight is None else F.linear(x[sl], weight, bias)
+
+        shift = z_of(slice(0, 1))[0, 0].detach()  # shifted sums: no cancellation in Var
+        s1 = torch.zeros(c, dtype=torch.float64, device=x.device)
         s2 = torch.zeros_like(s1)
-        top = z.new_empty(g, c)
-        buf = z.new_empty(min(step, g), k, c)
+        top = x.new_empty(g, c)
+        low = x.new_empty(g, c) if bool((gamma < 0).any()) else None  # gain sign = γ sign
         for s in range(0, g, step):
-            zc, b = z[s : s + step], buf[: min(step, g - s)]
-            top[s : s + step] = zc.amax(1)
-            torch.sub(zc, shift, out=b)
-            s1 += b.sum((0, 1))
-            s2 += b.mul_(b).sum((0, 1))
+            sl = slice(s, s + step)
+            zc = z_of(sl)
+            top[sl] = zc.amax(1)
+            if low is not None:
+                low[sl] = zc.amin(1)
+            zc = zc - shift if weight is None else zc.sub_(shift)
+            s1 += zc.sum((0, 1))
+            s2 += zc.mul_(zc).sum((0, 1))
         m1 = s1 / rows
-        var = (s2 / rows - m1 * m1).clamp_min_(0)
-        mean = (m1 + shift).to(z.dtype)
-        invstd = torch.rsqrt(var.to(z.dtype) + eps)
-        gain = weight * invstd
-        if bool((gain < 0).any()):
-            top = torch.where(gain >= 0, top, z.amin(1))
-        pre = (top - mean) * gain + bias
+        var = (s2 / rows - m1 * m1).clamp_min_(0).to(x.dtype)
+        mean = (m1 + shift).to(x.dtype)
+        invstd = torch.rsqrt(var + eps)
+        if low is not None:
+            top = torch.where(gamma >= 0, top, low)
+        pre = (top - mean) * (gamma * invstd) + beta
         if running_mean is not None:
             running_mean.lerp_(mean, momentum)
-            running_var.lerp_(var.to(z.dtype) * (rows / (rows - 1)), momentum)
-        ctx.save_for_backward(z, top, pre, mean, invstd, weight)
-        ctx.slope = slope
+            running_var.lerp_(var * (rows / (rows - 1)), momentum)
+        ctx.save_for_backward(x, weight, bias, top, pre, mean, invstd, gamma)
+        ctx.slope, ctx.step = slope, step
         return F.leaky_relu(pre, slope)
 
     @staticmethod
     def backward(ctx, grad):
-        z, top, pre, mean, invstd, weight = ctx.saved_tensors
-        g, k, c = z.shape
+        x, weight, bias, top, pre, mean, invstd, gamma = ctx.saved_tensors
+        g, k = x.shape[:2]
         rows = g * k
         g1 = torch.where(pre > 0, grad, grad * ctx.slope)
-        xhat_top = (top - mean) * invstd
-        d_bias = g1.sum(0)
-        d_weight = (g1 * xhat_top).sum(0)
-        gain = weight * invstd
-        alpha = -gain * invstd * d_weight / rows  # dz = alpha·z + beta + sparse(gain·g1)
-        beta = -gain * d_bias / rows - alpha * mean
+        d_beta = g1.sum(0)
+        d_gamma = (g1 * (top - mean) * invstd).sum(0)
+        gain = gamma * invstd
+        alpha = -gain * invstd * d_gamma / rows  # dz = alpha·z + beta + sparse(gain·g1)
+        offset = -gain * d_beta / rows - alpha * mean
         sparse = gain * g1
-        dz = torch.empty_like(z)
-        step = max(1, ops.tile_elements(z.device) // (k * c))
-        for s in range(0, g, step):
-            zc, tc, out = z[s : s + step], top[s : s + step].unsqueeze(1), dz[s : s + step]
-            torch.addcmul(beta, zc, alpha, out=out)
-            hit = (zc == tc).to(z.dtype)
-            out.addcmul_(hit, (sparse[s : s + step] / hit.sum(1)).unsqueeze(1))
-        return dz, d_weight, d_bias, None, None, None, None, None
+        dx = torch.empty_like(x) if ctx.needs_input_grad[0] else None
+        if dx is None and weight is None:
+            return None, None, None, d_gamma, d_beta, None, None, None, None, None
+        dw = torch.zeros_like(weight) if weight is not None else None
+        db = torch.zeros_like(bias) if bias is not None else None
+        for s in range(0, g, ctx.step):
+            sl = slice(s, s + ctx.step)
+            zc = x[sl] if weight is None else F.linear(x[sl], weight, bias)
+            if weight is None:  # the gradient of z is the output
+                dz = torch.addcmul(offset, zc, alpha, out=dx[sl])
+            else:
+                dz = torch.addcmul(offset, zc, alpha)
+            hit = (zc == top[sl].unsqueeze(1)).to(x.dtype)
+            dz.addcmul_(hit, (sparse[sl] / hit.sum(1).clamp_min_(1)).unsqueeze(1))
+            if weight is not None:
+                if dx is not None:
+                    torch.matmul(dz, weight, out=dx[sl])
+                dw.addmm_(dz.reshape(-1, dz.shape[-1]).t(), x[sl].reshape(-1, x.shape[-1]))
+                if db is not None:
+                    db += dz.sum((0, 1))
+        return dx, dw, db, d_gamma, d_beta, None, None, None, None, None
 
 
 class SharedMLP(nn.Module):
@@ -125,10 +148,7 @@ class SharedMLP(nn.Module):
         # autograd copy the whole tensor in backward
         return self.activate(self.bn(y.reshape(-1, y.shape[-1]))).view(y.shape)
 
-    def pool(self, y: Tensor) -> Tensor:
-        """`finish(y).amax(-2)` for a pre-activation `y (..., K, C)` made with `weight_bias`."""
-        if self.folded():
-            return self.activate(y.amax(-2))
+    def _fused(self, x: Tensor, linear: bool) -> Tensor:
         bn = self.bn
         if bn.training and bn.track_running_stats:
             bn.num_batches_tracked.add_(1)
@@ -138,17 +158,31 @@ class SharedMLP(nn.Module):
             stats = (bn.running_mean, bn.running_var)
         else:  # batch statistics without running ones (track_running_stats=False)
             momentum, stats = 0.0, (None, None)
-        z = y.reshape(-1, *y.shape[-2:])
-        if z.dtype in (torch.float16, torch.bfloat16):  # as BatchNorm under autocast
-            z = z.float()
-        out = _BatchNormActMax.apply(z, bn.weight, bn.bias, *stats, momentum, bn.eps, self.slope)
-        return out.view(*y.shape[:-2], y.shape[-1])
+        flat = x.reshape(-1, *x.shape[-2:])
+        if flat.dtype in (torch.float16, torch.bfloat16):  # as BatchNorm under autocast
+            flat = flat.float()
+        w, b = (self.fc.weight, self.fc.bias) if linear else (None, None)
+        out = _BatchNormActMax.apply(flat, w, b, bn.weight, bn.bias, *stats, momentum, bn.eps,
+                                     self.slope)
+        return out.view(*x.shape[:-2], out.shape[-1])
+
+    def pool(self, y: Tensor) -> Tensor:
+        """`finish(y).amax(-2)` for a pre-activation `y (..., K, C)` made with `weight_bias`."""
+        if self.folded():
+            return self.activate(y.amax(-2))
+        return self._fused(y, linear=False)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.finish(F.linear(x, *self.weight_bias()))
 
     def forward_max(self, x: Tensor) -> Tensor:
         """`self(x).amax(-2)`: max over the second-to-last dim (points or neighbours)."""
+        if self.folded():
+            return self.pool(F.linear(x, *self.weight_bias()))
+        # recomputing the Linear chunk-wise pays on CPU (memory-bound); elsewhere, or under
+        # autocast (backward would recompute in another precision), keep its output
+        if x.is_cpu and not torch.is_autocast_enabled("cpu"):
+            return self._fused(x, linear=True)
         return self.pool(F.linear(x, *self.weight_bias()))
 
 
