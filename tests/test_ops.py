@@ -200,6 +200,33 @@ def test_fused_bn_act_max_matches_reference(slope, shape, linear, small_tiles):
         torch.testing.assert_close(getattr(fused.bn, name), getattr(plain.bn, name))
 
 
+def test_pool_gathered_matches_reference(small_tiles):
+    """EdgeConv's fused path: act(BN(table[index] + centre)).amax over neighbours."""
+    torch.manual_seed(2)
+    fused = layers.SharedMLP(4, 5, bias=False, slope=0.2)
+    with torch.no_grad():
+        fused.bn.weight.copy_(torch.randn(5))
+    plain = layers.SharedMLP(4, 5, bias=False, slope=0.2)
+    plain.load_state_dict(fused.state_dict())
+    table, centre = torch.randn(30, 5), torch.randn(12, 5)
+    index = torch.randint(0, 30, (12, 6))
+    index[:, 1] = index[:, 0]  # repeated neighbours: ties
+    tf, cf = table.clone().requires_grad_(), centre.clone().requires_grad_()
+    tp, cp = table.clone().requires_grad_(), centre.clone().requires_grad_()
+    out_f = fused.pool_gathered(tf, index, cf)
+    z = tp[index] + cp.unsqueeze(1)
+    out_p = torch.nn.functional.leaky_relu(plain.bn(z.reshape(-1, 5)), 0.2).view(12, 6, 5)
+    out_p = out_p.amax(1)
+    torch.testing.assert_close(out_f, out_p, atol=1e-5, rtol=1e-4)
+    w = torch.randn_like(out_p)
+    (out_f * w).sum().backward()
+    (out_p * w).sum().backward()
+    pairs = [(tf.grad, tp.grad), (cf.grad, cp.grad), (fused.bn.weight.grad, plain.bn.weight.grad),
+             (fused.bn.running_var, plain.bn.running_var)]
+    for a, b in pairs:
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
 def test_op_timing_only_when_active():
     xyz = _cloud(2, 200)
     ops.farthest_point_sample(xyz, 10)

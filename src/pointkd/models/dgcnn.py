@@ -7,11 +7,12 @@ max + average pooling (2048), FC 512-256-C with BatchNorm, LeakyReLU 0.2 and dro
 
 Speed without changing the function: EdgeConv applies W = [W1 W2] to the edge feature
 [x_j − x_i, x_i], which equals W1·x_j + (W2 − W1)·x_i. Both terms are computed once per
-*point* and only the first is gathered per edge: k = 20 times fewer multiply-adds than the
-reference, which multiplies the (B, N, k, 2C) edge tensor. Training still materialises the
-(B, N, k, C_out) edge tensor (BatchNorm needs its statistics); inference folds BatchNorm
-into W and takes the neighbourhood max straight from the gathered rows (`gather_max`), so no
-per-edge tensor exists at all. The kNN graph is found tile by tile without gradients.
+*point*, k = 20 times fewer multiply-adds than the reference, which multiplies the
+(B, N, k, 2C) edge tensor. The per-edge sums, their BatchNorm statistics, activation and
+neighbourhood max are then fused (`SharedMLP.pool_gathered`): made chunk by chunk, and again
+in backward, so no per-edge tensor exists in training either; inference folds BatchNorm into
+W and takes the max straight from the gathered rows (`gather_max`). The kNN graph is found
+tile by tile without gradients.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from torch import Tensor, nn
 
 from pointkd.models import register_model
 from pointkd.models.layers import SharedMLP, map_chunks
-from pointkd.models.ops import check_points, gather_max, gather_points, knn
+from pointkd.models.ops import check_points, gather_max, knn
 
 __all__ = ["DGCNN", "EdgeConv", "dgcnn"]
 
@@ -46,11 +47,11 @@ class EdgeConv(nn.Module):
         centre = F.linear(x, weight[:, c:] - w_nbr, bias)  # (W2 − W1)·x_i (+ folded BN)
         if self.mlp.folded():
             return self.mlp.activate(gather_max(neighbour, idx) + centre)
-        edges = gather_points(neighbour, idx)  # (B, N, k, C_out)
-        # out of place under autograd: in place on the gathered view costs a copy in backward
-        edges = edges + centre.unsqueeze(2) if edges.requires_grad else edges.add_(
-            centre.unsqueeze(2))
-        return self.mlp.pool(edges)
+        bsz, n, c_out = neighbour.shape
+        flat_idx = idx + torch.arange(bsz, device=idx.device).view(-1, 1, 1) * n
+        out = self.mlp.pool_gathered(neighbour.reshape(bsz * n, c_out),
+                                     flat_idx.view(bsz * n, -1), centre.reshape(bsz * n, c_out))
+        return out.view(bsz, n, c_out)
 
 
 class DGCNN(nn.Module):

@@ -20,8 +20,19 @@ from pointkd.models import ops
 __all__ = ["SharedMLP", "chain_max", "map_chunks"]
 
 
+def _pre_activation(x, weight, bias, index, centre, sl: slice) -> Tensor:
+    """Chunk `sl` of z (·, K, C): x itself, x·Wᵀ + b, or rows x[index] + centre (EdgeConv)."""
+    if weight is not None:
+        return F.linear(x[sl], weight, bias)
+    if index is not None:
+        rows = index[sl]
+        z = x.index_select(0, rows.reshape(-1)).view(*rows.shape, x.shape[-1])
+        return z.add_(centre[sl].unsqueeze(1))
+    return x[sl]
+
+
 class _BatchNormActMax(torch.autograd.Function):
-    """Training-mode `act(BN(z)).amax(-2)` for `z (G, K, C)` without BN/act outputs.
+    """Training-mode `act(BN(z)).amax(-2)` for z `(G, K, C)` without BN/act outputs.
 
     With the batch statistics fixed, BN + activation is a monotonic map per channel, so the
     max over K is the max (gain ≥ 0) or the min (gain < 0) of z itself. Backward uses the
@@ -29,35 +40,34 @@ class _BatchNormActMax(torch.autograd.Function):
     entries: dz = gain·(g·[selected] − mean(g) − ẑ·mean(g·ẑ)), an affine map of z plus a
     sparse term (ties share it, as in amax). Everything runs on cache-sized chunks of G.
 
-    Given `weight` (a Linear before the BN), the input is x and z = x·Wᵀ + b is computed
-    chunk by chunk, and again in backward, so the widest tensor of the block — and its
-    gradient — never exist: one extra matmul buys the absence of two full-size tensors."""
+    z is given, or made chunk by chunk from its inputs — z = x·Wᵀ + b (a Linear), or
+    z = x[index] + centre (EdgeConv's gathered neighbours) — and made again in backward, so
+    the widest tensor of the block and its gradient never exist: recomputing a chunk costs
+    less than writing and re-reading full-size tensors."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, gamma, beta, running_mean, running_var, momentum, eps,
-                slope):
-        g, k = x.shape[:2]
+    def forward(ctx, x, weight, bias, index, centre, gamma, beta, running_mean, running_var,
+                momentum, eps, slope):
+        g, k = (index if index is not None else x).shape[:2]
         c = gamma.shape[0]
         rows = g * k
         if rows < 2:
             raise ValueError("BatchNorm needs more than one value per channel in training")
         step = max(1, ops.tile_elements(x.device) // (k * c))
-
-        def z_of(sl: slice) -> Tensor:
-            return x[sl] if weight is None else F.linear(x[sl], weight, bias)
-
-        shift = z_of(slice(0, 1))[0, 0].detach()  # shifted sums: no cancellation in Var
+        inputs = (x, weight, bias, index, centre)
+        fresh = weight is not None or index is not None  # chunks are new tensors
+        shift = _pre_activation(*inputs, slice(0, 1))[0, 0].clone()  # for a stable Var
         s1 = torch.zeros(c, dtype=torch.float64, device=x.device)
         s2 = torch.zeros_like(s1)
         top = x.new_empty(g, c)
         low = x.new_empty(g, c) if bool((gamma < 0).any()) else None  # gain sign = γ sign
         for s in range(0, g, step):
             sl = slice(s, s + step)
-            zc = z_of(sl)
+            zc = _pre_activation(*inputs, sl)
             top[sl] = zc.amax(1)
             if low is not None:
                 low[sl] = zc.amin(1)
-            zc = zc - shift if weight is None else zc.sub_(shift)
+            zc = zc.sub_(shift) if fresh else zc - shift
             s1 += zc.sum((0, 1))
             s2 += zc.mul_(zc).sum((0, 1))
         m1 = s1 / rows
@@ -70,31 +80,37 @@ class _BatchNormActMax(torch.autograd.Function):
         if running_mean is not None:
             running_mean.lerp_(mean, momentum)
             running_var.lerp_(var * (rows / (rows - 1)), momentum)
-        ctx.save_for_backward(x, weight, bias, top, pre, mean, invstd, gamma)
-        ctx.slope, ctx.step = slope, step
+        ctx.save_for_backward(*inputs, top, pre, mean, invstd, gamma)
+        ctx.slope, ctx.step, ctx.shape = slope, step, (g, k, c)
         return F.leaky_relu(pre, slope)
 
     @staticmethod
     def backward(ctx, grad):
-        x, weight, bias, top, pre, mean, invstd, gamma = ctx.saved_tensors
-        g, k = x.shape[:2]
-        rows = g * k
+        x, weight, bias, index, centre, top, pre, mean, invstd, gamma = ctx.saved_tensors
+        inputs = (x, weight, bias, index, centre)
+        g, k, c = ctx.shape
         g1 = torch.where(pre > 0, grad, grad * ctx.slope)
         d_beta = g1.sum(0)
         d_gamma = (g1 * (top - mean) * invstd).sum(0)
         gain = gamma * invstd
-        alpha = -gain * invstd * d_gamma / rows  # dz = alpha·z + beta + sparse(gain·g1)
-        offset = -gain * d_beta / rows - alpha * mean
+        alpha = -gain * invstd * d_gamma / (g * k)  # dz = alpha·z + offset + sparse(gain·g1)
+        offset = -gain * d_beta / (g * k) - alpha * mean
         sparse = gain * g1
-        dx = torch.empty_like(x) if ctx.needs_input_grad[0] else None
-        if dx is None and weight is None:
-            return None, None, None, d_gamma, d_beta, None, None, None, None, None
-        dw = torch.zeros_like(weight) if weight is not None else None
-        db = torch.zeros_like(bias) if bias is not None else None
+        need = ctx.needs_input_grad
+        dx = dw = db = dc = None
+        if need[0]:
+            dx = torch.zeros_like(x) if index is not None else torch.empty_like(x)
+        if weight is not None:
+            dw = torch.zeros_like(weight)
+            db = torch.zeros_like(bias) if bias is not None else None
+        if centre is not None and need[4]:
+            dc = torch.empty_like(centre)
+        if dx is None and dw is None and dc is None:
+            return None, None, None, None, None, d_gamma, d_beta, *[None] * 5
         for s in range(0, g, ctx.step):
             sl = slice(s, s + ctx.step)
-            zc = x[sl] if weight is None else F.linear(x[sl], weight, bias)
-            if weight is None:  # the gradient of z is the output
+            zc = _pre_activation(*inputs, sl)
+            if weight is None and index is None:  # the gradient of z is the output
                 dz = torch.addcmul(offset, zc, alpha, out=dx[sl])
             else:
                 dz = torch.addcmul(offset, zc, alpha)
@@ -103,10 +119,15 @@ class _BatchNormActMax(torch.autograd.Function):
             if weight is not None:
                 if dx is not None:
                     torch.matmul(dz, weight, out=dx[sl])
-                dw.addmm_(dz.reshape(-1, dz.shape[-1]).t(), x[sl].reshape(-1, x.shape[-1]))
+                dw.addmm_(dz.reshape(-1, c).t(), x[sl].reshape(-1, x.shape[-1]))
                 if db is not None:
                     db += dz.sum((0, 1))
-        return dx, dw, db, d_gamma, d_beta, None, None, None, None, None
+            elif index is not None:
+                if dx is not None:
+                    dx.index_add_(0, index[sl].reshape(-1), dz.reshape(-1, c))
+                if dc is not None:
+                    torch.sum(dz, 1, out=dc[sl])
+        return dx, dw, db, None, dc, d_gamma, d_beta, *[None] * 5
 
 
 class SharedMLP(nn.Module):
@@ -148,7 +169,8 @@ class SharedMLP(nn.Module):
         # autograd copy the whole tensor in backward
         return self.activate(self.bn(y.reshape(-1, y.shape[-1]))).view(y.shape)
 
-    def _fused(self, x: Tensor, linear: bool) -> Tensor:
+    def _fused(self, x: Tensor, linear: bool = False, index: Tensor | None = None,
+               centre: Tensor | None = None) -> Tensor:
         bn = self.bn
         if bn.training and bn.track_running_stats:
             bn.num_batches_tracked.add_(1)
@@ -158,19 +180,28 @@ class SharedMLP(nn.Module):
             stats = (bn.running_mean, bn.running_var)
         else:  # batch statistics without running ones (track_running_stats=False)
             momentum, stats = 0.0, (None, None)
-        flat = x.reshape(-1, *x.shape[-2:])
+        lead = index.shape[:-1] if index is not None else x.shape[:-2]
+        flat = x if index is not None else x.reshape(-1, *x.shape[-2:])
         if flat.dtype in (torch.float16, torch.bfloat16):  # as BatchNorm under autocast
             flat = flat.float()
         w, b = (self.fc.weight, self.fc.bias) if linear else (None, None)
-        out = _BatchNormActMax.apply(flat, w, b, bn.weight, bn.bias, *stats, momentum, bn.eps,
-                                     self.slope)
-        return out.view(*x.shape[:-2], out.shape[-1])
+        out = _BatchNormActMax.apply(flat, w, b, index, centre, bn.weight, bn.bias, *stats,
+                                     momentum, bn.eps, self.slope)
+        return out.view(*lead, out.shape[-1])
 
     def pool(self, y: Tensor) -> Tensor:
         """`finish(y).amax(-2)` for a pre-activation `y (..., K, C)` made with `weight_bias`."""
         if self.folded():
             return self.activate(y.amax(-2))
         return self._fused(y, linear=False)
+
+    def pool_gathered(self, table: Tensor, index: Tensor, centre: Tensor) -> Tensor:
+        """`pool(table[index] + centre[:, None])` for a pre-activation table `(R, C)`, flat
+        row indices `index (G, K)` and `centre (G, C)`, without the `(G, K, C)` tensor."""
+        if self.folded() or not table.is_cpu:
+            z = table.index_select(0, index.reshape(-1)).view(*index.shape, table.shape[-1])
+            return self.pool(z + centre.unsqueeze(1))
+        return self._fused(table, index=index, centre=centre)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.finish(F.linear(x, *self.weight_bias()))
