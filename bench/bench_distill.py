@@ -29,7 +29,8 @@ def worker(args: argparse.Namespace) -> None:
     from pointkd.config import load_config
     from pointkd.engine import run_training
 
-    overrides = [f"data.path={args.data}", f"model.name={args.student}", "train.epochs=1",
+    overrides = [f"data.path={args.data}", f"data.num_points={args.num_points}",
+                 f"model.name={args.student}", "train.epochs=1",
                  f"train.max_steps_per_epoch={args.steps}", f"train.batch_size={args.batch_size}",
                  "train.progress=false", "train.device=cpu", f"out={args.out}",
                  "data.val_fraction=0.1", f"train.threads={args.threads}"]
@@ -57,6 +58,7 @@ def main() -> None:
     ap.add_argument("--teacher", required=True)
     ap.add_argument("--records", required=True)
     ap.add_argument("--student", default="student_s")
+    ap.add_argument("--num-points", type=int, default=1024)
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--beta", type=float, default=-0.1)

@@ -105,7 +105,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_record(args: argparse.Namespace) -> int:
+    import torch
+
     from pointkd.records import record
+
+    if args.threads:
+        torch.set_num_threads(args.threads)  # fewer threads than cores on a busy machine
 
     record(
         teachers=args.teacher, data=args.data, out=args.out, k=args.k, seed=args.seed,
@@ -232,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="YAML config whose `augment` section sets the spec")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (0 = torch default)")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--no-progress", action="store_true")
