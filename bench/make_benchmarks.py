@@ -71,24 +71,31 @@ def section_records() -> list[str]:
     lines = ["## Record size and recording throughput", ""]
     if r is None:
         return lines + ["_not measured yet_", ""]
-    lines += [f"Command: `{r['command']}` · machine: {r['machine']['cpu']}, "
-              f"{r['machine']['threads']} threads · teacher {r['teacher']}, batch "
-              f"{r['batch_size']}, {r['rows_per_round']} rows per round", "",
-              "| logits encoding | bytes per augmented sample | vs a stored 1,024-point cloud "
-              f"({r['cloud_bytes']} B) |", "|---|---:|---:|"]
-    for enc, b in r["bytes_per_row"].items():
+    m = r["machine"]
+    lines += [f"Command: `{r['command']}` · machine: {m['cpu']}, {m['threads']} threads, "
+              f"OMP wait policy {m.get('omp_wait_policy', 'default')} · data: {r['data']}", "",
+              f"| logits encoding (40 classes) | bytes per augmented sample | vs a stored "
+              f"1,024-point cloud ({r['cloud_bytes']} B) |", "|---|---:|---:|"]
+    for enc, b in r["bytes_per_row_40_classes"].items():
         lines.append(f"| {enc}{' (default)' if enc == 'int8' else ''} | {b} | "
                      f"{r['compression_vs_cloud'][enc]:.0f}x smaller |")
-    fwd = ", ".join(f"{x:.0f}" for x in r["forward_rows_per_s"])
-    rec = ", ".join(f"{x:.0f}" for x in r["record_rows_per_s"])
-    lines += ["", f"Recording throughput / teacher forward-only throughput (same batch, "
-              f"rounds alternated): **{r['record_over_forward']:.2f}** "
-              f"(forward-only {fwd} rows/s; recording {rec} rows/s).", ""]
+    lines += ["", "| teacher | params | batch | rows/round | forward-only rows/s | "
+              "recording rows/s | recording / forward |", "|---|---:|---:|---:|---|---|---:|"]
+    for t in r["throughput"]:
+        fwd = ", ".join(f"{x:.0f}" for x in t["forward_rows_per_s"])
+        rec = ", ".join(f"{x:.0f}" for x in t["record_rows_per_s"])
+        lines.append(f"| {t['model']} | {t['params'] / 1e6:.2f}M | {t['batch_size']} | "
+                     f"{t['rows']} | {fwd} | {rec} | **{t['record_over_forward']:.2f}** |")
+    a = r.get("augment_apply")
+    if a:
+        lines += ["", f"`augment.apply` at batch {a['batch']} x {a['points']} points: "
+                  f"{a['apply_ms']:.1f} ms, {100 * a['apply_over_forward']:.1f}% of a PointNet "
+                  "forward."]
     info = RESULTS / "records_info_modelnet40.txt"
     if info.is_file():
-        lines += ["The ModelNet40 record set (`pointkd records info`):", "", "```",
-                  info.read_text().rstrip(), "```", ""]
-    return lines
+        lines += ["", "The ModelNet40 record set (`pointkd records info`):", "", "```",
+                  info.read_text().rstrip(), "```"]
+    return lines + [""]
 
 
 def section_distill() -> list[str]:
