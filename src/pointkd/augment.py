@@ -1,129 +1,166 @@
-"""Replayable augmentation: the one implementation used by training, recording and replay.
+"""Replayable augmentation: one implementation for plain training, recording and replay.
 
 A sample's augmentation is fully described by
-- shape-level parameters `params` (n, 7) = scale_xyz, shift_xyz, rotation about the up axis,
-  which records store, and
+- shape-level parameters `params` (n, 7) = scale xyz, shift xyz, rotation about the up axis
+  (see `PARAM_NAMES`), which records store, and
 - a 64-bit `seed` from which every point-level operation (subsample, shuffle, dropout,
-  jitter) is derived through a counter-based hash — so they cost no bytes in a record.
+  jitter) is derived with a counter-based hash, so these cost no bytes in a record.
 
-`apply(points, params, seeds, spec)` is a pure, batched torch function: the same inputs give
-the same bytes on CPU and CUDA, in a batch or one cloud at a time. Recording derives the
-parameters themselves from (run seed, sample, k) via `row_keys` + `keyed_params`, so any row
-can be recomputed alone (crash-safe resume).
+`apply(points, params, seeds, spec)` is a pure, batched torch function. It uses only integer
+ops, table look-ups and IEEE-exact float ops (+ − × and comparisons, each its own kernel, so
+nothing is fused): the same inputs give the same bytes in a batch or one cloud at a time, on
+CPU and CUDA. Hence no torch.log/cos/sin (their last bit differs between CPU and CUDA):
+normals come from an inverse-CDF table, cos/sin from a float64 polynomial.
+
+Recording derives parameters from (run seed, sample, k) via `row_keys` + `keyed_params`, so
+any row can be recomputed alone (exact resume); plain training uses `sample_params`.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
+from statistics import NormalDist
 from typing import ClassVar
 
 import torch
 from torch import Tensor
 
-from pointkd.errors import RecordError
+from pointkd.errors import ConfigError, RecordError
 
 PARAM_NAMES = ("scale_x", "scale_y", "scale_z", "shift_x", "shift_y", "shift_z", "rotation")
 PARAM_DIM = len(PARAM_NAMES)
 
+__all__ = ["AugmentSpec", "PARAM_NAMES", "PARAM_DIM", "row_keys", "keyed_params",
+           "sample_params", "identity_params", "apply"]
+
 
 @dataclass(frozen=True)
 class AugmentSpec:
-    """What `apply` does. Defaults follow PointMLP: scale U(2/3, 3/2) per axis, shift
-    U(-0.2, 0.2); plus jitter N(0, 0.01²) clipped at ±0.05 and a point shuffle."""
+    """What `apply` does. Defaults follow PointMLP (scale U(2/3, 3/2) per axis, shift
+    U(−0.2, 0.2)) plus jitter N(0, 0.01²) clipped at ±0.05 and a point shuffle."""
 
     scale_low: float = 2.0 / 3.0
     scale_high: float = 1.5
     shift: float = 0.2
-    rotate: bool = False  # random rotation about the up axis
-    up_axis: int = 1  # ModelNet40 HDF5 clouds are y-up
+    rotate: bool = False  # uniform rotation about the up axis
+    up_axis: int = 2  # the shared ModelNet40 clouds are z-up (people/bottles are tall in z)
     jitter_sigma: float = 0.01
     jitter_clip: float = 0.05
     subsample: int = 0  # keep P' random points (0 = all)
     shuffle: bool = True
-    dropout: float = 0.0  # max fraction of points replaced by the first point
-    VERSION: ClassVar[int] = 1
+    dropout: float = 0.0  # max fraction of points replaced by the first point (PointNet++)
+    # 2: point-level ops from the counter-based hash + inverse-CDF normals, z-up default
+    VERSION: ClassVar[int] = 2
+
+    def __post_init__(self) -> None:
+        checks = [(0 < self.scale_low <= self.scale_high, "0 < scale_low <= scale_high"),
+                  (self.shift >= 0, "shift >= 0"), (self.up_axis in (0, 1, 2), "up_axis in 0..2"),
+                  (self.jitter_sigma >= 0 and self.jitter_clip >= 0, "jitter sigma/clip >= 0"),
+                  (self.subsample >= 0, "subsample >= 0"),
+                  (0 <= self.dropout < 1, "0 <= dropout < 1")]
+        for ok, rule in checks:
+            if not ok:
+                raise ConfigError(f"bad augmentation spec: need {rule}")
 
     def to_dict(self) -> dict:
         return {"version": self.VERSION, **asdict(self)}
 
     @classmethod
     def from_dict(cls, values: dict) -> AugmentSpec:
+        """Inverse of `to_dict`; an unknown version or key is a RecordError."""
         values = dict(values)
         version = values.pop("version", None)
         if version != cls.VERSION:
             raise RecordError(f"augmentation spec version {version} is not supported "
-                              f"(this pointkd writes version {cls.VERSION})")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
+                              f"(this pointkd replays version {cls.VERSION})")
+        unknown = sorted(set(values) - {f.name for f in fields(cls)})
         if unknown:
             raise RecordError(f"unknown augmentation spec keys: {', '.join(unknown)}")
-        return cls(**values)
+        try:
+            return cls(**values)
+        except ConfigError as exc:
+            raise RecordError(str(exc)) from None
 
     @classmethod
     def from_config(cls, cfg) -> AugmentSpec:
-        """From a `pointkd.config.AugmentConfig` (same field names)."""
+        """From a `pointkd.config.AugmentConfig` (same field names; missing ones default)."""
         return cls(**{f.name: getattr(cfg, f.name) for f in fields(cls) if hasattr(cfg, f.name)})
 
 
-# ---- counter-based hashing in int64 torch ops (wrapping multiply; logical shifts emulated) --
+# ---- counter-based hashing with int64 torch ops (multiply wraps; logical shift emulated) ----
 
-def _i64(c: int) -> int:
-    return c - (1 << 64) if c >= 1 << 63 else c
+_U64 = (1 << 64) - 1
 
 
-_GOLDEN = _i64(0x9E3779B97F4A7C15)
-_M1 = _i64(0xBF58476D1CE4E5B9)
-_M2 = _i64(0x94D049BB133111EB)
-STREAM_PARAMS, STREAM_SEED, STREAM_ORDER, STREAM_DROP, STREAM_JITTER = 1, 2, 3, 4, 5
+def _signed(c: int) -> int:
+    c &= _U64
+    return c - (1 << 64) if c >> 63 else c
+
+
+_GOLDEN, _M1, _M2 = (_signed(c) for c in (0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9,
+                                          0x94D049BB133111EB))
 
 
 def _shr(x: Tensor, s: int) -> Tensor:
-    """Logical right shift of int64 (torch's >> is arithmetic)."""
+    """Logical right shift: torch's >> on int64 is arithmetic, so mask the sign copies."""
     return (x >> s) & ((1 << (64 - s)) - 1)
 
 
 def _mix(x: Tensor) -> Tensor:
-    """splitmix64 finaliser: a bijective, well-mixing 64-bit hash."""
+    """splitmix64: a bijective, avalanching 64-bit hash."""
     z = x + _GOLDEN
     z = (z ^ _shr(z, 30)) * _M1
     z = (z ^ _shr(z, 27)) * _M2
     return z ^ _shr(z, 31)
 
 
+def _mix_int(x: int) -> int:
+    """`_mix` on a Python int (for constants)."""
+    z = (x + 0x9E3779B97F4A7C15) & _U64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _U64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _U64
+    return _signed(z ^ (z >> 31))
+
+
+# independent streams of one key; values are part of the replay format (spec VERSION)
+STREAM_PARAMS, STREAM_SEED, STREAM_ORDER, STREAM_DROP, STREAM_JITTER = 1, 2, 3, 4, 5
+_SALT = {s: _mix_int(s * 0x632BE59BD9B4E019) for s in range(1, 6)}
+
+
 def hash_bits(keys: Tensor, stream: int, count: int) -> Tensor:
     """(n,) int64 keys -> (n, count) int64 hashes of (key, stream, counter)."""
-    counters = torch.arange(count, device=keys.device, dtype=torch.int64)
-    base = _mix(keys.to(torch.int64) ^ _mix(torch.tensor(stream, device=keys.device)))
-    return _mix(base.unsqueeze(1) + counters * _GOLDEN)
+    counters = torch.arange(count, device=keys.device, dtype=torch.int64) * _GOLDEN
+    return _mix(_mix(keys.to(torch.int64) ^ _SALT[stream]).unsqueeze(1) + counters)
 
 
-def uniform(keys: Tensor, stream: int, count: int) -> Tensor:
-    """Floats in [0, 1) with 24 random bits each, shape (n, count)."""
-    return _shr(hash_bits(keys, stream, count), 40).float() * (1.0 / (1 << 24))
+def _unit(bits: Tensor) -> Tensor:
+    """Top 24 bits -> float32 in [0, 1), exactly representable."""
+    return _shr(bits, 40).to(torch.float32) * (1.0 / (1 << 24))
 
 
 def row_keys(run_seed: int, samples: Tensor, k: int | Tensor) -> Tensor:
-    """The key of record row (sample, k) in a recording with `run_seed`."""
+    """The int64 key of record row (sample, k) in a recording with `run_seed`."""
     samples = torch.as_tensor(samples, dtype=torch.int64)
     k = torch.as_tensor(k, dtype=torch.int64, device=samples.device)
-    return _mix(_mix(_mix(torch.tensor(run_seed, dtype=torch.int64)) + k) + samples)
+    return _mix(_mix(k + _mix_int(run_seed)) + samples)
 
 
 def keyed_params(keys: Tensor, spec: AugmentSpec) -> tuple[Tensor, Tensor]:
     """(params (n, 7) float32, seeds (n,) int64): a pure function of the keys."""
-    u = uniform(keys, STREAM_PARAMS, PARAM_DIM)
+    u = _unit(hash_bits(keys, STREAM_PARAMS, PARAM_DIM))
     scale = spec.scale_low + (spec.scale_high - spec.scale_low) * u[:, 0:3]
     shift = spec.shift * (2 * u[:, 3:6] - 1)
-    rotation = (2 * math.pi * u[:, 6:7]) if spec.rotate else torch.zeros_like(u[:, 6:7])
+    rotation = 2 * math.pi * u[:, 6:7] if spec.rotate else torch.zeros_like(u[:, 6:7])
     seeds = hash_bits(keys, STREAM_SEED, 1)[:, 0]
     return torch.cat([scale, shift, rotation], dim=1), seeds
 
 
 def sample_params(n: int, generator: torch.Generator | None, spec: AugmentSpec
                   ) -> tuple[Tensor, Tensor]:
-    """Fresh parameters for n samples: keys drawn from `generator`, then `keyed_params`."""
-    keys = torch.randint(-(1 << 62), 1 << 62, (n,), generator=generator, dtype=torch.int64)
+    """Fresh parameters for n samples: n keys drawn from `generator`, then `keyed_params`."""
+    keys = torch.randint(-(1 << 63), (1 << 63) - 1, (n,), generator=generator,
+                         dtype=torch.int64)
     return keyed_params(keys, spec)
 
 
@@ -134,45 +171,86 @@ def identity_params(n: int) -> Tensor:
 
 
 def apply(points: Tensor, params: Tensor, seeds: Tensor, spec: AugmentSpec) -> Tensor:
-    """Augment clouds (B, P, 3) -> (B, P', 3); pure function of its arguments.
+    """Augment clouds (B, P, 3) -> (B, P', 3); a pure function of its arguments.
 
-    Order: choose/shuffle points, dropout, anisotropic scale, rotation, shift, jitter."""
+    Order: choose + shuffle points, dropout, anisotropic scale, rotation, shift, jitter."""
     b, p, _ = points.shape
-    params = params.to(points.device, torch.float32)
+    params = params.to(points.device, points.dtype)
     seeds = seeds.to(points.device, torch.int64)
     keep = spec.subsample if 0 < spec.subsample < p else p
     x = points
     if spec.shuffle or keep < p:
-        # a random permutation per cloud: sort by hashed per-point keys (ties: by index)
-        order = torch.argsort(hash_bits(seeds, STREAM_ORDER, p), dim=1, stable=True)[:, :keep]
-        if not spec.shuffle:
-            order = order.sort(dim=1).values
-        x = torch.gather(x, 1, order.unsqueeze(-1).expand(b, keep, 3))
+        x = torch.gather(x, 1, _order(seeds, p, keep, spec.shuffle).unsqueeze(-1).expand(-1, -1, 3))
     if spec.dropout > 0:
-        u = uniform(seeds, STREAM_DROP, keep + 1)
-        drop = u[:, 1:] < spec.dropout * u[:, :1]  # per-cloud ratio in [0, dropout)
-        x = torch.where(drop.unsqueeze(-1), x[:, :1].expand_as(x), x)
+        u = _unit(hash_bits(seeds, STREAM_DROP, keep + 1))
+        drop = u[:, 1:] < spec.dropout * u[:, :1]  # per-cloud ratio U(0, dropout)
+        x = torch.where(drop.unsqueeze(-1), x[:, :1], x)
     x = x * params[:, None, 0:3]
     if spec.rotate:
-        x = _rotate_up(x, params[:, 6], spec.up_axis)
+        x = _rotate(x, params[:, 6], spec.up_axis)
     x = x + params[:, None, 3:6]
     if spec.jitter_sigma > 0:
-        x = x + _jitter(seeds, keep, spec).to(x.dtype)
+        x = x + _jitter(seeds, keep, spec, x.dtype)
     return x
 
 
-def _rotate_up(x: Tensor, angle: Tensor, up: int) -> Tensor:
+def _order(seeds: Tensor, p: int, keep: int, shuffle: bool) -> Tensor:
+    """(B, keep) point indices: a random permutation per cloud (sort of hashed keys whose low
+    bits are the point index, so keys are unique and any sort gives the same order)."""
+    bits = max(1, (p - 1).bit_length())
+    idx = torch.arange(p, device=seeds.device, dtype=torch.int64)
+    keys = (hash_bits(seeds, STREAM_ORDER, p) & ~((1 << bits) - 1)) | idx
+    order = torch.argsort(keys, dim=1)[:, :keep]
+    return order if shuffle else order.sort(dim=1).values
+
+
+_NORMAL_BITS = 16
+_normal_tables: dict[tuple[torch.device, torch.dtype], Tensor] = {}
+
+
+def _normal_table(device: torch.device, dtype: torch.dtype) -> Tensor:
+    """Standard-normal quantiles at the 2^16 cell midpoints: |z| <= 4.32."""
+    key = (device, dtype)
+    if key not in _normal_tables:
+        n, nd = 1 << _NORMAL_BITS, NormalDist()
+        values = [nd.inv_cdf((i + 0.5) / n) for i in range(n)]
+        _normal_tables[key] = torch.tensor(values, dtype=torch.float32).to(device, dtype)
+    return _normal_tables[key]
+
+
+def _jitter(seeds: Tensor, n: int, spec: AugmentSpec, dtype: torch.dtype) -> Tensor:
+    """Clipped Gaussian noise (B, n, 3): one hash per point, 16 bits per coordinate."""
+    h = hash_bits(seeds, STREAM_JITTER, n)
+    cells = torch.stack([_shr(h, s) & 0xFFFF for s in (48, 32, 16)], dim=-1)
+    normal = _normal_table(seeds.device, dtype)[cells]
+    return (normal * spec.jitter_sigma).clamp(-spec.jitter_clip, spec.jitter_clip)
+
+
+def _cos_sin(angle: Tensor) -> tuple[Tensor, Tensor]:
+    """cos, sin in float64 from + − × only (device-exact), then rounded once to float32."""
+    x = angle.to(torch.float64)
+    q = torch.round(x * (2 / math.pi))
+    r = x - q * (math.pi / 2)  # |r| <= π/4: Taylor to r^14/r^15 is exact to ~1e-14
+    r2 = r * r
+    s, c = torch.ones_like(r), torch.ones_like(r)
+    for i in range(7, 0, -1):  # Horner on the nested Taylor forms
+        s = 1 - r2 * (1.0 / ((2 * i) * (2 * i + 1))) * s
+        c = 1 - r2 * (1.0 / ((2 * i - 1) * (2 * i))) * c
+    s = r * s
+    quadrant = torch.remainder(q, 4)
+    cos = torch.where(quadrant == 0, c, torch.where(quadrant == 1, -s,
+                                                    torch.where(quadrant == 2, -c, s)))
+    sin = torch.where(quadrant == 0, s, torch.where(quadrant == 1, c,
+                                                    torch.where(quadrant == 2, -s, -c)))
+    return cos.to(torch.float32), sin.to(torch.float32)
+
+
+def _rotate(x: Tensor, angle: Tensor, up: int) -> Tensor:
+    """Counter-clockwise rotation by `angle` in the plane of the two non-up axes (a, c)."""
     a, c = [axis for axis in range(3) if axis != up]
-    cos, sin = torch.cos(angle)[:, None], torch.sin(angle)[:, None]
-    out = x.clone()
-    out[..., a] = cos * x[..., a] - sin * x[..., c]
-    out[..., c] = sin * x[..., a] + cos * x[..., c]
-    return out
-
-
-def _jitter(seeds: Tensor, n: int, spec: AugmentSpec) -> Tensor:
-    """Clipped Gaussian noise (B, n, 3) via Box-Muller from the seed's jitter stream."""
-    u = uniform(seeds, STREAM_JITTER, 6 * n).view(-1, n, 3, 2)
-    u1 = 1.0 - u[..., 0]  # (0, 1]: log is finite
-    normal = torch.sqrt(-2.0 * torch.log(u1)) * torch.cos(2 * math.pi * u[..., 1])
-    return (spec.jitter_sigma * normal).clamp(-spec.jitter_clip, spec.jitter_clip)
+    cos, sin = (t.to(x.dtype)[:, None] for t in _cos_sin(angle))
+    xa, xc = x[..., a], x[..., c]
+    cols = [x[..., up]] * 3
+    cols[a] = cos * xa - sin * xc
+    cols[c] = sin * xa + cos * xc
+    return torch.stack(cols, dim=-1)
