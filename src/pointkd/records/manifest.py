@@ -1,0 +1,110 @@
+"""`manifest.json`: what a record set's rows mean and what they were made from.
+
+The manifest is written when a recording starts (`complete: false`, no shard checksums) and
+rewritten when it ends (`complete: true`); both writes are atomic (temp + fsync + rename).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from pointkd.augment import AugmentSpec
+from pointkd.errors import RecordError
+from pointkd.records.format import FORMAT, FORMAT_VERSION, dtype_descr, row_dtype
+
+MANIFEST = "manifest.json"
+REQUIRED = ("data", "teachers", "augment", "k", "seed", "batch_size", "logits", "row_dtype",
+            "bytes_per_row", "total_rows", "shards", "complete")
+# settings that make two recordings the same recording (what `--resume` must match)
+SAME_RECORDING = ("format_version", "augment", "k", "seed", "batch_size", "logits",
+                  "row_dtype", "total_rows")
+
+
+def shard_name(rank: int) -> str:
+    """File of the shard written by process `rank` (one writer per shard)."""
+    return f"shard-{rank:05d}.bin"
+
+
+def write_json_atomic(path: Path, value: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump(value, f, indent=1)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fd = os.open(path.parent, os.O_RDONLY)  # make the rename itself durable
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def read_manifest(root: str | Path) -> dict:
+    """Parse and sanity-check a manifest (complete or not); any problem is a RecordError."""
+    root = Path(root)
+    if not root.is_dir():
+        raise RecordError(f"record set not found: {root}")
+    path = root / MANIFEST
+    if not path.is_file():
+        raise RecordError(f"{root}: no {MANIFEST} (not a record set, or its recording never "
+                          "started)")
+    try:
+        m = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        raise RecordError(f"{path}: unreadable or not valid JSON") from None
+    if not isinstance(m, dict) or m.get("format") != FORMAT:
+        raise RecordError(f"{path}: not a pointkd record manifest")
+    if m.get("format_version") != FORMAT_VERSION:
+        raise RecordError(f"{path}: record format version {m.get('format_version')} is not "
+                          f"supported (this pointkd reads version {FORMAT_VERSION})")
+    missing = [key for key in REQUIRED if key not in m]
+    if missing:
+        raise RecordError(f"{path}: manifest lacks {', '.join(missing)}")
+    AugmentSpec.from_dict(m["augment"])  # unknown spec version / keys
+    dtype = manifest_dtype(m)
+    if dtype_descr(dtype) != m["row_dtype"] or dtype.itemsize != m["bytes_per_row"]:
+        raise RecordError(f"{path}: row layout does not match its logits encoding")
+    return m
+
+
+def manifest_dtype(m: dict) -> np.dtype:
+    lg = m["logits"]
+    try:
+        return row_dtype(int(m["data"]["num_classes"]), lg["encoding"], int(lg["topk"]),
+                         int(lg["stored_teachers"]))
+    except (KeyError, TypeError, ValueError):
+        raise RecordError("manifest: malformed data/logits section") from None
+
+
+def check_shard_ranges(m: dict, root: str | Path) -> None:
+    """Shards must tile [0, total_rows) without gap or overlap, and total = K x shapes."""
+    expected = int(m["k"]) * int(m["data"]["num_shapes"])
+    if m["total_rows"] != expected:
+        raise RecordError(f"{root}: manifest says {m['total_rows']} rows, but K x shapes = "
+                          f"{m['k']} x {m['data']['num_shapes']} = {expected}")
+    cursor = 0
+    for start, rows in sorted((int(s["row_start"]), int(s["rows"])) for s in m["shards"]):
+        if start != cursor:
+            what = "overlap" if start < cursor else "leave a gap"
+            raise RecordError(f"{root}: shard row ranges {what} at row {min(start, cursor)}")
+        cursor += rows
+    if cursor != expected:
+        raise RecordError(f"{root}: shards hold {cursor} rows, expected {expected} "
+                          f"(K x shapes)")
+
+
+def changed_settings(old: dict, new: dict) -> list[str]:
+    """Names of the settings in which two manifests describe different recordings."""
+    names = [key for key in SAME_RECORDING if old.get(key) != new.get(key)]
+    # the same data and teachers by content; the paths they were given by may differ
+    if old.get("data", {}).get("fingerprint") != new["data"]["fingerprint"]:
+        names.insert(0, "data")
+    if [t.get("sha256") for t in old.get("teachers", [])] != [
+            t["sha256"] for t in new["teachers"]]:
+        names.insert(0, "teachers")
+    return names

@@ -1,0 +1,82 @@
+"""`pointkd records verify` and `pointkd records info`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pointkd.checkpoint import file_sha256
+from pointkd.errors import RecordError
+from pointkd.records.format import CLOUD_BYTES
+from pointkd.records.manifest import read_manifest
+from pointkd.records.reader import open_records
+from pointkd.records.writer import spec_from_config
+
+
+def verify(root: str, data: str | None = None, teachers: list[str] | None = None,
+           config: str | None = None) -> str:
+    """Re-check everything the manifest promises; the first problem is a one-line RecordError.
+
+    Always: manifest, spec version/keys, completeness, shard ranges, sizes and sha256.
+    Optionally: that the records were made for dataset `data`, with every checkpoint in
+    `teachers`, and with the augmentation of config `config`. Returns an OK summary."""
+    rs = open_records(root)  # manifest, spec, completeness, ranges, shard presence and sizes
+    m = rs.manifest
+    for s in rs.shards:
+        if file_sha256(rs.root / s["file"]) != s["sha256"]:
+            raise RecordError(f"{root}: checksum mismatch in {s['file']} (the shard is "
+                              "corrupted)")
+    checked = ["checksums match"]
+    if data is not None:
+        from pointkd.data import load_split
+
+        open_records(root, data=load_split(data, "train", num_points=m["data"]["num_points"]))
+        checked.append(f"made for {data}")
+    for t in teachers or []:
+        if file_sha256(t) not in {x["sha256"] for x in m["teachers"]}:
+            raise RecordError(f"{root}: records were not made with teacher {t} (its sha256 is "
+                              "not in the manifest)")
+        checked.append(f"made with {Path(t).name}")
+    if config is not None:
+        want = spec_from_config(config)
+        if want != rs.spec:
+            diff = [f"{k}={v}" for k, v in want.to_dict().items() if rs.spec.to_dict()[k] != v]
+            raise RecordError(f"{root}: records were made with another augmentation spec than "
+                              f"{config} (it has {', '.join(diff)})")
+        checked.append(f"augmentation matches {Path(config).name}")
+    return (f"OK: {root}: {len(rs)} rows = K {rs.k} x {rs.num_shapes} shapes in "
+            f"{len(rs.shards)} shard(s); " + ", ".join(checked))
+
+
+def info(root: str) -> str:
+    """A human-readable summary of a record set (complete or still being recorded)."""
+    m = read_manifest(root)
+    root_path, per_row, total = Path(root), m["bytes_per_row"], m["total_rows"]
+    size, written = 0, 0
+    for s in m["shards"]:
+        for name in (s["file"], s["file"] + ".partial"):
+            if (root_path / name).is_file():
+                size += (root_path / name).stat().st_size
+                written += min((root_path / name).stat().st_size // per_row, s["rows"])
+    lg, d = m["logits"], m["data"]
+    encoding = f"top-{lg['topk']} (fp16 values + tail log-sum-exp)" if lg["topk"] else \
+        lg["encoding"]
+    if len(m["teachers"]) > 1:
+        encoding += f", {len(m['teachers'])} teachers: " + (
+            "each stored" if lg["combine"] == "each" else "mean stored")
+    status = "complete" if m["complete"] else f"INCOMPLETE: {written} of {total} rows written " \
+        "(continue with `pointkd record ... --resume`)"
+    spec = ", ".join(f"{k}={v}" for k, v in m["augment"].items())
+    lines = [
+        f"record set {root} ({status})",
+        f"  rows        {total:,} = K {m['k']} x {d['num_shapes']:,} shapes (seed {m['seed']})",
+        f"  data        {d['name']}: {d['num_classes']} classes, {d['num_points']} points, "
+        f"{d['fingerprint'][:19]}…",
+        f"  row         {per_row} B per augmented sample vs {CLOUD_BYTES:,} B for a stored "
+        f"1,024-point float32 cloud ({CLOUD_BYTES / per_row:.0f}x smaller)",
+        f"  size        {size / 1e6:.2f} MB in {len(m['shards'])} shard(s)",
+        f"  logits      {encoding}",
+    ]
+    lines += [f"  teacher     {t['model']} ({t['file']}, sha256 {t['sha256'][:12]}…)"
+              for t in m["teachers"]]
+    lines.append(f"  augment     {spec}")
+    return "\n".join(lines)

@@ -1,0 +1,266 @@
+"""`pointkd record`: run the teacher(s) once over K augmented copies of every training shape.
+
+Crash safety: rows go to `shard-00000.bin.partial` one whole batch per write; batches lie on
+a fixed grid of `batch_size` rows from the shard's first row; all randomness derives from
+(run seed, sample, k); the stored fp16 parameters are exactly the ones applied. So `--resume`
+cuts the partial shard back to its last whole batch, recomputes identical batches, and the
+result is byte-identical to an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pointkd import __version__, augment
+from pointkd.checkpoint import file_sha256, load_model, resolve_device
+from pointkd.errors import RecordError
+from pointkd.records.format import (
+    ENCODINGS,
+    FORMAT,
+    FORMAT_VERSION,
+    dtype_descr,
+    encode_logits,
+    row_dtype,
+)
+from pointkd.records.manifest import (
+    MANIFEST,
+    changed_settings,
+    read_manifest,
+    shard_name,
+    write_json_atomic,
+)
+
+
+class ShardWriter:
+    """Appends whole batches of rows to `<shard>.partial`; `finalize` fsyncs and renames it.
+
+    `done` is the number of rows already in place: on resume, the partial file is cut back to
+    the last whole batch of the grid (a kill may land mid-write or mid-batch)."""
+
+    def __init__(self, path: Path, dtype: np.dtype, rows: int, batch_size: int, resume: bool):
+        self.path, self.dtype, self.rows = path, dtype, rows
+        self.partial = path.with_name(path.name + ".partial")
+        self.done, self.fd = 0, None
+        if resume and path.is_file() and path.stat().st_size == rows * dtype.itemsize:
+            self.done = rows  # killed after the rename, before the manifest: nothing to do
+            return
+        if resume and self.partial.is_file():
+            whole = min(self.partial.stat().st_size // dtype.itemsize, rows)
+            self.done = whole if whole == rows else whole - whole % batch_size
+            os.truncate(self.partial, self.done * dtype.itemsize)
+        flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if self.done else os.O_TRUNC)
+        self.fd = os.open(self.partial, flags, 0o644)
+
+    def write(self, rows: np.ndarray) -> None:
+        data = memoryview(rows.tobytes())
+        while data:  # one write call per batch (a short write just continues)
+            data = data[os.write(self.fd, data):]
+        self.done += len(rows)
+
+    def finalize(self) -> None:
+        if self.fd is None:
+            return
+        if self.done != self.rows:
+            raise RecordError(f"{self.partial}: {self.done} rows written, expected {self.rows}")
+        os.fsync(self.fd)
+        os.close(self.fd)
+        self.fd = None
+        os.replace(self.partial, self.path)
+        dir_fd = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def record(teachers: list[str], data: str, out: str, k: int = 10, seed: int = 0,
+           logits: str = "int8", topk: int = 0, combine: str = "mean", batch_size: int = 64,
+           device: str = "auto", resume: bool = False, overwrite: bool = False,
+           augment_config: str | None = None, progress: bool = True) -> Path:
+    """Record K augmented copies of every shape of `data`'s train split; returns the record
+    directory. See docs/records.md for the format."""
+    from pointkd.data import load_split
+
+    if not teachers:
+        raise RecordError("no teacher checkpoint given")
+    if k < 1 or batch_size < 1:
+        raise RecordError("--k and --batch-size must be >= 1")
+    if combine not in ("mean", "each"):
+        raise RecordError(f"--combine must be mean or each, not '{combine}'")
+    if logits not in ENCODINGS[:3]:
+        raise RecordError(f"--logits must be one of fp32, fp16, int8, not '{logits}'")
+    if resume and overwrite:
+        raise RecordError("choose either --resume or --overwrite")
+    spec = spec_from_config(augment_config)
+    dev = resolve_device(device)
+    models, metas = zip(*(load_model(t, dev) for t in teachers), strict=True)
+    ds = load_split(data, "train", num_points=metas[0].get("num_points"))
+    for path, meta in zip(teachers, metas, strict=True):
+        if meta["num_classes"] != ds.num_classes:
+            raise RecordError(f"teacher {path} has {meta['num_classes']} classes, the data "
+                              f"{ds.num_classes}")
+        names = meta.get("class_names")
+        if names and list(names) != list(ds.class_names):
+            raise RecordError(f"teacher {path} was trained on other class names than {data}")
+    encoding = "topk" if topk else logits
+    stored = len(teachers) if combine == "each" else 1
+    dtype = row_dtype(ds.num_classes, encoding, topk, stored)
+    total = k * len(ds)
+    manifest = {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "pointkd_version": __version__,
+        "created": _now(), "complete": False,
+        "data": {"name": ds.name, "path": str(data), "fingerprint": ds.fingerprint(),
+                 "num_shapes": len(ds), "num_classes": ds.num_classes,
+                 "class_names": list(ds.class_names), "num_points": int(ds.points.shape[1])},
+        "teachers": [{"file": Path(t).name, "model": m["model"],
+                      "model_kwargs": m.get("model_kwargs", {}), "sha256": file_sha256(t),
+                      "num_classes": m["num_classes"]}
+                     for t, m in zip(teachers, metas, strict=True)],
+        "augment": spec.to_dict(), "k": k, "seed": seed, "batch_size": batch_size,
+        "logits": {"encoding": encoding, "topk": topk, "combine": combine,
+                   "stored_teachers": stored},
+        "row_dtype": dtype_descr(dtype), "bytes_per_row": dtype.itemsize, "total_rows": total,
+        "shards": [{"file": shard_name(0), "row_start": 0, "rows": total, "sha256": None}],
+    }
+    root = Path(out)
+    previous = _prepare_out(root, manifest, resume, overwrite)
+    if previous is not None and previous["complete"]:
+        return root  # --resume of a finished recording: nothing to do
+    if previous is not None:
+        manifest["created"] = previous["created"]
+    write_json_atomic(root / MANIFEST, manifest)
+
+    writer = ShardWriter(root / shard_name(0), dtype, total, batch_size, resume)
+    t0, first = time.perf_counter(), writer.done
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, initial=writer.done, unit="row", unit_scale=True,
+                   desc="record", dynamic_ncols=True)
+    points = torch.from_numpy(ds.points).to(dev)  # the whole split: ~120 MB for ModelNet40
+    with torch.inference_mode(), _deterministic(dev):
+        for rows, z in _teacher_batches(models, points, spec, seed, range(0, total),
+                                        writer.done, batch_size, combine, dev, dtype):
+            encode_logits(rows, z, encoding, topk)
+            writer.write(rows)
+            if bar is not None:
+                bar.update(len(rows))
+            if _TEST_DELAY:
+                time.sleep(_TEST_DELAY)
+    if bar is not None:
+        bar.close()
+    writer.finalize()
+    manifest["shards"][0]["sha256"] = file_sha256(writer.path)
+    manifest.update(complete=True, completed=_now(), recording={
+        "device": str(dev), "rows": total - first,
+        "seconds": round(time.perf_counter() - t0, 3)})  # the last session's loop
+    write_json_atomic(root / MANIFEST, manifest)
+    return root
+
+
+# testing aid: seconds to sleep after each batch, so a test can kill a recording mid-run
+_TEST_DELAY = float(os.environ.get("POINTKD_RECORD_DELAY", "0") or 0)
+
+
+def _teacher_batches(models, points: torch.Tensor, spec: augment.AugmentSpec, seed: int,
+                     shard_rows: range, done: int, batch_size: int, combine: str,
+                     dev: torch.device, dtype: np.dtype) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(rows with params + seed filled in, float32 logits (n, T, C)) per grid batch of the
+    shard, starting after `done` rows. On CUDA the logits of batch i are copied back while
+    batch i + 1 runs (one batch in flight)."""
+    n, pending = len(points), None
+    for lo in range(shard_rows.start + done, shard_rows.stop, batch_size):
+        ids = torch.arange(lo, min(lo + batch_size, shard_rows.stop))
+        samples, ks = ids % n, ids // n
+        params, seeds = augment.keyed_params(augment.row_keys(seed, samples, ks), spec)
+        params16 = params.half()  # stored precision == applied precision: exact replay
+        x = augment.apply(points[samples.to(dev)], params16.float().to(dev), seeds.to(dev),
+                          spec)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+            z = torch.stack([m(x).float() for m in models], dim=1)
+        if combine == "mean":
+            z = z.mean(dim=1, keepdim=True)
+        event = None
+        if dev.type == "cuda":
+            z = z.to("cpu", non_blocking=True)
+            event = torch.cuda.Event()
+            event.record()
+        if pending is not None:
+            yield _finish(dtype, *pending)
+        pending = (params16, seeds, z, event)
+    if pending is not None:
+        yield _finish(dtype, *pending)
+
+
+def _finish(dtype: np.dtype, params16: torch.Tensor, seeds: torch.Tensor, z: torch.Tensor,
+            event) -> tuple[np.ndarray, np.ndarray]:
+    if event is not None:
+        event.synchronize()
+    rows = np.zeros(len(seeds), dtype)
+    rows["params"] = params16.numpy()
+    rows["seed"] = seeds.numpy().view(np.uint64)
+    return rows, z.numpy()
+
+
+def spec_from_config(path: str | None) -> augment.AugmentSpec:
+    """The augmentation spec of a YAML config's `augment` section (defaults without one)."""
+    if not path:
+        return augment.AugmentSpec()
+    from pointkd.config import load_config
+
+    return augment.AugmentSpec.from_config(load_config(path).augment)
+
+
+def _prepare_out(root: Path, manifest: dict, resume: bool, overwrite: bool) -> dict | None:
+    """Never silently overwrite; resume only the very same recording. Returns the previous
+    manifest when resuming one."""
+    if root.exists() and not root.is_dir():
+        raise RecordError(f"{root} exists and is not a directory")
+    if not root.exists() or not any(root.iterdir()):
+        root.mkdir(parents=True, exist_ok=True)
+        return None
+    is_record_set = (root / MANIFEST).is_file()
+    if resume:
+        if not is_record_set:
+            raise RecordError(f"{root}: nothing to resume here (no {MANIFEST})")
+        previous = read_manifest(root)
+        changed = changed_settings(previous, manifest)
+        if changed:
+            raise RecordError(f"{root}: --resume with other settings than the recording there "
+                              f"({', '.join(changed)})")
+        return previous
+    if not overwrite:
+        raise RecordError(f"{root} is not empty (use --resume to continue the recording there, "
+                          "or --overwrite to replace it)")
+    if not is_record_set:
+        raise RecordError(f"refusing to --overwrite {root}: it is not a record set")
+    shutil.rmtree(root)
+    root.mkdir(parents=True)
+    return None
+
+
+@contextlib.contextmanager
+def _deterministic(dev: torch.device):
+    """cuDNN's autotuner may pick other kernels after a restart; pin them while recording."""
+    if dev.type != "cuda":
+        yield
+        return
+    saved = torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
