@@ -42,7 +42,7 @@ class AugmentConfig:
     scale_high: float = 1.5
     shift: float = 0.2
     rotate: bool = False
-    up_axis: int = 1
+    up_axis: int = 2  # ModelNet40 (and the synthetic set) are z-up
     jitter_sigma: float = 0.01
     jitter_clip: float = 0.05
     subsample: int = 0  # P' points after random subsampling (0 = keep all)
