@@ -5,8 +5,7 @@ from __future__ import annotations
 import h5py
 import numpy as np
 import pytest
-
-from tests.conftest import run_cli_subprocess
+from conftest import run_cli_subprocess
 
 
 def write_h5(path, points, labels):
@@ -97,14 +96,80 @@ def case_unknown_extension(tmp):
     d = tmp / "chair" / "train"
     d.mkdir(parents=True)
     (d / "x.stl").write_text("solid")
+    return tmp
+
+
+def case_corrupt_npy(tmp):
+    d = tmp / "chair" / "train"
+    d.mkdir(parents=True)
     (d / "y.npy").write_bytes(b"not numpy")
     return tmp
 
 
-CASES = [case_missing, case_empty_file, case_nan, case_inf, case_wrong_dims,
-         case_label_out_of_range, case_class_count_mismatch, case_label_count_mismatch,
-         case_truncated_hdf5, case_unreadable_mesh, case_point_file_no_points,
-         case_unknown_extension]
+def case_point_file_wrong_dims(tmp):
+    d = tmp / "chair" / "train"
+    d.mkdir(parents=True)
+    np.save(d / "flat.npy", np.zeros((10, 2)))
+    return tmp
+
+
+def case_zero_area_mesh(tmp):
+    d = tmp / "chair" / "train"
+    d.mkdir(parents=True)
+    (d / "x.off").write_text("OFF\n3 1 0\n0 0 0\n1 1 1\n2 2 2\n3 0 1 2\n")  # collinear
+    return tmp
+
+
+def case_pcd_without_z(tmp):
+    d = tmp / "chair" / "train"
+    d.mkdir(parents=True)
+    (d / "x.pcd").write_text("FIELDS x y\nSIZE 4 4\nTYPE F F\nCOUNT 1 1\nPOINTS 1\n"
+                             "DATA ascii\n1 2\n")
+    return tmp
+
+
+def case_points_2d(tmp):
+    pts, lab = good()
+    write_h5(tmp / "train.h5", pts[..., 0], lab)  # (N, P)
+    return tmp
+
+
+def case_negative_label(tmp):
+    pts, lab = good()
+    lab = lab.astype(np.int64)
+    lab[3] = -1
+    write_h5(tmp / "train.h5", pts, lab)
+    return tmp
+
+
+def case_missing_label_dataset(tmp):
+    with h5py.File(tmp / "train.h5", "w") as f:
+        f["data"] = good()[0]
+    return tmp
+
+
+def case_no_such_split(tmp):
+    pts, lab = good()
+    write_h5(tmp / "test.h5", pts, lab)  # asked for train only
+    return tmp
+
+
+def case_not_a_dataset_file(tmp):
+    np.save(tmp / "cloud.npy", np.zeros((5, 3)))
+    return tmp / "cloud.npy"
+
+
+def case_bad_synthetic_option(tmp):
+    return "synthetic:per_klass=3"
+
+
+CASES = [case_missing, case_empty_file, case_nan, case_inf, case_wrong_dims, case_points_2d,
+         case_label_out_of_range, case_negative_label, case_class_count_mismatch,
+         case_label_count_mismatch, case_missing_label_dataset, case_truncated_hdf5,
+         case_unreadable_mesh, case_zero_area_mesh, case_point_file_no_points,
+         case_point_file_wrong_dims, case_unknown_extension, case_corrupt_npy,
+         case_pcd_without_z, case_no_such_split, case_not_a_dataset_file,
+         case_bad_synthetic_option]
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.__name__[5:] for c in CASES])
@@ -113,6 +178,8 @@ def test_bad_data_is_a_one_line_error(cli, tmp_path, case):
     code, out, err = cli("data", "info", path, "--split", "train")
     assert code == 2, (out, err)
     assert err.startswith("pointkd: error:") and err.count("\n") == 1 and "Traceback" not in err
+    if case is not case_bad_synthetic_option:
+        assert str(tmp_path) in err  # names the offending file
 
 
 def test_bad_checkpoint_and_bad_model(cli, tmp_path):

@@ -1,14 +1,27 @@
 """Data layer: synthetic, HDF5 (single and sharded), class folders with every file type,
-readers, normalisation, stratified split, `data info` on the real ModelNet40."""
+readers, normalisation, stratified split, describe/preview, the real ModelNet40."""
 
 from __future__ import annotations
 
+import hashlib
+
 import h5py
 import numpy as np
+import pytest
 import trimesh
 
-from pointkd.data import load_split, normalize_unit_sphere, read_cloud, stratified_split
+from pointkd.data import (
+    PointCloudSet,
+    describe,
+    load_split,
+    normalize_unit_sphere,
+    read_cloud,
+    stratified_split,
+)
 from pointkd.data.synthetic import CLASSES
+from pointkd.errors import DataError
+
+SMALL = "synthetic:train_per_class=5,test_per_class=3"
 
 
 def write_h5(path, points, labels, ids=None):
@@ -20,22 +33,54 @@ def write_h5(path, points, labels, ids=None):
 
 
 def test_synthetic_is_deterministic_and_splits_differ():
-    a = load_split("synthetic:train_per_class=5,test_per_class=3", "train", num_points=64)
-    b = load_split("synthetic:train_per_class=5,test_per_class=3", "train", num_points=64)
-    t = load_split("synthetic:train_per_class=5,test_per_class=3", "test", num_points=64)
+    a = load_split(SMALL, "train", num_points=64)
+    b = load_split(SMALL, "train", num_points=64)
+    t = load_split(SMALL, "test", num_points=64)
     assert a.fingerprint() == b.fingerprint() != t.fingerprint()
     assert len(CLASSES) >= 10 and a.num_classes == len(CLASSES)
     assert a.points.shape == (5 * len(CLASSES), 64, 3) and a.points.dtype == np.float32
+    assert a.points.flags.c_contiguous and a.name == f"{SMALL}/train"
     assert a.labels.dtype == np.int64 and np.bincount(t.labels).tolist() == [3] * len(CLASSES)
+    # no test shape equals a train shape; another seed gives other shapes
+    assert not (np.abs(a.points[:, None] - t.points[None]).max(axis=(2, 3)) < 1e-6).any()
     other = load_split("synthetic:train_per_class=5,seed=1", "train", num_points=64)
     assert other.fingerprint() != a.fingerprint()
+    # a smaller per-class count is a per-class prefix of a larger one
+    big = load_split("synthetic:train_per_class=7", "train", num_points=64)
+    assert np.array_equal(big.points[big.labels == 3][:5], a.points[a.labels == 3])
+
+
+def test_synthetic_defaults_and_bad_options():
+    ds = load_split("synthetic", "test")
+    assert ds.points.shape == (25 * len(CLASSES), 1024, 3) and ds.name == "synthetic/test"
+    assert np.allclose(np.linalg.norm(ds.points, axis=-1).max(axis=1), 1, atol=1e-5)
+    for bad in ("synthetic:colour=3", "synthetic:seed=x", "synthetic:train_per_class=0"):
+        with pytest.raises(DataError, match="synthetic"):
+            load_split(bad, "train", num_points=16)
+
+
+def test_fingerprint_and_subset():
+    rng = np.random.default_rng(0)
+    pts = rng.normal(size=(6, 8, 3)).astype(np.float32)
+    ds = PointCloudSet(pts, np.arange(6, dtype=np.int64) % 2, ["a", "b"], "t",
+                       [f"s{i}" for i in range(6)])
+    expected = hashlib.sha256(pts.tobytes() + ds.labels.astype("<i8").tobytes()).hexdigest()
+    assert ds.fingerprint() == "sha256:" + expected and len(ds) == 6 and ds.num_classes == 2
+    sub = ds.subset(np.array([4, 1]))
+    assert np.array_equal(sub.points, pts[[4, 1]]) and sub.shape_ids == ["s4", "s1"]
+    assert sub.points.flags.c_contiguous and sub.fingerprint() != ds.fingerprint()
+    mask = ds.subset(ds.labels == 1)
+    assert mask.labels.tolist() == [1, 1, 1] and mask.shape_ids == ["s1", "s3", "s5"]
 
 
 def test_normalisation_handles_large_units_and_degenerate_clouds():
     x = np.random.default_rng(0).normal(size=(3, 100, 3)) * 1e5 + 4e5
     y = normalize_unit_sphere(x)
-    r = np.linalg.norm(y, axis=-1).max(-1)
-    assert np.allclose(r, 1.0, atol=1e-5) and np.allclose(y.mean(1), 0, atol=1e-5)
+    assert y.dtype == np.float32 and y.shape == x.shape
+    assert np.allclose(np.linalg.norm(y, axis=-1).max(-1), 1.0, atol=1e-5)
+    assert np.allclose(y.mean(1), 0, atol=1e-5)
+    single = normalize_unit_sphere(x[1])
+    assert single.shape == (100, 3) and np.allclose(single, y[1])
     flat = normalize_unit_sphere(np.ones((10, 3)) * 7)
     assert np.isfinite(flat).all() and np.allclose(flat, 0)
 
@@ -49,20 +94,43 @@ def test_hdf5_single_file_and_shards(tmp_path):
     ds = load_split(tmp_path, "train", normalize=False)
     assert len(ds) == 20 and ds.class_names == ["a", "b", "c", "d"]
     assert np.array_equal(ds.points, pts) and ds.shape_ids[12] == "s12"
-    single = load_split(tmp_path / "ply_data_train1.h5", "train", num_points=16)
-    assert single.points.shape == (8, 16, 3)
+    assert ds.labels.dtype == np.int64 and np.array_equal(ds.labels, lab)
+    single = load_split(tmp_path / "ply_data_train1.h5", "train", num_points=16, normalize=False)
+    assert single.points.shape == (8, 16, 3) and np.array_equal(single.points, pts[12:, :16])
+    with pytest.raises(DataError, match="64 points requested"):
+        load_split(tmp_path, "train", num_points=64)
+
+
+def test_hdf5_exact_split_file_without_shape_names(tmp_path):
+    rng = np.random.default_rng(1)
+    with h5py.File(tmp_path / "test.h5", "w") as f:
+        f["data"] = rng.normal(size=(5, 10, 3)) * 1e5  # float64, large units
+        f["label"] = np.array([0, 2, 1, 2, 0], dtype=np.int64)  # (N,), not (N, 1)
+    ds = load_split(tmp_path, "test")
+    assert ds.class_names == ["class_0", "class_1", "class_2"] and ds.points.dtype == np.float32
+    assert np.allclose(np.linalg.norm(ds.points, axis=-1).max(axis=1), 1, atol=1e-5)
 
 
 def test_stratified_split_properties():
     labels = np.repeat(np.arange(5), [10, 20, 2, 1, 7])
     tr, va = stratified_split(labels, 0.2, seed=0)
     assert len(np.intersect1d(tr, va)) == 0 and len(tr) + len(va) == len(labels)
+    assert np.all(np.diff(tr) > 0) and np.all(np.diff(va) > 0) and tr.dtype == np.int64
     for c in range(5):
         n = (labels == c).sum()
         in_val = (labels[va] == c).sum()
         assert in_val < n and (in_val >= 1 or n < 2)
+    assert (labels[va] == 1).sum() == 4  # round(0.2 * 20)
     assert np.array_equal(stratified_split(labels, 0.2, 0)[1], va)
     assert not np.array_equal(stratified_split(labels, 0.2, 1)[1], va)
+    tr0, va0 = stratified_split(labels, 0.0, seed=0)
+    assert len(tr0) == len(labels) and len(va0) == 0
+    with pytest.raises(DataError):
+        stratified_split(labels, 1.0, seed=0)
+
+
+PCD_HEADER = ("# .PCD v0.7\nVERSION .7\nFIELDS {fields}\nSIZE {size}\nTYPE {type}\nCOUNT {count}\n"
+              "WIDTH {n}\nHEIGHT 1\nVIEWPOINT 0 0 0 1 0 0 0\nPOINTS {n}\nDATA {mode}\n")
 
 
 def _write_files(root):
@@ -75,42 +143,61 @@ def _write_files(root):
     np.save(d / "a.npy", pts)
     np.savetxt(d / "b.xyz", pts)
     np.savetxt(d / "c.txt", np.hstack([pts, pts]), delimiter=",")  # with "normals"
-    header = ("VERSION .7\nFIELDS x y z\nSIZE 4 4 4\nTYPE F F F\nCOUNT 1 1 1\nWIDTH {n}\n"
-              "HEIGHT 1\nPOINTS {n}\nDATA {mode}\n")
     with open(d / "d.pcd", "w") as f:
-        f.write(header.format(n=300, mode="ascii"))
+        f.write(PCD_HEADER.format(fields="x y z", size="4 4 4", type="F F F", count="1 1 1",
+                                  n=300, mode="ascii"))
         np.savetxt(f, pts)
+    # binary, fields in another order plus an rgb field and a 3-wide normal field
+    rec = np.zeros(300, dtype=[("rgb", "<u4"), ("z", "<f4"), ("n", "<f4", (3,)),
+                               ("x", "<f4"), ("y", "<f8")])
+    rec["x"], rec["y"], rec["z"] = pts[:, 0], pts[:, 1], pts[:, 2]
     with open(d / "e.pcd", "wb") as f:
-        f.write(header.format(n=300, mode="binary").encode())
-        f.write(pts.astype("<f4").tobytes())
+        f.write(PCD_HEADER.format(fields="rgb z normal x y", size="4 4 4 4 8",
+                                  type="U F F F F", count="1 1 3 1 1", n=300,
+                                  mode="binary").encode())
+        f.write(rec.tobytes())
     e = root / "beta" / "train"
     e.mkdir(parents=True)
     cube.export(e / "f.ply")
     cube.export(e / "g.off")
     trimesh.PointCloud(pts).export(e / "h.ply")
+    (root / "gamma").mkdir()  # a class with no files in this split keeps its label
     return pts, cube
 
 
 def test_folder_dataset_with_every_file_type(tmp_path):
     pts, _ = _write_files(tmp_path)
     ds = load_split(tmp_path, "train", num_points=128, normalize=False)
-    assert ds.class_names == ["alpha", "beta"] and len(ds) == 8
+    assert ds.class_names == ["alpha", "beta", "gamma"] and len(ds) == 8
     assert np.bincount(ds.labels).tolist() == [5, 3]
-    for i in range(5):  # the point files hold subsets of the original points
+    assert ds.shape_ids[0] == "alpha/train/a.npy" and ds.points.shape == (8, 128, 3)
+    for i in list(range(5)) + [7]:  # the point files hold subsets of the original points
         dist = np.linalg.norm(ds.points[i][:, None] - pts[None], axis=-1).min(axis=1)
-        assert dist.max() < 1e-5
+        assert dist.max() < 1e-5, ds.shape_ids[i]
     again = load_split(tmp_path, "train", num_points=128, normalize=False)
     assert again.fingerprint() == ds.fingerprint()
+    normed = load_split(tmp_path, "train", num_points=128)
+    assert np.allclose(np.linalg.norm(normed.points, axis=-1).max(axis=1), 1, atol=1e-5)
 
 
 def test_mesh_sampling_lies_on_the_surface(tmp_path):
-    _, cube = _write_files(tmp_path)
+    _write_files(tmp_path)
     for name in ("f.ply", "g.off"):
         p = read_cloud(tmp_path / "beta" / "train" / name, 500, seed=1)
-        assert p.shape == (500, 3)
-        assert np.allclose(np.abs(p).max(axis=1), 0.5, atol=1e-5)  # every point on a face
+        assert p.shape == (500, 3) and p.dtype == np.float32
+        assert np.allclose(np.abs(p).max(axis=1), 0.5, atol=1e-6)  # every point on a face
+        assert (np.abs(p) < 0.45).any()  # and not only on the edges/corners
     a = read_cloud(tmp_path / "beta" / "train" / "g.off", 200, seed=3)
     assert np.array_equal(a, read_cloud(tmp_path / "beta" / "train" / "g.off", 200, seed=3))
+    assert not np.array_equal(a, read_cloud(tmp_path / "beta" / "train" / "g.off", 200, seed=4))
+
+
+def test_read_cloud_is_deterministic(tmp_path):
+    np.save(tmp_path / "p.npy", np.random.default_rng(0).normal(size=(1000, 3)))
+    a = read_cloud(tmp_path / "p.npy", 100, seed=5)
+    assert np.array_equal(a, read_cloud(tmp_path / "p.npy", 100, seed=5))
+    assert not np.array_equal(a, read_cloud(tmp_path / "p.npy", 100, seed=6))
+    assert len(np.unique(a, axis=0)) == 100  # subsampled without replacement
 
 
 def test_small_point_files_are_resampled_with_replacement(tmp_path):
@@ -119,21 +206,43 @@ def test_small_point_files_are_resampled_with_replacement(tmp_path):
     assert p.shape == (10, 3) and {tuple(r) for r in p} == {tuple(r) for r in np.eye(3)}
 
 
+def test_text_file_with_header_line(tmp_path):
+    (tmp_path / "h.txt").write_text("x y z nx ny nz\n1 2 3 0 0 1\n4, 5, 6, 0, 0, 1\n")
+    p = read_cloud(tmp_path / "h.txt", 2)
+    assert sorted(map(tuple, p.tolist())) == [(1, 2, 3), (4, 5, 6)]
+
+
+def test_describe_text(tmp_path):
+    text = describe(SMALL, splits=["train", "val", "test"], num_points=32)
+    assert f"{len(CLASSES)} classes" in text and "helix" in text
+    assert "train: 60 shapes x 32 points per shape" in text and "test: 36 shapes" in text
+    assert text.count("fingerprint sha256:") == 2 and "raw bounds x[" in text
+    assert "no 'val' split" in text
+    fp = load_split(SMALL, "train", num_points=32).fingerprint()
+    assert fp in text  # the fingerprint training will see
+    with pytest.raises(DataError, match="none of the splits"):
+        describe(SMALL, splits=["val"])
+
+
 def test_data_info_synthetic(cli):
-    code, out, _ = cli("data", "info", "synthetic:train_per_class=4,test_per_class=2",
-                       "--num-points", "64")
+    code, out, _ = cli("data", "info", SMALL, "--num-points", "64")
     assert code == 0 and "fingerprint sha256:" in out and "helix" in out
 
 
 def test_data_preview_png(cli, tmp_path):
     code, out, _ = cli("data", "preview", "synthetic:train_per_class=2", "--num-points", "64",
-                       "--out", tmp_path / "p.png", "--per-class", "2")
-    assert code == 0 and (tmp_path / "p.png").stat().st_size > 1000
+                       "--out", tmp_path / "sub" / "p.png", "--per-class", "1")
+    png = tmp_path / "sub" / "p.png"
+    assert code == 0 and png.read_bytes()[:4] == b"\x89PNG" and png.stat().st_size > 1000
 
 
 def test_real_modelnet40(modelnet_path, cli):
     train = load_split(modelnet_path, "train")
     assert train.points.shape == (9843, 1024, 3) and train.num_classes == 40
+    assert train.points.dtype == np.float32 and train.labels.dtype == np.int64
     assert train.shape_ids[0].startswith(train.class_names[train.labels[0]])
+    assert train.name == "modelnet40_1024/train"
+    del train
     code, out, _ = cli("data", "info", modelnet_path)
-    assert code == 0 and "9843" in out and "2468" in out and "40 classes" in out
+    assert code == 0 and "9843 shapes" in out and "2468 shapes" in out and "40 classes" in out
+    assert out.count("fingerprint sha256:") == 2

@@ -1,7 +1,10 @@
 """Class-folder datasets: `root/<class>/<split>/*.{npy,xyz,txt,pcd,ply,off}`.
 
-Class names are the sorted sub-folder names; each file goes through `read_cloud` with a
-stable per-file seed, so loading the same folder twice gives identical clouds."""
+Class names are the sorted sub-folder names (a class with no files in one split keeps its
+label, so train and test agree). Each file goes through `read_cloud` with a stable per-file
+seed (crc32 of its path relative to `root`), so loading the same folder twice — or on another
+machine — gives identical clouds. Hidden files are skipped; any other file with an unknown
+extension is an error rather than silently left out."""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pointkd.data import PointCloudSet
+from pointkd.data import MissingSplitError, PointCloudSet
 from pointkd.data.readers import POINT_SUFFIXES, file_seed, read_cloud
 from pointkd.errors import DataError
 
@@ -24,14 +27,17 @@ def load_folder(root: Path, split: str, num_points: int) -> PointCloudSet:
         if not folder.is_dir():
             continue
         for f in sorted(folder.iterdir()):
-            if f.suffix.lower() not in POINT_SUFFIXES:
+            if f.name.startswith(".") or f.is_dir():
                 continue
-            rel = f.relative_to(root)
+            if f.suffix.lower() not in POINT_SUFFIXES:
+                raise DataError(f"{f}: unknown point-cloud format '{f.suffix}' "
+                                f"(known: {' '.join(POINT_SUFFIXES)})")
+            rel = f.relative_to(root).as_posix()  # '/' on every OS: same seed everywhere
             points.append(read_cloud(f, num_points, seed=file_seed(rel)))
             labels.append(label)
-            ids.append(str(rel))
+            ids.append(rel)
     if not points:
-        raise DataError(f"{root}: no files for split '{split}' "
-                        f"(expected {root}/<class>/{split}/*.npy|xyz|txt|pcd|ply|off)")
+        raise MissingSplitError(f"{root}: no files for split '{split}' "
+                                f"(expected {root}/<class>/{split}/*.npy|xyz|txt|pcd|ply|off)")
     return PointCloudSet(np.stack(points), np.array(labels, np.int64), classes,
                          f"{root.name}/{split}", ids)

@@ -31,7 +31,11 @@ def file_seed(path: str | Path) -> int:
 
 
 def read_cloud(path: str | Path, num_points: int = 1024, seed: int = 0) -> np.ndarray:
+    """One file -> (num_points, 3) float32 in its own units (not normalised); see the module
+    docstring for formats and sampling. Same (file, num_points, seed) -> same array."""
     path = Path(path)
+    if num_points < 1:
+        raise DataError(f"{path}: num_points must be >= 1, got {num_points}")
     if not path.is_file():
         raise DataError(f"{path}: file not found")
     if path.stat().st_size == 0:
@@ -56,6 +60,12 @@ def read_cloud(path: str | Path, num_points: int = 1024, seed: int = 0) -> np.nd
     return _resample(points.astype(np.float32), num_points, rng)
 
 
+def _brief(exc: BaseException) -> str:
+    """An exception as a short single line (error messages must stay one line)."""
+    text = " ".join(str(exc).split())[:80]
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
 def _resample(points: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
     if len(points) >= n:
         idx = rng.choice(len(points), n, replace=False)
@@ -73,24 +83,35 @@ def _columns(array: np.ndarray, path: Path) -> np.ndarray:
 
 
 def _read_npy(path: Path) -> np.ndarray:
+    with open(path, "rb") as f:
+        if f.read(6) != b"\x93NUMPY":  # numpy would blame "pickled data" for any bad header
+            raise DataError(f"{path}: not a .npy file (bad magic bytes)")
     try:
-        array = np.load(path, allow_pickle=False)
-    except (ValueError, OSError) as exc:
-        raise DataError(f"{path}: not a readable .npy file ({exc})") from None
-    return _columns(np.asarray(array, dtype=np.float64), path)
+        array = np.asarray(np.load(path, allow_pickle=False), dtype=np.float64)
+    except (ValueError, TypeError, OSError, EOFError) as exc:
+        raise DataError(f"{path}: not a readable numeric .npy file ({_brief(exc)})") from None
+    return _columns(array, path)
 
 
 def _read_text(path: Path) -> np.ndarray:
+    """Rows of >= 3 numbers separated by whitespace or commas; '#' comments and one
+    non-numeric header line (e.g. "x y z nx ny nz") are skipped."""
     try:
-        text = path.read_text().replace(",", " ")
-        rows = [line.split() for line in text.splitlines() if line.strip()
-                and not line.lstrip().startswith("#")]
-        array = np.array([[float(v) for v in row[:3]] for row in rows if len(row) >= 3])
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise DataError(f"{path}: cannot parse coordinates ({type(exc).__name__})") from None
-    if any(len(row) < 3 for row in rows):
-        raise DataError(f"{path}: a row has fewer than 3 coordinates")
-    return array.reshape(-1, 3)
+        lines = path.read_text().replace(",", " ").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: not a text file ({type(exc).__name__})") from None
+    rows = [line.split() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    coords = []
+    for i, row in enumerate(rows):
+        try:
+            if len(row) < 3:
+                raise ValueError("fewer than 3 values")
+            coords.append((float(row[0]), float(row[1]), float(row[2])))
+        except ValueError as exc:
+            if i == 0:  # a header line
+                continue
+            raise DataError(f"{path}: cannot parse row {i + 1} as coordinates ({exc})") from None
+    return np.array(coords, dtype=np.float64).reshape(-1, 3)
 
 
 _PCD_TYPES = {("F", 4): "f4", ("F", 8): "f8", ("U", 1): "u1", ("U", 2): "u2", ("U", 4): "u4",
@@ -98,17 +119,17 @@ _PCD_TYPES = {("F", 4): "f4", ("F", 8): "f8", ("U", 1): "u1", ("U", 2): "u2", ("
 
 
 def _read_pcd(path: Path) -> np.ndarray:
+    """ASCII or binary PCD (v0.7 header); fields x, y, z found by name (others ignored)."""
     raw = path.read_bytes()
     header: dict[str, list[str]] = {}
     offset = 0
-    for line in raw.split(b"\n"):
-        offset += len(line) + 1
-        parts = line.decode("ascii", "replace").strip().split()
-        if not parts or parts[0].startswith("#"):
-            continue
-        header[parts[0].upper()] = parts[1:]
-        if parts[0].upper() == "DATA":
-            break
+    while offset < len(raw) and "DATA" not in header:  # the header ends with its DATA line
+        end = raw.find(b"\n", offset)
+        end = len(raw) if end < 0 else end
+        parts = raw[offset:end].decode("ascii", "replace").split()
+        offset = end + 1
+        if parts and not parts[0].startswith("#"):
+            header[parts[0].upper()] = parts[1:]
     try:
         names = header["FIELDS"]
         sizes = [int(s) for s in header["SIZE"]]
@@ -120,25 +141,30 @@ def _read_pcd(path: Path) -> np.ndarray:
     except (KeyError, ValueError, IndexError):
         raise DataError(f"{path}: malformed PCD header (need FIELDS x y z, SIZE, TYPE, "
                         f"POINTS, DATA)") from None
+    if n < 0 or len(sizes) != len(names) or len(types) != len(names) or len(counts) != len(names):
+        raise DataError(f"{path}: inconsistent PCD header (FIELDS/SIZE/TYPE/COUNT/POINTS)")
+    starts = np.cumsum([0] + counts[:-1])  # first column of every field
     if mode == "ascii":
-        values = np.array(raw[offset:].decode("ascii", "replace").split(), dtype=np.float64)
+        try:
+            values = np.array(raw[offset:].decode("ascii", "replace").split(), dtype=np.float64)
+        except ValueError:
+            raise DataError(f"{path}: PCD ascii data has a non-numeric value") from None
         width = sum(counts)
         if values.size < n * width:
             raise DataError(f"{path}: PCD has fewer values than its header announces")
         table = values[: n * width].reshape(n, width)
-        starts = np.cumsum([0] + counts[:-1])
         return table[:, [starts[c] for c in cols]]
     if mode != "binary":
         raise DataError(f"{path}: PCD DATA '{mode}' not supported (ascii or binary)")
-    try:
-        dtype = np.dtype([(nm, _PCD_TYPES[(t.upper(), s)], (c,)) for nm, t, s, c
-                          in zip(names, types, sizes, counts, strict=True)])
+    try:  # positional names: PCD allows repeated padding fields called "_"
+        dtype = np.dtype([(f"f{i}", _PCD_TYPES[(t.upper(), int(s))], (c,)) for i, (t, s, c)
+                          in enumerate(zip(types, sizes, counts, strict=True))])
     except KeyError:
         raise DataError(f"{path}: unsupported PCD field type") from None
     if len(raw) - offset < n * dtype.itemsize:
         raise DataError(f"{path}: PCD binary data is truncated")
     table = np.frombuffer(raw, dtype=dtype, count=n, offset=offset)
-    return np.stack([table[a][:, 0].astype(np.float64) for a in "xyz"], axis=1)
+    return np.stack([table[f"f{c}"][:, 0].astype(np.float64) for c in cols], axis=1)
 
 
 def _read_mesh_or_cloud(path: Path, n: int, rng: np.random.Generator) -> np.ndarray:
@@ -147,7 +173,7 @@ def _read_mesh_or_cloud(path: Path, n: int, rng: np.random.Generator) -> np.ndar
     try:
         obj = trimesh.load(path, file_type=path.suffix[1:].lower(), process=False, force=None)
     except Exception as exc:  # trimesh raises many types for malformed files
-        raise DataError(f"{path}: unreadable mesh/point file ({type(exc).__name__})") from None
+        raise DataError(f"{path}: unreadable mesh/point file ({_brief(exc)})") from None
     if isinstance(obj, trimesh.Scene):
         geoms = list(obj.geometry.values())
         if not geoms:
@@ -155,7 +181,13 @@ def _read_mesh_or_cloud(path: Path, n: int, rng: np.random.Generator) -> np.ndar
         obj = trimesh.util.concatenate(geoms)
     faces = getattr(obj, "faces", None)
     if faces is not None and len(faces) > 0:
-        return sample_surface(np.asarray(obj.vertices, np.float64), np.asarray(faces), n, rng)
+        vertices = np.asarray(obj.vertices, np.float64)
+        if not np.isfinite(vertices).all():
+            raise DataError(f"{path}: NaN/Inf coordinates")
+        try:
+            return sample_surface(vertices, np.asarray(faces), n, rng)
+        except (ValueError, IndexError) as exc:  # zero area, faces pointing past the vertices
+            raise DataError(f"{path}: bad mesh ({exc})") from None
     vertices = np.asarray(getattr(obj, "vertices", np.empty((0, 3))), dtype=np.float64)
     return vertices.reshape(-1, 3)
 
@@ -166,7 +198,7 @@ def sample_surface(vertices: np.ndarray, faces: np.ndarray, n: int,
     tri = vertices[faces]
     area = 0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
     if not np.isfinite(area).all() or area.sum() <= 0:
-        raise DataError("mesh has zero surface area")
+        raise ValueError("mesh has zero surface area")
     face = rng.choice(len(faces), n, p=area / area.sum())
     u, v = rng.random(n), rng.random(n)
     flip = u + v > 1

@@ -1,10 +1,16 @@
 """The built-in synthetic dataset: 12 procedural shape classes, deterministic from a seed.
 
-`synthetic` or `synthetic:seed=0,train_per_class=80,test_per_class=25` (options are
-optional). Train and test use different seeds, so they never share a shape.
+`synthetic` or `synthetic:seed=0,train_per_class=80,test_per_class=25` (every option is
+optional; defaults: seed 0, 80 train and 25 test shapes per class = 960 / 300 shapes,
+1024 points unless `num_points` says otherwise; about a second to generate).
+
+Every shape has its own generator seeded by (seed, split, class, index): train and test never
+share a shape, and a smaller `*_per_class` gives a prefix (per class) of a larger one.
+Shapes are built y-up and turned z-up at the end, like the shared ModelNet40 clouds (the
+augmentation's default up axis).
 
 Intra-class variation is real so that a tiny model does not reach 100%: random shape
-parameters, random orientation about the up (y) axis and a small tilt, surface noise, and for
+parameters, random orientation about the up axis and a small tilt, surface noise, and for
 a third of the shapes a partial view (points beyond a random plane cut away, as from a single
 scan direction). Several classes are deliberately confusable in pairs: sphere/ellipsoid,
 cylinder/capsule, cone/pyramid, box/L-shape, disk/torus (a fat torus looks like a thick disk).
@@ -14,7 +20,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pointkd.data import PointCloudSet
+from pointkd.data import MissingSplitError, PointCloudSet
 from pointkd.errors import DataError
 
 DEFAULTS = {"seed": 0, "train_per_class": 80, "test_per_class": 25}
@@ -144,12 +150,17 @@ CLASSES = {
 }
 
 
+# +90 degrees about x: (x, y, z) -> (x, -z, y), a proper rotation taking y-up to z-up
+Y_UP_TO_Z_UP = np.array([[1.0, 0, 0], [0, 0, -1], [0, 1, 0]])
+
+
 def _rotation(rng: np.random.Generator) -> np.ndarray:
-    """Random rotation about the up (y) axis, then a small tilt about x."""
+    """Random rotation about the (y-up) building frame's up axis, then a small tilt about x,
+    then the turn to z-up."""
     a, t = rng.uniform(0, 2 * np.pi), rng.normal(0, 0.15)
     ry = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
     rx = np.array([[1, 0, 0], [0, np.cos(t), -np.sin(t)], [0, np.sin(t), np.cos(t)]])
-    return rx @ ry
+    return Y_UP_TO_Z_UP @ rx @ ry
 
 
 def make_shape(cls: int, rng: np.random.Generator, num_points: int) -> np.ndarray:
@@ -167,24 +178,32 @@ def parse_options(text: str) -> dict[str, int]:
     options = dict(DEFAULTS)
     if ":" in text:
         for item in filter(None, text.split(":", 1)[1].split(",")):
-            key, _, value = item.partition("=")
+            key, _, value = item.strip().partition("=")
             if key not in DEFAULTS:
-                raise DataError(f"unknown synthetic option '{key}' "
+                raise DataError(f"{text}: unknown synthetic option '{key}' "
                                 f"(known: {', '.join(DEFAULTS)})")
             try:
                 options[key] = int(value)
             except ValueError:
-                raise DataError(f"synthetic option {key} must be an integer, got "
+                raise DataError(f"{text}: synthetic option {key} must be an integer, got "
                                 f"'{value}'") from None
+            if options[key] < (0 if key == "seed" else 1):
+                raise DataError(f"{text}: synthetic option {key} must be "
+                                f"{'>= 0' if key == 'seed' else '>= 1'}, got {options[key]}")
     return options
 
 
 def load_synthetic(text: str, split: str, num_points: int) -> PointCloudSet:
     if split not in ("train", "test"):
-        raise DataError(f"synthetic data has splits train and test, not '{split}'")
+        raise MissingSplitError(f"{text}: synthetic data has splits train and test, "
+                                f"not '{split}'")
     opts = parse_options(text)
     per_class = opts[f"{split}_per_class"]
-    rng = np.random.default_rng([opts["seed"], 0 if split == "train" else 1])
+    split_key = 0 if split == "train" else 1
     labels = np.repeat(np.arange(len(CLASSES)), per_class)
-    points = np.stack([make_shape(int(c), rng, num_points) for c in labels]).astype(np.float32)
-    return PointCloudSet(points, labels.astype(np.int64), list(CLASSES), f"{text}/{split}")
+    points = np.empty((len(labels), num_points, 3), dtype=np.float32)
+    for k, c in enumerate(labels):
+        rng = np.random.default_rng([opts["seed"], split_key, int(c), k % per_class])
+        points[k] = make_shape(int(c), rng, num_points)
+    name = "synthetic" if text == "synthetic" else text
+    return PointCloudSet(points, labels.astype(np.int64), list(CLASSES), f"{name}/{split}")
