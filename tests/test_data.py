@@ -9,6 +9,9 @@ import h5py
 import numpy as np
 import pytest
 import trimesh
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
 
 from pointkd.data import (
     PointCloudSet,
@@ -83,6 +86,17 @@ def test_normalisation_handles_large_units_and_degenerate_clouds():
     assert single.shape == (100, 3) and np.allclose(single, y[1])
     flat = normalize_unit_sphere(np.ones((10, 3)) * 7)
     assert np.isfinite(flat).all() and np.allclose(flat, 0)
+
+
+@settings(max_examples=40, deadline=None)
+@given(arrays(np.float64, st.tuples(st.integers(1, 3), st.integers(1, 20), st.just(3)),
+              elements=st.floats(-1e5, 1e5)))
+def test_normalisation_property(x):
+    y = normalize_unit_sphere(x)
+    radius = np.linalg.norm(y.astype(np.float64), axis=-1).max(axis=-1)
+    assert np.isfinite(y).all() and (radius <= 1 + 1e-5).all()
+    spread = np.ptp(x, axis=1).max(axis=-1)
+    assert np.allclose(radius[spread > 1e-3], 1, atol=1e-5)  # non-degenerate: radius 1
 
 
 def test_hdf5_single_file_and_shards(tmp_path):
@@ -198,6 +212,16 @@ def test_read_cloud_is_deterministic(tmp_path):
     assert np.array_equal(a, read_cloud(tmp_path / "p.npy", 100, seed=5))
     assert not np.array_equal(a, read_cloud(tmp_path / "p.npy", 100, seed=6))
     assert len(np.unique(a, axis=0)) == 100  # subsampled without replacement
+
+
+def test_read_cloud_missing_file_and_hidden_files(tmp_path):
+    with pytest.raises(DataError, match="nope.npy: file not found"):
+        read_cloud(tmp_path / "nope.npy")
+    d = tmp_path / "k" / "test"
+    d.mkdir(parents=True)
+    np.save(d / "a.npy", np.eye(3))
+    (d / ".DS_Store").write_bytes(b"\0junk")  # hidden files are skipped, not errors
+    assert len(load_split(tmp_path, "test", num_points=4)) == 1
 
 
 def test_small_point_files_are_resampled_with_replacement(tmp_path):
