@@ -77,11 +77,22 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False,
     print(f"\ntotal {total:.0f}s; outputs in {out}/")
     (out / "summary.md").write_text(table + "\n")
     summary = {"command": "pointkd demo" + (" --quick" if quick else ""),
-               "machine": _machine(), "total_seconds": total, "record_seconds": record_seconds,
+               "machine": _machine(), "commit": _commit(), "total_seconds": total,
+               "record_seconds": record_seconds,
                "rows": [{k: v for k, v in r.items() if k != "test_per_class"} for r in rows]}
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     plot_summary(rows, out / "summary.png")
     return rows
+
+
+def _commit() -> str:
+    import subprocess
+
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
 
 
 def _machine() -> str:
