@@ -21,6 +21,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from machine import cpu_name  # bench/machine.py (script dir on sys.path)
+
 MODES = ("plain", "offline", "online")
 
 
@@ -84,7 +86,7 @@ def main() -> None:
     step = {m: statistics.median(x["step_seconds"] for x in runs[m]) for m in MODES}
     rss = {m: statistics.median(x["peak_rss_mb"] for x in runs[m]) for m in MODES}
     result = {
-        "machine": {"cpu": _cpu_name(), "threads": args.threads,
+        "machine": {"cpu": cpu_name(), "threads": args.threads,
                     "python": platform.python_version()},
         "setup": {k: v for k, v in vars(args).items() if k not in ("worker", "out", "json")},
         "step_seconds": step, "peak_rss_mb": rss, "runs": runs,
@@ -97,16 +99,6 @@ def main() -> None:
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(result, indent=1))
     print(json.dumps(result["ratios"], indent=1))
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from machine import cpu_name  # bench/machine.py (script dir on sys.path)
 
 from pointkd.checkpoint import load_model, save_checkpoint
 from pointkd.export import export_onnx
@@ -90,7 +91,7 @@ def main() -> None:
                     for b, v in per.items()} for name, per in results.items()}
     out = {"model": meta["model"], "params": count_parameters(model),
            "num_points": args.num_points,
-           "machine": {"cpu": _cpu_name(), "threads": args.threads,
+           "machine": {"cpu": cpu_name(), "threads": args.threads,
                        "python": platform.python_version(), "torch": torch.__version__,
                        "onnxruntime": ort.__version__},
            "latency": table, "command": "python " + " ".join(sys.argv)}
@@ -99,13 +100,6 @@ def main() -> None:
     for name, per in table.items():
         print(f"{name:14s} " + "  ".join(f"b={b[5:]}: {v['ms_per_cloud']:.2f} ms/cloud "
                                          f"({v['clouds_per_s']:.0f}/s)" for b, v in per.items()))
-
-
-def _cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 if __name__ == "__main__":

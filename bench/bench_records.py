@@ -29,6 +29,7 @@ from pathlib import Path  # noqa: E402
 import h5py  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from machine import cpu_name  # bench/machine.py (script dir on sys.path)
 
 from pointkd import augment  # noqa: E402
 from pointkd.checkpoint import save_checkpoint  # noqa: E402
@@ -140,7 +141,7 @@ def main() -> None:
                     args.rounds, tmp)
             for name, n in ((args.small, args.small_shapes), (args.large, args.large_shapes))]
     result["augment_apply"] = apply_cost(args.small)
-    result["machine"] = {"cpu": _cpu_name(), "threads": args.threads,
+    result["machine"] = {"cpu": cpu_name(), "threads": args.threads,
                          "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
                          "load_avg": os.getloadavg(), "python": platform.python_version(),
                          "torch": torch.__version__}
@@ -151,13 +152,6 @@ def main() -> None:
     print(json.dumps({"bytes": result["bytes_per_row_40_classes"],
                       "record/forward": [t["record_over_forward"] for t in result["throughput"]],
                       "apply/forward": result["augment_apply"]["apply_over_forward"]}))
-
-
-def _cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
 
 
 if __name__ == "__main__":
