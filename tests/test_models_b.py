@@ -1,6 +1,8 @@
 """PointMLP / PointMLP-elite: shapes, training, determinism, parameter counts, and equivalence
 of the decomposed stage with a plain reference (concat + transfer + residual blocks) in training
-and eval mode. The student family's own contract tests live in test_students.py."""
+and eval mode. Students: the decomposed/fused local stage against a plain reference, the FPS
+reordering, batch independence of every sampler (sizes, training and small clouds are in
+test_students.py)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import torch.nn.functional as F
 from pointkd.models import count_parameters, create_model
 from pointkd.models.ops import farthest_point_sample, gather_points, knn
 from pointkd.models.pointmlp import Stage
+from pointkd.models.student import LocalStage, fps_first
 
 # The paper's counts (12.6M, 0.68M) are in units of 2^20; the reference code's models have
 # 13,238,504 and 716,232 parameters at 40 classes — what "13.2M" counts in decimal units.
@@ -137,3 +140,64 @@ def test_stage_matches_plain_reference(train):
     torch.testing.assert_close(stage.alpha.grad, ref.alpha.grad, rtol=1e-3, atol=1e-4)
     torch.testing.assert_close(stage.transfer.fc.weight.grad, ref.transfer.fc.weight.grad,
                                rtol=1e-3, atol=1e-4)
+
+
+# --- the student family: decomposed local stage, sampling order, batch independence ---------
+
+def _ref_local_stage(st: LocalStage, xyz, feats):
+    bsz, n, _ = feats.shape
+    m, k = min(st.num_anchors, n), min(st.k, n)
+    ax, af = xyz[:, :m], feats[:, :m]
+    nbr = knn(ax, xyz, k)
+    rel = gather_points(xyz, nbr) - ax.unsqueeze(2)
+    inv = rel.square().reshape(bsz, -1).mean(-1).clamp_min(1e-4).rsqrt().view(-1, 1, 1, 1)
+    h = torch.cat([rel * inv, gather_points(feats, nbr),
+                   ax.unsqueeze(2).expand(-1, -1, k, -1), af.unsqueeze(2).expand(-1, -1, k, -1)],
+                  dim=-1)
+    h = _mlp(st.group, h).amax(2)
+    return ax, h + _mlp(st.post, h)
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_local_stage_matches_plain_reference(train):
+    torch.manual_seed(0)
+    stage = LocalStage(8, 16, num_anchors=30, k=5)
+    xyz, feats = _clouds(3, 90), torch.randn(3, 90, 8)
+    stage.train()
+    stage(xyz, feats)  # non-trivial running statistics for eval mode
+    ref = copy.deepcopy(stage)
+    stage.train(train)
+    ref.train(train)
+    f1, f2 = feats.clone().requires_grad_(), feats.clone().requires_grad_()
+    _, out = stage(xyz, f1)
+    _, ref_out = _ref_local_stage(ref, xyz, f2)
+    torch.testing.assert_close(out, ref_out, rtol=1e-4, atol=1e-4)
+    w = torch.randn_like(out)
+    (out * w).sum().backward()
+    (ref_out * w).sum().backward()
+    torch.testing.assert_close(f1.grad, f2.grad, rtol=1e-3, atol=1e-4)
+    torch.testing.assert_close(stage.group.fc.weight.grad, ref.group.fc.weight.grad,
+                               rtol=1e-3, atol=1e-4)
+
+
+def test_fps_first_puts_the_fps_sample_first_and_keeps_every_point():
+    x = _clouds(2, 50)
+    out = fps_first(x, 12)
+    assert torch.equal(out[:, :12], gather_points(x, farthest_point_sample(x, 12)))
+    # greedy FPS: a prefix of the order is the FPS sample of that size (all stages use one loop)
+    assert torch.equal(out[:, :5], gather_points(x, farthest_point_sample(x, 5)))
+    assert torch.equal(out.sort(dim=1).values, x.sort(dim=1).values)
+
+
+@pytest.mark.parametrize("sampler", ["fps", "fps_coarse", "first"])
+def test_student_samplers_are_batch_independent_in_eval(sampler):
+    torch.manual_seed(0)
+    model = create_model("student_xs", 7, sampler=sampler)
+    model(_clouds(4, 300))  # one training-mode pass for non-trivial statistics
+    model.eval()
+    x = _clouds(3, 300, seed=2)
+    with torch.inference_mode():
+        out = model(x)
+        assert out.shape == (3, 7) and torch.isfinite(out).all()
+        torch.testing.assert_close(model(x[1:2]), out[1:2], rtol=1e-4, atol=1e-5)
+        assert torch.equal(model(x), out)
