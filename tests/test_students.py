@@ -16,6 +16,11 @@ def test_student_size_within_15_percent(name):
     assert abs(n - NOMINAL[name]) / NOMINAL[name] < 0.15, n
 
 
+def test_student_s_fits_the_cpu_protocol_budget():
+    # the benchmark protocol's students must have at most 0.3M parameters at 40 classes
+    assert count_parameters(create_model("student_s", 40)) <= 300_000
+
+
 @pytest.mark.parametrize("name", sorted(NOMINAL))
 def test_student_trains_and_is_deterministic_in_eval(name):
     torch.manual_seed(0)
