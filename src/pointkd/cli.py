@@ -18,8 +18,9 @@ EPILOG = """examples:
   pointkd eval runs/t/best.pt --data synthetic
   pointkd record --teacher runs/t/best.pt --data synthetic --k 10 --out runs/rec
   pointkd records info runs/rec
-  pointkd distill --records runs/rec --student kdnet_s --data synthetic --out runs/s
+  pointkd distill --records runs/rec --student student_s --data synthetic --out runs/s
   pointkd demo
+  torchrun --nproc-per-node 2 -m pointkd train ...   (or: pointkd train --nproc 2 ...)
 """
 
 
@@ -33,8 +34,26 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    _add_nproc(p)
     p.add_argument("overrides", nargs="*", metavar="section.key=value",
                    help="dotted config overrides, e.g. train.epochs=5 optim.lr=0.002")
+
+
+def _add_nproc(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--nproc", type=int, default=0,
+                   help="run as N processes on this machine (torchrun --standalone); "
+                   "see docs/distributed.md")
+
+
+def _relaunch(args: argparse.Namespace) -> int | None:
+    """`--nproc N` outside a torchrun job: run this very command under torchrun."""
+    import os
+
+    from pointkd import distributed
+
+    if args.nproc and args.nproc != 1 and "WORLD_SIZE" not in os.environ:
+        return distributed.launch(args.nproc, distributed.strip_nproc(args.argv))
+    return None
 
 
 def _run_config(args: argparse.Namespace, extra: dict[str, object]):
@@ -70,6 +89,8 @@ def cmd_data_preview(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    if (code := _relaunch(args)) is not None:
+        return code
     from pointkd.engine import run_training
 
     cfg = _run_config(args, {"model.name": args.model})
@@ -78,6 +99,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_distill(args: argparse.Namespace) -> int:
+    if (code := _relaunch(args)) is not None:
+        return code
     from pointkd.engine import run_training
 
     extra: dict[str, object] = {
@@ -105,6 +128,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_record(args: argparse.Namespace) -> int:
+    if (code := _relaunch(args)) is not None:
+        return code
     import torch
 
     from pointkd.records import record
@@ -241,6 +266,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true")
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--no-progress", action="store_true")
+    _add_nproc(p)
     p.set_defaults(func=cmd_record)
 
     # records
@@ -300,7 +326,15 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args, extra = parser.parse_known_args(argv)
+    # dotted overrides may come between options too (argparse takes one positional run only)
+    stray = [a for a in extra if a.startswith("-") or "=" not in a]
+    if stray or (extra and not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
+    args.argv = argv
     func: Callable[[argparse.Namespace], int] = args.func
     try:
         return func(args)
@@ -310,6 +344,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("pointkd: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if "torch.distributed" in sys.modules:  # only a torchrun job ever initialised it
+            from pointkd import distributed
+
+            distributed.shutdown()
 
 
 if __name__ == "__main__":

@@ -58,6 +58,9 @@ class OptimConfig:
     momentum: float = 0.9  # sgd only
     warmup_epochs: int = 0  # linear warm-up, then cosine decay to min_lr
     min_lr: float = 1e-5
+    # several processes (torchrun): the effective batch is world x train.batch_size; scale lr
+    # by world ("linear"), sqrt(world) ("sqrt") or not at all ("none", the default)
+    lr_scaling: str = "none"
 
 
 @dataclass
@@ -73,6 +76,7 @@ class TrainConfig:
     threads: int = 0  # torch.set_num_threads (0 = torch default)
     max_steps_per_epoch: int = 0  # 0 = full epoch; >0 truncates (smoke tests)
     progress: bool = True
+    sync_bn: bool = False  # several processes: BatchNorm statistics over all of them
 
 
 @dataclass
@@ -210,6 +214,8 @@ def validate(cfg: RunConfig) -> None:
         (cfg.train.epochs > 0, "train.epochs must be > 0"),
         (cfg.train.batch_size > 0, "train.batch_size must be > 0"),
         (cfg.optim.name in ("adamw", "sgd"), "optim.name must be adamw or sgd"),
+        (cfg.optim.lr_scaling in ("none", "linear", "sqrt"),
+         "optim.lr_scaling must be none, linear or sqrt"),
         (cfg.optim.lr > 0, "optim.lr must be > 0"),
         (0.0 <= cfg.train.label_smoothing < 1.0, "train.label_smoothing must be in [0, 1)"),
         (cfg.distill.tau > 0, "distill.tau must be > 0"),

@@ -8,6 +8,10 @@ They differ only in where the distillation target comes from:
 
 Every batch then goes through `augment.apply`, the student, and `losses.total_loss`.
 Per-epoch randomness derives from (seed, epoch) only, so `--resume` needs no RNG state.
+
+Under torchrun (docs/distributed.md) each process takes a DistributedSampler share of every
+epoch, the model is wrapped in DistributedDataParallel, the NWSD self table is kept identical
+on every rank, metrics are summed over ranks, and rank 0 alone writes the run directory.
 """
 
 from __future__ import annotations
@@ -25,15 +29,20 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DistributedSampler
 
-from pointkd import augment
+from pointkd import augment, distributed
 from pointkd.checkpoint import load_model, read_checkpoint, resolve_device, save_checkpoint
 from pointkd.config import RunConfig, save_config, to_dict
 from pointkd.data import PointCloudSet, load_split, stratified_split
+from pointkd.distributed import Dist
 from pointkd.errors import ConfigError, DataError, ModelError
 from pointkd.evaluate import classification_metrics, count_flops, predict_logits
 from pointkd.losses import total_loss
 from pointkd.models import count_parameters, create_model
+
+SINGLE = Dist()  # one process, no torch.distributed
 
 
 @dataclass
@@ -45,23 +54,37 @@ class Batch:
     rows: Tensor  # (B,) record row ids (offline) or shape ids (plain / online)
 
 
+def epoch_positions(n: int, epoch: int, seed: int, dist: Dist) -> np.ndarray:
+    """This process's share of epoch `epoch`: positions into a list of n items.
+
+    A DistributedSampler (seeded, `set_epoch`) permutes the n positions identically in every
+    process and deals them out rank-strided, padding by wrap-around so that every rank gets
+    ceil(n / world) of them. One process is the same sampler with a single replica."""
+    sampler = DistributedSampler(range(n), num_replicas=dist.world, rank=dist.rank,
+                                 shuffle=True, seed=seed)
+    sampler.set_epoch(epoch)
+    return np.fromiter(iter(sampler), np.int64, count=sampler.num_samples)
+
+
 class AugmentedShapes:
     """Plain and online training: every training shape once per epoch, fresh augmentation."""
 
     def __init__(self, train_idx: np.ndarray, spec: augment.AugmentSpec, seed: int,
-                 num_shapes: int):
-        self.train_idx, self.spec, self.seed = train_idx, spec, seed
+                 num_shapes: int, dist: Dist = SINGLE):
+        self.train_idx, self.spec, self.seed, self.dist = train_idx, spec, seed, dist
         self.num_rows = num_shapes  # a "row" is a shape here
 
-    def __len__(self) -> int:
-        return len(self.train_idx)
+    def __len__(self) -> int:  # per process
+        return math.ceil(len(self.train_idx) / self.dist.world)
 
     def batches(self, epoch: int, batch_size: int) -> Iterator[Batch]:
+        # parameters per position of the canonical list: the same in every process
         gen = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
-        order = torch.as_tensor(self.train_idx)[torch.randperm(len(self), generator=gen)]
-        params, seeds = augment.sample_params(len(order), gen, self.spec)
-        for s in _batch_slices(len(order), batch_size):
-            yield Batch(order[s], params[s], seeds[s], None, order[s])
+        params, seeds = augment.sample_params(len(self.train_idx), gen, self.spec)
+        pos = torch.from_numpy(epoch_positions(len(self.train_idx), epoch, self.seed, self.dist))
+        shapes, params, seeds = torch.as_tensor(self.train_idx)[pos], params[pos], seeds[pos]
+        for s in _batch_slices(len(pos), batch_size):
+            yield Batch(shapes[s], params[s], seeds[s], None, shapes[s])
 
 
 class RecordedShapes:
@@ -71,17 +94,18 @@ class RecordedShapes:
     k = (epoch + offset[shape]) mod K with a random per-shape offset, so K epochs visit every
     row exactly once. `all`: every row of every training shape each epoch."""
 
-    def __init__(self, records, train_idx: np.ndarray, seed: int, rows_per_epoch: str):
-        self.records, self.train_idx, self.seed = records, train_idx, seed
+    def __init__(self, records, train_idx: np.ndarray, seed: int, rows_per_epoch: str,
+                 dist: Dist = SINGLE):
+        self.records, self.train_idx, self.seed, self.dist = records, train_idx, seed, dist
         self.spec = records.spec
         self.rows_per_epoch = rows_per_epoch
         self.num_rows = len(records)
         offsets = np.random.default_rng(seed).integers(0, records.k, len(train_idx))
         self.offsets = offsets
 
-    def __len__(self) -> int:
+    def __len__(self) -> int:  # per process
         per_shape = 1 if self.rows_per_epoch == "one_per_shape" else self.records.k
-        return len(self.train_idx) * per_shape
+        return math.ceil(len(self.train_idx) * per_shape / self.dist.world)
 
     def _epoch_rows(self, epoch: int) -> np.ndarray:
         if self.rows_per_epoch == "one_per_shape":
@@ -92,7 +116,7 @@ class RecordedShapes:
 
     def batches(self, epoch: int, batch_size: int) -> Iterator[Batch]:
         rows = self._epoch_rows(epoch)
-        rows = rows[np.random.default_rng([self.seed, epoch]).permutation(len(rows))]
+        rows = rows[epoch_positions(len(rows), epoch, self.seed, self.dist)]
         for s in _batch_slices(len(rows), batch_size):
             rb = self.records.rows(rows[s])
             yield Batch(torch.as_tensor(rb.sample), rb.params, rb.seeds, rb.logits,
@@ -138,11 +162,11 @@ class SelfTable:
         self.seen[:] = state["seen"].numpy()
 
 
-def lr_lambda(cfg: RunConfig, steps_per_epoch: int):
+def lr_lambda(cfg: RunConfig, steps_per_epoch: int, world: int = 1):
     """Linear warm-up for `warmup_epochs`, then cosine decay to `min_lr` (per step)."""
     total = cfg.train.epochs * steps_per_epoch
     warm = cfg.optim.warmup_epochs * steps_per_epoch
-    floor = cfg.optim.min_lr / cfg.optim.lr
+    floor = min(1.0, cfg.optim.min_lr / scaled_lr(cfg, world))
 
     def fn(step: int) -> float:
         if step < warm:
@@ -153,12 +177,18 @@ def lr_lambda(cfg: RunConfig, steps_per_epoch: int):
     return fn
 
 
-def make_optimizer(cfg: RunConfig, model: nn.Module) -> torch.optim.Optimizer:
+def scaled_lr(cfg: RunConfig, world: int = 1) -> float:
+    """optim.lr, scaled for a `world` times larger effective batch as optim.lr_scaling says."""
+    factor = {"none": 1.0, "linear": float(world), "sqrt": math.sqrt(world)}
+    return cfg.optim.lr * factor[cfg.optim.lr_scaling]
+
+
+def make_optimizer(cfg: RunConfig, model: nn.Module, world: int = 1) -> torch.optim.Optimizer:
+    lr = scaled_lr(cfg, world)
     if cfg.optim.name == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=cfg.optim.lr, momentum=cfg.optim.momentum,
+        return torch.optim.SGD(model.parameters(), lr=lr, momentum=cfg.optim.momentum,
                                weight_decay=cfg.optim.weight_decay, nesterov=True)
-    return torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr,
-                             weight_decay=cfg.optim.weight_decay)
+    return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=cfg.optim.weight_decay)
 
 
 def prepare_run_dir(out: Path, resume: bool, overwrite: bool) -> None:
@@ -206,28 +236,38 @@ def run_training(cfg: RunConfig, resume: bool = False, overwrite: bool = False) 
     if cfg.distill.teacher and not cfg.distill.online:
         raise ConfigError("--teacher is for online KD: add --online (offline KD uses --records)")
     out = Path(cfg.out)
-    prepare_run_dir(out, resume, overwrite)
+    dist = distributed.init(cfg.train.device)
+    dist.on_main(prepare_run_dir, out, resume, overwrite)
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
-    device = resolve_device(cfg.train.device)
+    device = dist.device(resolve_device(cfg.train.device))
+    if cfg.train.sync_bn and device.type != "cuda":
+        raise ConfigError("train.sync_bn needs CUDA: PyTorch's SyncBatchNorm does not run on "
+                          f"{device.type}")
     data, records = _training_data(cfg)
     train_idx, val_idx = stratified_split(data.labels, cfg.data.val_fraction, cfg.train.seed)
     if records is not None:
-        source = RecordedShapes(records, train_idx, cfg.train.seed, cfg.distill.rows_per_epoch)
+        source = RecordedShapes(records, train_idx, cfg.train.seed, cfg.distill.rows_per_epoch,
+                                dist)
     else:
         spec = augment.AugmentSpec.from_config(cfg.augment)
-        source = AugmentedShapes(train_idx, spec, cfg.train.seed, len(data))
+        source = AugmentedShapes(train_idx, spec, cfg.train.seed, len(data), dist)
     distilling = records is not None or cfg.distill.online
     teacher = _load_teacher(cfg, data, device) if cfg.distill.online else None
-    save_config(cfg, out / "config.yaml")
+    if dist.main:
+        save_config(cfg, out / "config.yaml")
 
-    torch.manual_seed(cfg.train.seed)
-    model = create_model(cfg.model.name, data.num_classes, **cfg.model.kwargs).to(device)
-    optimizer = make_optimizer(cfg, model)
+    torch.manual_seed(cfg.train.seed)  # the same initial weights in every process
+    model = create_model(cfg.model.name, data.num_classes, **cfg.model.kwargs)
+    if dist.active and cfg.train.sync_bn:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model = model.to(device)
+    net = _wrap_ddp(model, device) if dist.active else model  # what the training step calls
+    optimizer = make_optimizer(cfg, model, dist.world)
     steps = len(_batch_slices(len(source), cfg.train.batch_size))
     if cfg.train.max_steps_per_epoch:
         steps = min(steps, cfg.train.max_steps_per_epoch)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, steps))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, steps, dist.world))
     use_self = distilling and cfg.distill.beta != 0
     ema = copy.deepcopy(model).eval() if use_self and cfg.distill.self_target == "ema" else None
     num_keys = source.num_rows if cfg.distill.self_target == "row" else len(data)
@@ -235,7 +275,7 @@ def run_training(cfg: RunConfig, resume: bool = False, overwrite: bool = False) 
              if use_self and ema is None else None)
 
     start_epoch, best, history = 0, {"val_oa": -1.0, "epoch": -1}, []
-    if resume:
+    if resume:  # every process reads the same last.pt (written by rank 0)
         state = read_checkpoint(out / "last.pt")
         model.load_state_dict(state["state_dict"])
         optimizer.load_state_dict(state["optimizer"])
@@ -254,12 +294,13 @@ def run_training(cfg: RunConfig, resume: bool = False, overwrite: bool = False) 
             "config": to_dict(cfg)}
     t_start = time.perf_counter()
     for epoch in range(start_epoch, cfg.train.epochs):
-        torch.manual_seed(cfg.train.seed * 1_000_003 + epoch)  # dropout etc.
+        # dropout etc.; its own stream per process
+        torch.manual_seed(cfg.train.seed * 1_000_003 + epoch + 7919 * dist.rank)
         beta = cfg.distill.beta if epoch >= cfg.distill.nwsd_warmup_epochs else 0.0
         model.train()
         t0, seen, correct, sums = time.perf_counter(), 0, 0, {"loss": 0.0}
         batches = source.batches(epoch, cfg.train.batch_size)
-        bar = _progress(batches, steps, f"epoch {epoch + 1}/{cfg.train.epochs}", cfg)
+        bar = _progress(batches, steps, f"epoch {epoch + 1}/{cfg.train.epochs}", cfg, dist)
         for step, batch in enumerate(bar):
             if step >= steps:
                 break
@@ -278,7 +319,7 @@ def run_training(cfg: RunConfig, resume: bool = False, overwrite: bool = False) 
                 keys = batch.rows if cfg.distill.self_target == "row" else batch.shapes
                 self_logits, self_mask = (t.to(device) for t in table.lookup(keys))
             with _autocast(device, cfg):
-                logits = model(x)
+                logits = net(x)
             loss, parts = total_loss(
                 logits, y, None if target is None else target.to(device), self_logits,
                 alpha=cfg.distill.alpha if distilling else 0.0, beta=beta, tau=cfg.distill.tau,
@@ -291,9 +332,10 @@ def run_training(cfg: RunConfig, resume: bool = False, overwrite: bool = False) 
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
             optimizer.step()
             scheduler.step()
-            if table is not None:
+            if table is not None:  # every process keeps the whole table
                 keys = batch.rows if cfg.distill.self_target == "row" else batch.shapes
-                table.update(keys, logits)
+                table.update(dist.gather_cat(keys).cpu(),
+                             dist.gather_cat(logits.detach().float()).cpu())
             if ema is not None:
                 _ema_update(ema, model, cfg.distill.ema_decay)
             n = len(y)
@@ -303,31 +345,53 @@ def run_training(cfg: RunConfig, resume: bool = False, overwrite: bool = False) 
             for key, value in parts.items():
                 sums[key] = sums.get(key, 0.0) + value * n
         seconds = time.perf_counter() - t0
+        keys = sorted(sums)
+        seen, correct, *totals = dist.sum([seen, correct, *(sums[k] for k in keys)])
+        sums = dict(zip(keys, totals, strict=True))
         row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
                **{f"train_{k}": v / max(seen, 1) for k, v in sums.items()},
                "train_acc": correct / max(seen, 1), "epoch_seconds": seconds,
                "samples_per_s": seen / max(seconds, 1e-9), "beta": beta}
         if len(val_idx):
-            logits_val = predict_logits(model, points[val_idx], cfg.train.eval_batch_size, device)
-            val = classification_metrics(logits_val.argmax(1), data.labels[val_idx],
-                                         data.num_classes)
+            val = _validate(model, points, data, val_idx, cfg, device, dist)
             row.update(val_oa=val["oa"], val_macc=val["macc"])
         history.append(row)
         score = row.get("val_oa", epoch)  # no validation split: keep the last epoch
         state = {**meta, "state_dict": model.state_dict(), "epoch": epoch, "metrics": row}
-        if score >= best["val_oa"]:
+        improved = score >= best["val_oa"]
+        if improved:
             best = {"val_oa": score, "epoch": epoch + 1}
-            save_checkpoint(state, out / "best.pt")
-        save_checkpoint({**state, "optimizer": optimizer.state_dict(),
-                         "scheduler": scheduler.state_dict(), "best": best, "history": history,
-                         **({"ema": ema.state_dict()} if ema is not None else {}),
-                         **({"self_table": table.state()} if table is not None else {})},
-                        out / "last.pt")
-        write_history(history, out)
-        _log_epoch(row, cfg)
+        if dist.main:
+            if improved:
+                save_checkpoint(state, out / "best.pt")
+            save_checkpoint({**state, "optimizer": optimizer.state_dict(),
+                             "scheduler": scheduler.state_dict(), "best": best,
+                             "history": history,
+                             **({"ema": ema.state_dict()} if ema is not None else {}),
+                             **({"self_table": table.state()} if table is not None else {})},
+                            out / "last.pt")
+            write_history(history, out)
+            _log_epoch(row, cfg)
+        dist.barrier()  # last.pt is complete before any process may stop or resume
 
-    results = finish_run(cfg, out, data, device, best, history, time.perf_counter() - t_start)
-    return results
+    seconds = time.perf_counter() - t_start
+    return dist.on_main(finish_run, cfg, out, data, device, best, history, seconds)
+
+
+def _wrap_ddp(model: nn.Module, device: torch.device) -> nn.Module:
+    ids = [device.index] if device.type == "cuda" else None
+    return DistributedDataParallel(model, device_ids=ids)
+
+
+def _validate(model: nn.Module, points: Tensor, data: PointCloudSet, val_idx: np.ndarray,
+              cfg: RunConfig, device: torch.device, dist: Dist) -> dict:
+    """OA/mAcc on the validation split; each process predicts a rank-strided share."""
+    mine = val_idx[dist.rank::dist.world]
+    pred = predict_logits(model, points[mine], cfg.train.eval_batch_size, device).argmax(1)
+    shares = dist.gather_objects((mine, pred.numpy()))
+    idx = np.concatenate([s[0] for s in shares])
+    pred_all = torch.from_numpy(np.concatenate([s[1] for s in shares]))
+    return classification_metrics(pred_all, data.labels[idx], data.num_classes)
 
 
 def finish_run(cfg: RunConfig, out: Path, data: PointCloudSet, device: torch.device,
@@ -411,8 +475,8 @@ def _autocast(device: torch.device, cfg: RunConfig):
                           enabled=device.type == "cuda" and cfg.train.amp)
 
 
-def _progress(it, total: int, desc: str, cfg: RunConfig):
-    if not cfg.train.progress:
+def _progress(it, total: int, desc: str, cfg: RunConfig, dist: Dist = SINGLE):
+    if not cfg.train.progress or not dist.main:
         return it
     from tqdm import tqdm
 

@@ -189,16 +189,23 @@ class SharedMLP(nn.Module):
                                      momentum, bn.eps, self.slope)
         return out.view(*lead, out.shape[-1])
 
+    def fusable(self) -> bool:
+        """The fused training path computes BatchNorm itself; SyncBatchNorm's cross-process
+        statistics need the module's own forward."""
+        return not isinstance(self.bn, nn.SyncBatchNorm)
+
     def pool(self, y: Tensor) -> Tensor:
         """`finish(y).amax(-2)` for a pre-activation `y (..., K, C)` made with `weight_bias`."""
         if self.folded():
             return self.activate(y.amax(-2))
+        if not self.fusable():
+            return self.finish(y).amax(-2)
         return self._fused(y, linear=False)
 
     def pool_gathered(self, table: Tensor, index: Tensor, centre: Tensor) -> Tensor:
         """`pool(table[index] + centre[:, None])` for a pre-activation table `(R, C)`, flat
         row indices `index (G, K)` and `centre (G, C)`, without the `(G, K, C)` tensor."""
-        if self.folded() or not table.is_cpu:
+        if self.folded() or not table.is_cpu or not self.fusable():
             z = table.index_select(0, index.reshape(-1)).view(*index.shape, table.shape[-1])
             return self.pool(z + centre.unsqueeze(1))
         return self._fused(table, index=index, centre=centre)
@@ -212,7 +219,7 @@ class SharedMLP(nn.Module):
             return self.pool(F.linear(x, *self.weight_bias()))
         # recomputing the Linear chunk-wise pays on CPU (memory-bound); elsewhere, or under
         # autocast (backward would recompute in another precision), keep its output
-        if x.is_cpu and not torch.is_autocast_enabled("cpu"):
+        if x.is_cpu and not torch.is_autocast_enabled("cpu") and self.fusable():
             return self._fused(x, linear=True)
         return self.pool(F.linear(x, *self.weight_bias()))
 

@@ -107,4 +107,8 @@ def changed_settings(old: dict, new: dict) -> list[str]:
     if [t.get("sha256") for t in old.get("teachers", [])] != [
             t["sha256"] for t in new["teachers"]]:
         names.insert(0, "teachers")
+    layout = [[(s.get("file"), s.get("row_start"), s.get("rows")) for s in m.get("shards", [])]
+              for m in (old, new)]
+    if layout[0] != layout[1]:
+        names.append("shards (number of processes)")
     return names

@@ -5,11 +5,17 @@ a fixed grid of `batch_size` rows from the shard's first row; all randomness der
 (run seed, sample, k); the stored fp16 parameters are exactly the ones applied. So `--resume`
 cuts the partial shard back to its last whole batch, recomputes identical batches, and the
 result is byte-identical to an uninterrupted run.
+
+Under torchrun each rank records one contiguous, batch-aligned range of rows into its own shard
+(`shard-<rank>.bin`); rank 0 writes the manifest before any row and completes it once every
+shard is final. The ranges lie on the single-process batch grid, so the shards, concatenated in
+row order, are the very bytes a single process writes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import shutil
 import time
@@ -19,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pointkd import __version__, augment
+from pointkd import __version__, augment, distributed
 from pointkd.checkpoint import file_sha256, load_model, resolve_device
 from pointkd.errors import RecordError
 from pointkd.records.format import (
@@ -100,7 +106,8 @@ def record(teachers: list[str], data: str, out: str, k: int = 10, seed: int = 0,
     if resume and overwrite:
         raise RecordError("choose either --resume or --overwrite")
     spec = spec_from_config(augment_config)
-    dev = resolve_device(device)
+    dist = distributed.init(device)
+    dev = dist.device(resolve_device(device))
     models, metas = zip(*(load_model(t, dev) for t in teachers), strict=True)
     ds = load_split(data, "train", num_points=metas[0].get("num_points"))
     for path, meta in zip(teachers, metas, strict=True):
@@ -128,43 +135,64 @@ def record(teachers: list[str], data: str, out: str, k: int = 10, seed: int = 0,
         "logits": {"encoding": encoding, "topk": topk, "combine": combine,
                    "stored_teachers": stored},
         "row_dtype": dtype_descr(dtype), "bytes_per_row": dtype.itemsize, "total_rows": total,
-        "shards": [{"file": shard_name(0), "row_start": 0, "rows": total, "sha256": None}],
+        "shards": plan_shards(total, batch_size, dist.world),
     }
     root = Path(out)
-    previous = _prepare_out(root, manifest, resume, overwrite)
+    previous = dist.on_main(_prepare_out, root, manifest, resume, overwrite)
     if previous is not None and previous["complete"]:
         return root  # --resume of a finished recording: nothing to do
     if previous is not None:
         manifest["created"] = previous["created"]
-    write_json_atomic(root / MANIFEST, manifest)
+    if dist.main:
+        write_json_atomic(root / MANIFEST, manifest)
+    dist.barrier()
 
-    writer = ShardWriter(root / shard_name(0), dtype, total, batch_size, resume)
-    t0, first = time.perf_counter(), writer.done
-    bar = None
-    if progress:
-        from tqdm import tqdm
+    mine = next((s for s in manifest["shards"] if s["file"] == shard_name(dist.rank)), None)
+    t0, first = time.perf_counter(), 0
+    if mine is not None:  # a tiny set may leave the last ranks without rows
+        lo, n = mine["row_start"], mine["rows"]
+        writer = ShardWriter(root / mine["file"], dtype, n, batch_size, resume)
+        first = writer.done
+        bar = None
+        if progress and dist.main:
+            from tqdm import tqdm
 
-        bar = tqdm(total=total, initial=writer.done, unit="row", unit_scale=True,
-                   desc="record", dynamic_ncols=True)
-    points = torch.from_numpy(ds.points).to(dev)  # the whole split: ~120 MB for ModelNet40
-    with torch.inference_mode(), _deterministic(dev):
-        for rows, z in _teacher_batches(models, points, spec, seed, range(0, total),
-                                        writer.done, batch_size, combine, dev, dtype):
-            encode_logits(rows, z, encoding, topk)
-            writer.write(rows)
-            if bar is not None:
-                bar.update(len(rows))
-            if _TEST_DELAY:
-                time.sleep(_TEST_DELAY)
-    if bar is not None:
-        bar.close()
-    writer.finalize()
-    manifest["shards"][0]["sha256"] = file_sha256(writer.path)
-    manifest.update(complete=True, completed=_now(), recording={
-        "device": str(dev), "rows": total - first,
-        "seconds": round(time.perf_counter() - t0, 3)})  # the last session's loop
-    write_json_atomic(root / MANIFEST, manifest)
+            bar = tqdm(total=n, initial=writer.done, unit="row", unit_scale=True,
+                       desc="record" if not dist.active else f"record (rank 0 of {dist.world})",
+                       dynamic_ncols=True)
+        points = torch.from_numpy(ds.points).to(dev)  # the whole split: ~120 MB (ModelNet40)
+        with torch.inference_mode(), _deterministic(dev):
+            for rows, z in _teacher_batches(models, points, spec, seed, range(lo, lo + n),
+                                            writer.done, batch_size, combine, dev, dtype):
+                encode_logits(rows, z, encoding, topk)
+                writer.write(rows)
+                if bar is not None:
+                    bar.update(len(rows))
+                if _TEST_DELAY:
+                    time.sleep(_TEST_DELAY)
+        if bar is not None:
+            bar.close()
+        writer.finalize()
+    written = dist.sum([n - first if mine is not None else 0])[0]
+    dist.barrier()  # every shard is final
+    if dist.main:
+        for shard in manifest["shards"]:
+            shard["sha256"] = file_sha256(root / shard["file"])
+        manifest.update(complete=True, completed=_now(), recording={
+            "device": str(dev), "processes": dist.world, "rows": int(written),
+            "seconds": round(time.perf_counter() - t0, 3)})  # the last session's loop
+        write_json_atomic(root / MANIFEST, manifest)
+    dist.barrier()
     return root
+
+
+def plan_shards(total: int, batch_size: int, world: int) -> list[dict]:
+    """One contiguous row range per process, cut on the batch grid; empty ranges dropped."""
+    batches = math.ceil(total / batch_size)
+    per = math.ceil(batches / world) * batch_size
+    return [{"file": shard_name(r), "row_start": r * per,
+             "rows": min(total, (r + 1) * per) - r * per, "sha256": None}
+            for r in range(world) if r * per < total]
 
 
 # testing aid: seconds to sleep after each batch, so a test can kill a recording mid-run
