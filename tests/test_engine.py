@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -123,6 +124,29 @@ def test_one_per_shape_visits_each_row_once_in_k_epochs(teacher_and_records):
     expected = sorted(int(r) for k in range(records.k)
                       for r in records.row_index(train_idx, [k] * len(train_idx)))
     assert sorted(rows) == expected
+
+
+def test_use_k_restricts_to_the_rows_of_a_smaller_recording(tmp_path, teacher_and_records):
+    from pointkd.data import load_split, stratified_split
+    from pointkd.records import open_records
+
+    teacher_ckpt, rec = teacher_and_records
+    records = open_records(rec)
+    data = load_split(DATA, "train", num_points=records.manifest["data"]["num_points"])
+    train_idx, _ = stratified_split(data.labels, 0.1, 0)
+    source = pointkd.engine.RecordedShapes(records, train_idx, 0, "all", use_k=2)
+    rows = np.concatenate([b.rows.numpy() for b in source.batches(0, 50)])
+    assert sorted(rows) == sorted(records.row_index(np.tile(train_idx, 2),
+                                                    np.repeat([0, 1], len(train_idx))))
+    # ... and those rows are the bytes of a K = 2 recording with the same seed
+    small = tmp_path / "k2"
+    record(teachers=[str(teacher_ckpt)], data=DATA, out=str(small), k=2, seed=0,
+           logits="int8", topk=0, combine="mean", batch_size=64, device="cpu", resume=False,
+           overwrite=False, augment_config=None, progress=False)
+    k2 = open_records(small)
+    assert np.array_equal(k2.raw_rows(np.arange(len(k2))), records.raw_rows(np.arange(len(k2))))
+    with pytest.raises(ConfigError, match="use_k"):
+        pointkd.engine.RecordedShapes(records, train_idx, 0, "all", use_k=records.k + 1)
 
 
 def test_online_kd_runs_in_the_same_loop(tmp_path, teacher_and_records):

@@ -94,6 +94,9 @@ class DistillConfig:
     self_target: str = "shape"
     ema_decay: float = 0.999
     rows_per_epoch: str = "one_per_shape"  # one_per_shape | all
+    # use only copies k < use_k of each shape (0 = all K): the very rows a recording with
+    # K = use_k and the same seed holds, so one record set serves a K ablation
+    use_k: int = 0
 
 
 @dataclass
@@ -219,6 +222,7 @@ def validate(cfg: RunConfig) -> None:
         (cfg.optim.lr > 0, "optim.lr must be > 0"),
         (0.0 <= cfg.train.label_smoothing < 1.0, "train.label_smoothing must be in [0, 1)"),
         (cfg.distill.tau > 0, "distill.tau must be > 0"),
+        (cfg.distill.use_k >= 0, "distill.use_k must be >= 0 (0 = all K)"),
         (cfg.distill.self_target in ("shape", "row", "ema"),
          "distill.self_target must be shape | row | ema"),
         (cfg.distill.beta == 0 or cfg.distill.alpha + cfg.distill.beta > 0,

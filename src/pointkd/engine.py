@@ -95,24 +95,27 @@ class RecordedShapes:
     row exactly once. `all`: every row of every training shape each epoch."""
 
     def __init__(self, records, train_idx: np.ndarray, seed: int, rows_per_epoch: str,
-                 dist: Dist = SINGLE):
+                 dist: Dist = SINGLE, use_k: int = 0):
+        if use_k > records.k:
+            raise ConfigError(f"distill.use_k = {use_k} but the record set has K = {records.k}")
         self.records, self.train_idx, self.seed, self.dist = records, train_idx, seed, dist
+        self.k = use_k or records.k  # copies k < self.k are used
         self.spec = records.spec
         self.rows_per_epoch = rows_per_epoch
         self.num_rows = len(records)
-        offsets = np.random.default_rng(seed).integers(0, records.k, len(train_idx))
+        offsets = np.random.default_rng(seed).integers(0, self.k, len(train_idx))
         self.offsets = offsets
 
     def __len__(self) -> int:  # per process
-        per_shape = 1 if self.rows_per_epoch == "one_per_shape" else self.records.k
+        per_shape = 1 if self.rows_per_epoch == "one_per_shape" else self.k
         return math.ceil(len(self.train_idx) * per_shape / self.dist.world)
 
     def _epoch_rows(self, epoch: int) -> np.ndarray:
         if self.rows_per_epoch == "one_per_shape":
-            ks = (epoch + self.offsets) % self.records.k
+            ks = (epoch + self.offsets) % self.k
             return self.records.row_index(self.train_idx, ks)
-        ks = np.repeat(np.arange(self.records.k), len(self.train_idx))
-        return self.records.row_index(np.tile(self.train_idx, self.records.k), ks)
+        ks = np.repeat(np.arange(self.k), len(self.train_idx))
+        return self.records.row_index(np.tile(self.train_idx, self.k), ks)
 
     def batches(self, epoch: int, batch_size: int) -> Iterator[Batch]:
         rows = self._epoch_rows(epoch)
@@ -248,7 +251,7 @@ def run_training(cfg: RunConfig, resume: bool = False, overwrite: bool = False) 
     train_idx, val_idx = stratified_split(data.labels, cfg.data.val_fraction, cfg.train.seed)
     if records is not None:
         source = RecordedShapes(records, train_idx, cfg.train.seed, cfg.distill.rows_per_epoch,
-                                dist)
+                                dist, cfg.distill.use_k)
     else:
         spec = augment.AugmentSpec.from_config(cfg.augment)
         source = AugmentedShapes(train_idx, spec, cfg.train.seed, len(data), dist)
