@@ -1,0 +1,129 @@
+"""ModelNet40 student protocol (issue #6): plain / offline KD / KD + NWSD (β sweep) / K ablation
+/ record-encoding ablation, over seeds, as a resumable queue of `pointkd` runs.
+
+Each run is a real CLI command (`pointkd train` or `pointkd distill`) in its own process with
+one torch thread; `--workers` runs go side by side. A finished run's results.json is copied,
+with its command, machine and wall time, to `bench/results/students/<run>.json`; the queue
+skips those, resumes runs that have a last.pt, and can be stopped and restarted at any time.
+
+Example (the committed results):
+  python bench/bench_students.py --records runs/mn40/rec_pointnet_k10 \
+      --modes plain kd nwsd-0.1 nwsd-0.3 --seeds 0 1 2 --workers 2
+Modes: plain | kd | nwsd-<|β|> | kd-k<N> (distill.use_k=N) | kd@<tag> (records of --extra-records
+tag=DIR, e.g. other logits encodings).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from machine import cpu_name
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "bench" / "results" / "students"
+
+
+def command(mode: str, seed: int, args: argparse.Namespace, out: Path) -> list[str]:
+    """The pointkd command line of one run (without --resume/--overwrite)."""
+    common = ["--config", args.config, "--data", args.data, "--out", str(out),
+              "--seed", str(seed), "--epochs", str(args.epochs), "train.threads=1",
+              "train.progress=false", f"model.name={args.student}"]
+    if mode == "plain":
+        return ["train", *common]
+    records, extra = args.records, []
+    if mode.startswith("nwsd-"):
+        beta = -float(mode.removeprefix("nwsd-"))
+        extra = [f"distill.beta={beta}", f"distill.nwsd_warmup_epochs={args.nwsd_warmup}"]
+    elif mode.startswith("kd-k"):
+        extra = ["distill.beta=0", f"distill.use_k={int(mode.removeprefix('kd-k'))}"]
+    elif mode.startswith("kd@"):
+        records = dict(t.split("=", 1) for t in args.extra_records)[mode.removeprefix("kd@")]
+        extra = ["distill.beta=0"]
+    elif mode == "kd":
+        extra = ["distill.beta=0"]
+    else:
+        raise SystemExit(f"unknown mode {mode}")
+    return ["distill", "--records", str(records), *common, *extra]
+
+
+def run_one(mode: str, seed: int, args: argparse.Namespace) -> subprocess.Popen | None:
+    name = f"{mode}-s{seed}"
+    if (RESULTS / f"{name}.json").is_file():
+        return None
+    out = Path(args.runs) / name
+    if (out / "results.json").is_file():
+        collect(mode, seed, args, out, 0.0)
+        return None
+    cmd = command(mode, seed, args, out)
+    resume = (out / "last.pt").is_file()
+    if out.exists() and not resume:
+        shutil.rmtree(out)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE",
+           "PYTHONPATH": str(REPO / "src")}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    log = open(Path(args.runs) / f"{name}.log", "a")
+    print(f"start {name}{' (resume)' if resume else ''}: pointkd {' '.join(cmd)}", flush=True)
+    proc = subprocess.Popen([sys.executable, "-m", "pointkd", *cmd,
+                             *(["--resume"] if resume else [])], env=env, cwd=REPO,
+                            stdout=log, stderr=subprocess.STDOUT)
+    proc.meta = (mode, seed, out, time.perf_counter())  # type: ignore[attr-defined]
+    return proc
+
+
+def collect(mode: str, seed: int, args: argparse.Namespace, out: Path, wall: float) -> None:
+    results = json.loads((out / "results.json").read_text())
+    results.pop("test_per_class", None)
+    cmd = "pointkd " + " ".join(command(mode, seed, args, out))
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    record = {**results, "run": f"{mode}-s{seed}", "mode": mode, "loop": results["mode"],
+              "seed": seed, "command": cmd,
+              "machine": f"{cpu_name()}, 1 torch thread per run, {args.workers} runs side by "
+                         "side on 2 cores",
+              "records": None if mode == "plain" else args.records}
+    if wall:
+        record["wall_seconds_last_session"] = wall
+    (RESULTS / f"{mode}-s{seed}.json").write_text(json.dumps(record, indent=1))
+    print(f"done {mode}-s{seed}: test OA {100 * results['test_oa']:.2f}%", flush=True)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--records", required=True, help="record set for the KD runs")
+    ap.add_argument("--extra-records", nargs="*", default=[], metavar="TAG=DIR")
+    ap.add_argument("--data", default="../shared/data/modelnet40_1024")
+    ap.add_argument("--config", default="configs/modelnet40_distill_cpu.yaml")
+    ap.add_argument("--student", default="student_s")
+    ap.add_argument("--modes", nargs="+", default=["plain", "kd", "nwsd-0.1", "nwsd-0.3"])
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--nwsd-warmup", type=int, default=5)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--runs", default="runs/mn40/students")
+    args = ap.parse_args()
+    queue = [(m, s) for s in args.seeds for m in args.modes]  # seed-major: every mode early
+    running: list[subprocess.Popen] = []
+    while queue or running:
+        while queue and len(running) < args.workers:
+            proc = run_one(*queue.pop(0), args)
+            if proc is not None:
+                running.append(proc)
+        time.sleep(5)
+        for proc in [p for p in running if p.poll() is not None]:
+            running.remove(proc)
+            mode, seed, out, t0 = proc.meta  # type: ignore[attr-defined]
+            if proc.returncode == 0:
+                collect(mode, seed, args, out, time.perf_counter() - t0)
+            else:
+                print(f"FAILED {mode}-s{seed} (exit {proc.returncode}); see its log", flush=True)
+
+
+if __name__ == "__main__":
+    main()
