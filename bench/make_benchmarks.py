@@ -203,22 +203,35 @@ def section_records() -> list[str]:
 
 
 def section_distill() -> list[str]:
-    d = load("distill_efficiency.json")
     lines = ["## Distillation step time and memory (plain vs offline KD vs online KD)", ""]
-    if d is None:
+    found = False
+    for name, what in (("distill_efficiency_modelnet40.json",
+                        "ModelNet40, 1,024 points, the CPU teacher (PointNet) and its K=10 "
+                        "records"),
+                       ("distill_efficiency.json", "the synthetic demo's artefacts "
+                        "(teacher student_m)")):
+        d = load(name)
+        if d is None:
+            continue
+        found = True
+        s, m, q = d["step_seconds"], d["peak_rss_mb"], d["ratios"]
+        lines += [f"**{what}.** Command: `{d['command']}` · machine: {d['machine']['cpu']}, "
+                  f"{d['machine']['threads']} threads · student {d['setup']['student']}, batch "
+                  f"{d['setup']['batch_size']}, {d['setup']['steps']} steps × "
+                  f"{d['setup']['repeats']} interleaved rounds (median)", "",
+                  "| mode | s/step | peak RSS |", "|---|---:|---:|"]
+        for mode in ("plain", "offline", "online"):
+            lines.append(f"| {mode} | {s[mode]:.3f} | {m[mode]:.0f} MB |")
+        lines += ["", f"offline/plain step time **{q['offline_over_plain_step']:.3f}** "
+                  "(target ≤ 1.05), "
+                  f"online/offline **{q['online_over_offline_step']:.2f}**, offline/plain peak "
+                  f"RSS **{q['offline_over_plain_rss']:.3f}** (target ≤ 1.10).", ""]
+    if not found:
         return lines + ["_not measured yet_", ""]
-    s, m, q = d["step_seconds"], d["peak_rss_mb"], d["ratios"]
-    lines += [f"Command: `{d['command']}` · machine: {d['machine']['cpu']}, "
-              f"{d['machine']['threads']} threads · student {d['setup']['student']}, batch "
-              f"{d['setup']['batch_size']}, {d['setup']['steps']} steps × "
-              f"{d['setup']['repeats']} interleaved rounds (median)", "",
-              "| mode | s/step | peak RSS |", "|---|---:|---:|"]
-    for mode in ("plain", "offline", "online"):
-        lines.append(f"| {mode} | {s[mode]:.3f} | {m[mode]:.0f} MB |")
-    lines += ["", f"offline/plain step time **{q['offline_over_plain_step']:.3f}** "
-              "(target ≤ 1.05), "
-              f"online/offline **{q['online_over_offline_step']:.2f}**, offline/plain peak RSS "
-              f"**{q['offline_over_plain_rss']:.3f}** (target ≤ 1.10).", ""]
+    lines += ["Online KD costs one teacher forward per step; with these small teachers that is "
+              "1.3–1.7× a student step. A PointMLP teacher (13.2M params, ~50× a 0.3M "
+              "student's FLOPs) would make online KD many times slower, while offline KD "
+              "stays at the plain cost.", ""]
     return lines
 
 
