@@ -127,6 +127,28 @@ def section_students() -> list[str]:
                      f"{mean_std([r['test_oa'] for r in rs])} | "
                      f"{mean_std([r['test_macc'] for r in rs])} | "
                      f"{mean_std([r['val_oa'] for r in rs])} | {minutes:.0f} |")
+    eff = load("distill_efficiency_modelnet40.json")
+    if eff:
+        steps = -(-int(0.9 * 9843) // eff["setup"]["batch_size"])  # training shapes / batch
+        st = eff["step_seconds"]
+        lines += ["", f"(d) online KD with the same teacher, time only: {st['online']:.3f} s "
+                  f"per step against {st['offline']:.3f} s offline and {st['plain']:.3f} s plain "
+                  f"({eff['machine']['threads']} threads, batch {eff['setup']['batch_size']}, "
+                  f"from `{eff['command']}`), i.e. ≈ {steps * st['online'] / 60:.1f} vs "
+                  f"{steps * st['offline'] / 60:.1f} min per {steps}-step epoch. Its accuracy "
+                  "was not run: with the records replaying the same augmentations, online KD "
+                  "differs from offline KD only in drawing fresh augmentations every epoch (instead "
+                  "of K fixed ones per shape) and in float32 instead of int8 logits."]
+    t, rec = load("teacher_modelnet40_cpu.json"), load("records_modelnet40.json")
+    if t and rec:
+        student = sum(r["train_seconds_total"] for rs in groups.values() for r in rs) / sum(
+            len(rs) for rs in groups.values())
+        total = t["train_seconds_total"] + rec["recording"]["seconds"] + student
+        lines += ["", f"Whole CPU pipeline, wall time: teacher {t['train_seconds_total'] / 60:.0f}"
+                  f" min + recording K = {rec['k']} ({rec['total_rows']:,} rows) "
+                  f"{rec['recording']['seconds'] / 60:.1f} min + one student "
+                  f"{student / 60:.0f} min (mean) = **{total / 60:.0f} min**; each further "
+                  "student costs only its own training."]
     lines += ["", "Commands (seed 0, or the first seed run):", ""]
     lines += [f"- {mode_label(m)}: `{groups[m][0]['command']}`" for m in order]
     plot = plot_oa_vs_params(groups)
