@@ -136,9 +136,9 @@ def section_students() -> list[str]:
                   f"({eff['machine']['threads']} threads, batch {eff['setup']['batch_size']}, "
                   f"from `{eff['command']}`), i.e. ≈ {steps * st['online'] / 60:.1f} vs "
                   f"{steps * st['offline'] / 60:.1f} min per {steps}-step epoch. Its accuracy "
-                  "was not run: with the records replaying the same augmentations, online KD "
-                  "differs from offline KD only in drawing fresh augmentations every epoch (instead "
-                  "of K fixed ones per shape) and in float32 instead of int8 logits."]
+                  "was not run: with the records replaying the same augmentations, online "
+                  "KD differs from offline KD only in drawing fresh augmentations every epoch "
+                  "(instead of K fixed ones per shape) and in float32 instead of int8 logits."]
     t, rec = load("teacher_modelnet40_cpu.json"), load("records_modelnet40.json")
     if t and rec:
         student = sum(r["train_seconds_total"] for rs in groups.values() for r in rs) / sum(
