@@ -96,13 +96,17 @@ def student_groups() -> dict[str, list[dict]]:
     return {m: sorted(rs, key=lambda r: r["seed"]) for m, rs in groups.items()}
 
 
+def mean_sd(v: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    mu = sum(v) / len(v)
+    return mu, (sum((x - mu) ** 2 for x in v) / (len(v) - 1)) ** 0.5 if len(v) > 1 else 0.0
+
+
 def mean_std(values: list[float]) -> str:
     v = [100 * x for x in values]
     if len(v) == 1:
         return f"{v[0]:.2f} (1 seed)"
-    mu = sum(v) / len(v)
-    sd = (sum((x - mu) ** 2 for x in v) / (len(v) - 1)) ** 0.5
-    return f"{mu:.2f} ± {sd:.2f}"
+    return "{:.2f} ± {:.2f}".format(*mean_sd(v))
 
 
 def section_students() -> list[str]:
@@ -202,8 +206,7 @@ def paired_lines(groups: dict[str, list[dict]]) -> list[str]:
             d = [100 * r["test_oa"] - ref[r["seed"]] for r in rs if r["seed"] in ref]
             if mode == base or mode == "plain" or len(d) < 2:
                 continue
-            mu = sum(d) / len(d)
-            sd = (sum((x - mu) ** 2 for x in d) / (len(d) - 1)) ** 0.5
+            mu, sd = mean_sd(d)
             lines.append(f"| {mode_label(mode)} | {mode_label(base)} | {len(d)} | "
                          f"{mu:+.2f} ± {sd:.2f} | {', '.join(f'{x:+.2f}' for x in d)} |")
     if not lines:
@@ -214,13 +217,8 @@ def paired_lines(groups: dict[str, list[dict]]) -> list[str]:
 
 
 def _max_std(groups: dict[str, list[dict]]) -> float:
-    stds = []
-    for rs in groups.values():
-        v = [100 * r["test_oa"] for r in rs]
-        if len(v) > 1:
-            mu = sum(v) / len(v)
-            stds.append((sum((x - mu) ** 2 for x in v) / (len(v) - 1)) ** 0.5)
-    return max(stds, default=0.0)
+    return max((mean_sd([100 * r["test_oa"] for r in rs])[1] for rs in groups.values()),
+               default=0.0)
 
 
 def plot_oa_vs_params(groups: dict[str, list[dict]]) -> str | None:
