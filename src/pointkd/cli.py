@@ -337,18 +337,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.argv = argv
     func: Callable[[argparse.Namespace], int] = args.func
     try:
-        return func(args)
+        code = func(args)
     except PointKDError as exc:
         print(f"pointkd: error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        code = exc.exit_code
     except KeyboardInterrupt:
         print("pointkd: interrupted", file=sys.stderr)
-        return 130
-    finally:
-        if "torch.distributed" in sys.modules:  # only a torchrun job ever initialised it
-            from pointkd import distributed
+        code = 130
+    if "torch.distributed" in sys.modules:  # only a torchrun job ever initialised it
+        from pointkd import distributed
 
-            distributed.shutdown()
+        distributed.shutdown(code)  # in a torchrun job: exits here
+    return code
 
 
 if __name__ == "__main__":

@@ -130,11 +130,21 @@ def init(device: str = "auto") -> Dist:
     return _STATE
 
 
-def shutdown() -> None:
+def shutdown(code: int = 0) -> None:
+    """End this process of a torchrun job with exit code `code`, together with the others.
+
+    After a final barrier the process exits at once (streams flushed): tearing gloo's
+    connections down while a peer does the same can abort a process (SIGABRT) after its work
+    is done, so the process group is never destroyed piecemeal. A no-op outside a job."""
     global _STATE
-    if _STATE.active and dist.is_initialized():
-        dist.destroy_process_group()
-    _STATE = Dist()
+    if not (_STATE.active and dist.is_initialized()):
+        _STATE = Dist()
+        return
+    if code == 0:
+        dist.barrier()  # a failed rank is not waited for: torchrun stops the job
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def launch(nproc: int, argv: Sequence[str]) -> int:

@@ -389,9 +389,10 @@ def _wrap_ddp(model: nn.Module, device: torch.device) -> nn.Module:
 def _validate(model: nn.Module, points: Tensor, data: PointCloudSet, val_idx: np.ndarray,
               cfg: RunConfig, device: torch.device, dist: Dist) -> dict:
     """OA/mAcc on the validation split; each process predicts a rank-strided share."""
-    mine = val_idx[dist.rank::dist.world]
-    pred = predict_logits(model, points[mine], cfg.train.eval_batch_size, device).argmax(1)
-    shares = dist.gather_objects((mine, pred.numpy()))
+    mine = val_idx[dist.rank::dist.world]  # may be empty: more processes than shapes
+    pred = (predict_logits(model, points[mine], cfg.train.eval_batch_size, device)
+            .argmax(1).numpy() if len(mine) else np.empty(0, np.int64))
+    shares = dist.gather_objects((mine, pred))
     idx = np.concatenate([s[0] for s in shares])
     pred_all = torch.from_numpy(np.concatenate([s[1] for s in shares]))
     return classification_metrics(pred_all, data.labels[idx], data.num_classes)
