@@ -9,8 +9,9 @@ skips those, resumes runs that have a last.pt, and can be stopped and restarted 
 Example (the committed results):
   python bench/bench_students.py --records runs/mn40/rec_pointnet_k10 \
       --modes plain kd nwsd-0.1 nwsd-0.3 --seeds 0 1 2 --workers 2
-Modes: plain | kd | nwsd-<|β|> | kd-k<N> (distill.use_k=N) | kd@<tag> (records of --extra-records
-tag=DIR, e.g. other logits encodings).
+Modes: plain | kd | nwsd-<|β|> | kd-k<N> (distill.use_k=N); any KD mode may end in @<tag> to
+distill from the record set --extra-records tag=DIR instead (other logits encodings, another
+teacher). Runs whose record set is still being written wait for its manifest to be complete.
 """
 
 from __future__ import annotations
@@ -30,6 +31,29 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "bench" / "results" / "students"
 
 
+def records_of(mode: str, args: argparse.Namespace) -> str | None:
+    """The record set a mode distills from (None for plain training)."""
+    if mode == "plain":
+        return None
+    _, tag = split_mode(mode)
+    return dict(t.split("=", 1) for t in args.extra_records)[tag] if tag else args.records
+
+
+def split_mode(mode: str) -> tuple[str, str]:
+    """'nwsd-0.3@ens3' -> ('nwsd-0.3', 'ens3'); a mode without '@' uses --records."""
+    base, _, tag = mode.partition("@")
+    return base, tag
+
+
+def records_ready(mode: str, args: argparse.Namespace) -> bool:
+    """Whether a mode's record set is complete (a recording may still be writing it)."""
+    records = records_of(mode, args)
+    if records is None:
+        return True
+    manifest = Path(records) / "manifest.json"
+    return manifest.is_file() and json.loads(manifest.read_text()).get("complete", False)
+
+
 def command(mode: str, seed: int, args: argparse.Namespace, out: Path) -> list[str]:
     """The pointkd command line of one run (without --resume/--overwrite)."""
     common = ["--config", args.config, "--data", args.data, "--out", str(out),
@@ -37,20 +61,17 @@ def command(mode: str, seed: int, args: argparse.Namespace, out: Path) -> list[s
               "train.progress=false", f"model.name={args.student}"]
     if mode == "plain":
         return ["train", *common]
-    records, extra = args.records, []
-    if mode.startswith("nwsd-"):
-        beta = -float(mode.removeprefix("nwsd-"))
+    base, _ = split_mode(mode)
+    if base.startswith("nwsd-"):
+        beta = -float(base.removeprefix("nwsd-"))
         extra = [f"distill.beta={beta}", f"distill.nwsd_warmup_epochs={args.nwsd_warmup}"]
-    elif mode.startswith("kd-k"):
-        extra = ["distill.beta=0", f"distill.use_k={int(mode.removeprefix('kd-k'))}"]
-    elif mode.startswith("kd@"):
-        records = dict(t.split("=", 1) for t in args.extra_records)[mode.removeprefix("kd@")]
-        extra = ["distill.beta=0"]
-    elif mode == "kd":
+    elif base.startswith("kd-k"):
+        extra = ["distill.beta=0", f"distill.use_k={int(base.removeprefix('kd-k'))}"]
+    elif base == "kd":
         extra = ["distill.beta=0"]
     else:
         raise SystemExit(f"unknown mode {mode}")
-    return ["distill", "--records", str(records), *common, *extra]
+    return ["distill", "--records", str(records_of(mode, args)), *common, *extra]
 
 
 def run_one(mode: str, seed: int, args: argparse.Namespace) -> subprocess.Popen | None:
@@ -86,7 +107,7 @@ def collect(mode: str, seed: int, args: argparse.Namespace, out: Path, wall: flo
               "seed": seed, "command": cmd,
               "machine": f"{cpu_name()}, 1 torch thread per run, {args.workers} runs side by "
                          "side on 2 cores",
-              "records": None if mode == "plain" else args.records}
+              "records": records_of(mode, args)}
     if wall:
         record["wall_seconds_last_session"] = wall
     (RESULTS / f"{mode}-s{seed}.json").write_text(json.dumps(record, indent=1))
@@ -111,8 +132,12 @@ def main() -> None:
     queue = [(m, s) for s in args.seeds for m in args.modes]  # seed-major: every mode early
     running: list[subprocess.Popen] = []
     while queue or running:
-        while queue and len(running) < args.workers:
-            proc = run_one(*queue.pop(0), args)
+        while len(running) < args.workers:
+            ready = [job for job in queue if records_ready(job[0], args)]
+            if not ready:  # the rest waits for record sets still being written
+                break
+            queue.remove(ready[0])
+            proc = run_one(*ready[0], args)
             if proc is not None:
                 running.append(proc)
         time.sleep(5)

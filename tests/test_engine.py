@@ -163,6 +163,32 @@ def test_records_for_other_data_are_rejected(tmp_path, teacher_and_records):
                               "data.path=synthetic:seed=7,train_per_class=12"))
 
 
+def test_cli_eval_of_an_ensemble(tmp_path, cli, teacher_and_records):
+    teacher, _ = teacher_and_records
+    run_training(tiny_cfg(tmp_path / "s", f"model.name={STUDENT}"))
+    student = tmp_path / "s" / "best.pt"
+    single = tmp_path / "single"
+    assert cli("eval", teacher, "--data", DATA, "--out", single, "--no-latency")[0] == 0
+    code, out, err = cli("eval", teacher, student, "--data", DATA, "--out", tmp_path / "ens")
+    assert code == 0, err
+    report = json.loads((tmp_path / "ens" / "eval_test.json").read_text())
+    assert [m["model"] for m in report["members"]] == [TEACHER, STUDENT]
+    assert report["params"] == sum(
+        sum(p.numel() for p in pointkd.checkpoint.load_model(c)[0].parameters())
+        for c in (teacher, student))
+    assert out.count("member ") == 2 and len(report["latency"]) == 2
+    # the mean of identical logits is those logits: a 2x ensemble scores as the model alone
+    code, _, err = cli("eval", teacher, teacher, "--data", DATA, "--out", tmp_path / "twice",
+                       "--no-latency")
+    twice = json.loads((tmp_path / "twice" / "eval_test.json").read_text())
+    alone = json.loads((single / "eval_test.json").read_text())
+    assert twice["single_view"]["confusion"] == alone["single_view"]["confusion"]
+    # members must see the same clouds and predict the same classes
+    run_training(tiny_cfg(tmp_path / "p64", f"model.name={STUDENT}", "data.num_points=64"))
+    code, _, err = cli("eval", teacher, tmp_path / "p64" / "best.pt", "--data", DATA)
+    assert code == 2 and "ensemble members must agree" in err and err.count("\n") == 1
+
+
 def test_cli_train_eval_distill(tmp_path, cli, teacher_and_records):
     _, rec = teacher_and_records
     code, out, err = cli("train", "--model", STUDENT, "--data", DATA, "--out",

@@ -237,7 +237,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     # eval
     p = sub.add_parser("eval", help="OA, mAcc, per-class, confusion, params, FLOPs, latency")
-    p.add_argument("checkpoint")
+    p.add_argument("checkpoint", nargs="+",
+                   help="checkpoint; several = their ensemble (mean logits, as `record` stores)")
     p.add_argument("--data", required=True)
     p.add_argument("--split", default="test")
     p.add_argument("--out", help="directory for metrics JSON and confusion PNG")

@@ -131,32 +131,56 @@ def save_confusion_png(confusion: np.ndarray, class_names: list[str], path: str 
 
 
 def evaluate_checkpoint(
-    checkpoint: str, data: str, split: str = "test", out: str | None = None,
+    checkpoint: str | list[str], data: str, split: str = "test", out: str | None = None,
     device: str = "auto", votes: int = 0, batch_size: int = 32, latency: bool = True,
 ) -> dict:
-    """`pointkd eval`: print and (optionally) save the full report for one checkpoint."""
+    """`pointkd eval`: print and (optionally) save the full report for one checkpoint.
+
+    Several checkpoints are evaluated as an ensemble whose logits are the members' mean — the
+    same combination `pointkd record --teacher A --teacher B` stores — so a multi-teacher
+    record set's teacher can be measured before recording it.
+    """
     from pointkd.data import load_split
 
+    paths = [checkpoint] if isinstance(checkpoint, str) else list(checkpoint)
     dev = resolve_device(device)
-    model, meta = load_model(checkpoint, dev)
+    loaded = [load_model(p, dev) for p in paths]
+    meta = loaded[0][1]
+    for path, (_, m) in zip(paths[1:], loaded[1:], strict=True):
+        if (m["num_classes"], m.get("num_points")) != (meta["num_classes"], meta.get("num_points")):
+            raise DataError(
+                f"{path} predicts {m['num_classes']} classes from {m.get('num_points')} points "
+                f"but {paths[0]} {meta['num_classes']} from {meta.get('num_points')}: "
+                "ensemble members must agree"
+            )
     ds = load_split(data, split, num_points=meta.get("num_points"))
     if ds.num_classes != meta["num_classes"]:
         raise DataError(
             f"{data} has {ds.num_classes} classes but the checkpoint was trained on "
             f"{meta['num_classes']}"
         )
-    logits = predict_logits(model, ds.points, batch_size, dev)
-    report = {"checkpoint": str(checkpoint), "model": meta["model"], "data": ds.name,
+    members = [predict_logits(model, ds.points, batch_size, dev) for model, _ in loaded]
+    logits = torch.stack(members).mean(0)
+    report = {"checkpoint": paths[0] if len(paths) == 1 else paths,
+              "model": "+".join(m["model"] for _, m in loaded), "data": ds.name,
               "split": split, "device": str(dev),
-              "params": sum(p.numel() for p in model.parameters()),
-              "flops": count_flops(model, ds.points.shape[1], dev)}
+              "params": sum(p.numel() for model, _ in loaded for p in model.parameters()),
+              "flops": sum(count_flops(model, ds.points.shape[1], dev) for model, _ in loaded)}
     report["single_view"] = classification_metrics(logits.argmax(1), ds.labels, ds.num_classes)
+    if len(paths) > 1:
+        report["members"] = [
+            {"checkpoint": path, "model": m["model"], **{
+                k: v for k, v in classification_metrics(
+                    z.argmax(1), ds.labels, ds.num_classes).items() if k in ("oa", "macc")}}
+            for path, (_, m), z in zip(paths, loaded, members, strict=True)]
     if votes > 0:
-        voted = vote_logits(model, ds.points, votes, batch_size, dev)
+        voted = torch.stack([vote_logits(model, ds.points, votes, batch_size, dev)
+                             for model, _ in loaded]).mean(0)
         report["voting"] = {"votes": votes, **classification_metrics(
             voted.argmax(1), ds.labels, ds.num_classes)}
     if latency:
-        report["latency"] = [measure_latency(model, ds.points.shape[1], b, dev) for b in (1, 32)]
+        report["latency"] = [_sum_latency([measure_latency(model, ds.points.shape[1], b, dev)
+                                           for model, _ in loaded]) for b in (1, 32)]
     print(format_report(report, ds.class_names))
     if out:
         out_dir = Path(out)
@@ -167,6 +191,15 @@ def evaluate_checkpoint(
     return report
 
 
+def _sum_latency(parts: list[dict]) -> dict:
+    """An ensemble's latency: its members run one after another."""
+    seconds = sum(p["seconds_per_batch"] for p in parts)
+    batch = parts[0]["batch_size"]
+    return {"batch_size": batch, "seconds_per_batch": seconds,
+            "ms_per_cloud": 1000 * seconds / batch, "clouds_per_s": batch / seconds,
+            "iters": min(p["iters"] for p in parts)}
+
+
 def format_report(report: dict, class_names: list[str]) -> str:
     sv = report["single_view"]
     lines = [
@@ -174,6 +207,9 @@ def format_report(report: dict, class_names: list[str]) -> str:
         f"params {report['params'] / 1e6:.3f}M  FLOPs {report['flops'] / 1e9:.3f}G per cloud",
         f"single-view  OA {100 * sv['oa']:.2f}%  mAcc {100 * sv['macc']:.2f}%",
     ]
+    for m in report.get("members", []):
+        lines.append(f"  member {m['model']} ({m['checkpoint']}): OA {100 * m['oa']:.2f}%  "
+                     f"mAcc {100 * m['macc']:.2f}%")
     if "voting" in report:
         v = report["voting"]
         lines.append(f"voting x{v['votes']}  OA {100 * v['oa']:.2f}%  mAcc {100 * v['macc']:.2f}%")
