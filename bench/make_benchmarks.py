@@ -74,17 +74,23 @@ def section_teacher() -> list[str]:
 
 
 MODE_LABELS = {"plain": "(a) no KD", "kd": "(b) offline KD",
-               "online": "(d) online KD"}  # nwsd-*, kd-k*, kd@* are labelled below
+               "online": "(d) online KD"}  # nwsd-*, kd-k*, *@tag are labelled below
+# record sets other than the default (PointNet teacher, int8, K = 10), by bench_students tag
+TAG_LABELS = {"fp32": "fp32 logits", "fp16": "fp16 logits", "top5": "top-5 logits",
+              "ens3": "teacher: ensemble of 3 NWSD students"}
+TEACHER_TAG = "ens3"  # the second teacher of the teacher-quality comparison
+ENCODING_TAGS = ["fp32", "fp16", "int8", "top5"]  # int8 = the default record set ("kd")
 
 
 def mode_label(mode: str) -> str:
-    if mode.startswith("nwsd-"):
-        return f"(c) offline KD + NWSD, β = −{mode.removeprefix('nwsd-')}"
-    if mode.startswith("kd-k"):
-        return f"offline KD, K = {mode.removeprefix('kd-k')} (distill.use_k)"
-    if mode.startswith("kd@"):
-        return f"offline KD, {mode.removeprefix('kd@')} records"
-    return MODE_LABELS.get(mode, mode)
+    base, _, tag = mode.partition("@")
+    if base.startswith("nwsd-"):
+        label = f"(c) offline KD + NWSD, β = −{base.removeprefix('nwsd-')}"
+    elif base.startswith("kd-k"):
+        label = f"offline KD, K = {base.removeprefix('kd-k')} (distill.use_k)"
+    else:
+        label = MODE_LABELS.get(base, base)
+    return f"{label}, {TAG_LABELS.get(tag, tag + ' records')}" if tag else label
 
 
 def student_groups() -> dict[str, list[dict]]:
@@ -110,7 +116,8 @@ def mean_std(values: list[float]) -> str:
 
 
 def section_students() -> list[str]:
-    groups = student_groups()
+    all_groups = student_groups()
+    groups = {m: rs for m, rs in all_groups.items() if "@" not in m}
     lines = ["## ModelNet40 students on 2 CPU cores (issue #6, CPU protocol)", ""]
     if not groups:
         return lines + ["_not measured yet_", ""]
@@ -132,7 +139,7 @@ def section_students() -> list[str]:
                      f"{mean_std([r['test_macc'] for r in rs])} | "
                      f"{mean_std([r['val_oa'] for r in rs])} | {minutes:.0f} |")
     lines += paired_lines(groups)
-    lines += goal_lines(groups)
+    lines += goal_lines(all_groups)
     eff = load("distill_efficiency_modelnet40.json")
     if eff:
         steps = -(-int(0.9 * 9843) // eff["setup"]["batch_size"])  # training shapes / batch
@@ -157,7 +164,7 @@ def section_students() -> list[str]:
                   "student costs only its own training."]
     lines += ["", "Commands (seed 0, or the first seed run):", ""]
     lines += [f"- {mode_label(m)}: `{groups[m][0]['command']}`" for m in order]
-    plot = plot_oa_vs_params(groups)
+    plot = plot_oa_vs_params(all_groups)
     if plot:
         lines += ["", f"![test OA vs parameters]({plot})"]
     return lines + [""]
@@ -222,7 +229,8 @@ def _max_std(groups: dict[str, list[dict]]) -> float:
 
 
 def plot_oa_vs_params(groups: dict[str, list[dict]]) -> str | None:
-    """OA vs parameters: our students (mean over seeds), the CPU teacher, published anchors."""
+    """OA vs parameters: our students (no KD and the best per teacher, mean ± std over seeds),
+    our teachers, and the published anchors."""
     try:
         import matplotlib
     except ImportError:
@@ -230,25 +238,40 @@ def plot_oa_vs_params(groups: dict[str, list[dict]]) -> str | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(7.5, 6))
     for name, oa, params, _ in ANCHORS:
         ax.scatter(params, oa, marker="s", color="grey")
         ax.annotate(name, (params, oa), fontsize=7, xytext=(4, -3), textcoords="offset points")
-    t = load("teacher_modelnet40_cpu.json")
-    if t and t.get("test_oa"):
-        ax.scatter(t["params"] / 1e6, 100 * t["test_oa"], marker="^", color="tab:red")
-        ax.annotate("our CPU teacher (PointNet)", (t["params"] / 1e6, 100 * t["test_oa"]),
-                    fontsize=7, xytext=(4, -3), textcoords="offset points")
-    for mode, rs in groups.items():
-        oa = [100 * r["test_oa"] for r in rs]
-        ax.scatter(rs[0]["params"] / 1e6, sum(oa) / len(oa), marker="o")
-        ax.annotate(mode_label(mode), (rs[0]["params"] / 1e6, sum(oa) / len(oa)), fontsize=7,
-                    xytext=(4, 2), textcoords="offset points")
+    teachers = [("PointNet CPU teacher", load("teacher_modelnet40_cpu.json"), "")]
+    other = load(f"record_sets/{TEACHER_TAG}.json")
+    if other and other.get("teacher_eval"):
+        ev = other["teacher_eval"]
+        teachers.append(("3-student ensemble teacher",
+                         {"params": ev["params"], "test_oa": ev["single_view"]["oa"]},
+                         f"@{TEACHER_TAG}"))
+    means = {m: sum(100 * r["test_oa"] for r in rs) / len(rs) for m, rs in groups.items()}
+    shown = [("plain", "no KD")]
+    for name, t, suffix in teachers:
+        if t and t.get("test_oa"):
+            ax.scatter(t["params"] / 1e6, 100 * t["test_oa"], marker="^", s=50,
+                       label=f"{name} ({100 * t['test_oa']:.1f}%)")
+        kd = [m for m in means if m != "plain" and (m.endswith(suffix) if suffix else "@" not in m)]
+        if kd:
+            best = max(kd, key=means.get)
+            shown.append((best, f"best student, {name}: {mode_label(best.split('@')[0])}"))
+    for mode, label in shown:
+        if mode not in groups:
+            continue
+        oa = [100 * r["test_oa"] for r in groups[mode]]
+        mu, sd = mean_sd(oa)
+        ax.errorbar(groups[mode][0]["params"] / 1e6, mu, yerr=sd, fmt="o", capsize=3,
+                    label=f"{label} ({mu:.2f} ± {sd:.2f}%)")
     ax.set_xscale("log")
     ax.set_xlabel("parameters (millions, log scale)")
     ax.set_ylabel("ModelNet40 test OA (%)")
-    ax.set_title("Grey squares: published figures; coloured: measured here")
+    ax.set_title("Grey squares: published figures; coloured: measured here (single view)")
     ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14))
     fig.tight_layout()
     path = RESULTS / "oa_vs_params.png"
     fig.savefig(path, dpi=110)
@@ -307,8 +330,101 @@ def section_encodings() -> list[str]:
               f"logits gives: **{e['stored_rows_equal_reencoded_replay']}** (replay is exact on "
               "real data). int8 (the default) meets the ≤ 64 B target at a target error "
               "(KL ~1e-6) three orders of magnitude below top-k's; its top-1 disagreements are "
-              "near-ties. Student OA per encoding is in the students table when measured.", ""]
-    return lines
+              "near-ties.", ""]
+    return lines + section_encoding_students()
+
+
+def paired(groups: dict[str, list[dict]], mode: str, base: str) -> list[float]:
+    """Per-seed test OA differences (points) of `mode` against `base`, on shared seeds."""
+    ref = {r["seed"]: 100 * r["test_oa"] for r in groups.get(base, [])}
+    return [100 * r["test_oa"] - ref[r["seed"]] for r in groups.get(mode, []) if r["seed"] in ref]
+
+
+def _paired_cell(d: list[float]) -> str:
+    if not d:
+        return "–"
+    if len(d) == 1:
+        return f"{d[0]:+.2f} (1 seed)"
+    return "{:+.2f} ± {:.2f}".format(*mean_sd(d))
+
+
+def section_encoding_students() -> list[str]:
+    """Student OA per record encoding: same teacher, K, seeds and schedule; only logits differ."""
+    groups = student_groups()
+    sets = {tag: load(f"record_sets/{tag}.json") for tag in ENCODING_TAGS}
+    modes = {tag: "kd" if tag == "int8" else f"kd@{tag}" for tag in ENCODING_TAGS}
+    lines = ["### Student OA per encoding", ""]
+    if not any(f"kd@{t}" in groups for t in ENCODING_TAGS):
+        return lines + ["_not measured yet_", ""]
+    lines += ["Offline KD (β = 0) of student_s from the same PointNet teacher, K = 10, seed 0 "
+              "augmentations, 15 epochs, same seeds; only the stored logits differ. Paired Δ is "
+              "per seed against int8 (the default).", "",
+              "| logits | bytes/row | record set | recording | seeds | test OA % | test mAcc % | "
+              "paired Δ OA vs int8 |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for tag in ENCODING_TAGS:
+        rs, rec = groups.get(modes[tag], []), sets[tag]
+        if not rs or rec is None:
+            continue
+        seconds = (rec.get("recording") or {}).get("seconds")
+        delta = "(reference)" if tag == "int8" else _paired_cell(paired(groups, modes[tag], "kd"))
+        lines.append(
+            f"| {rec['logits']['encoding']}"
+            + (f", top-{rec['logits']['topk']}" if rec["logits"]["topk"] else "")
+            + f" | {rec['bytes_per_row']} | {rec['bytes'] / 1e6:.1f} MB | "
+            + (f"{seconds / 60:.1f} min" if seconds else "–")
+            + f" | {', '.join(str(r['seed']) for r in rs)} | "
+            f"{mean_std([r['test_oa'] for r in rs])} | {mean_std([r['test_macc'] for r in rs])}"
+            f" | {delta} |")
+    lines += ["", "Record commands:", ""]
+    lines += [f"- {tag}: `{sets[tag]['command']}` ({sets[tag]['machine']})"
+              for tag in ENCODING_TAGS if sets[tag]]
+    lines += ["", "Student commands (seed 0):", ""]
+    lines += [f"- {tag}: `{groups[modes[tag]][0]['command']}`" for tag in ENCODING_TAGS
+              if groups.get(modes[tag])]
+    return lines + [""]
+
+
+def section_teachers() -> list[str]:
+    """The same students distilled from two teachers: the PointNet CPU teacher and TEACHER_TAG."""
+    groups = student_groups()
+    t, other = load("teacher_modelnet40_cpu.json"), load(f"record_sets/{TEACHER_TAG}.json")
+    lines = ["## Does a better teacher help? Two teachers side by side", ""]
+    if t is None or other is None or not any(m.endswith(f"@{TEACHER_TAG}") for m in groups):
+        return lines + ["_not measured yet_", ""]
+    ev = other["teacher_eval"]
+    members = ", ".join(f"{100 * m['oa']:.2f}%" for m in ev.get("members", []))
+    lines += [f"Second teacher: {TAG_LABELS[TEACHER_TAG]} — the three seeds of the (c) β = −0.3 "
+              "student above, their logits averaged (`pointkd record --teacher A --teacher B "
+              f"--teacher C`, `--combine mean`). Members score {members} on test; the ensemble "
+              f"{100 * ev['single_view']['oa']:.2f}% (`{ev['command']}`). No test data enters "
+              "it: each member was selected on its own validation split.", "",
+              "| teacher | params | teacher test OA % | teacher test mAcc % | record set | "
+              "student mode | seeds | student test OA % | student test mAcc % |",
+              "|---|---:|---:|---:|---:|---|---:|---:|---:|"]
+    rec_int8 = load("record_sets/int8.json")
+    rows = [(f"{t['model']} (CPU teacher)", t["params"], t["test_oa"], t["test_macc"],
+             rec_int8, ""),
+            (TAG_LABELS[TEACHER_TAG].removeprefix("teacher: "), ev["params"],
+             ev["single_view"]["oa"], ev["single_view"]["macc"], other, f"@{TEACHER_TAG}")]
+    for name, params, oa, macc, rec, suffix in rows:
+        for base in ("kd", "nwsd-0.3"):
+            rs = groups.get(base + suffix, [])
+            if not rs:
+                continue
+            lines.append(f"| {name} | {params / 1e6:.3f}M | {100 * oa:.2f} | {100 * macc:.2f} | "
+                         f"{rec['bytes'] / 1e6:.1f} MB, {rec['bytes_per_row']} B/row | "
+                         f"{mode_label(base)} | {', '.join(str(r['seed']) for r in rs)} | "
+                         f"{mean_std([r['test_oa'] for r in rs])} | "
+                         f"{mean_std([r['test_macc'] for r in rs])} |")
+    lines += ["", "Paired by seed, student test OA, ensemble teacher minus PointNet teacher: "
+              + "; ".join(f"{mode_label(b)} {_paired_cell(paired(groups, f'{b}@{TEACHER_TAG}', b))}"
+                          for b in ("kd", "nwsd-0.3") if f"{b}@{TEACHER_TAG}" in groups) + ".",
+              "", f"Record command: `{other['command']}` ({other['machine']}, "
+              f"{other['recording']['seconds'] / 60:.1f} min for {other['rows']:,} rows).", "",
+              "Student commands (seed 0):", ""]
+    lines += [f"- {mode_label(m)}: `{groups[m][0]['command']}`"
+              for m in (f"kd@{TEACHER_TAG}", f"nwsd-0.3@{TEACHER_TAG}") if m in groups]
+    return lines + [""]
 
 
 def section_distill() -> list[str]:
@@ -424,7 +540,8 @@ def main() -> None:
              "Generated by `python bench/make_benchmarks.py` from the JSON files in "
              "`bench/results/`; every number names the command that produced it. Timings "
              "compared with each other were measured side by side in one run.", ""]
-    for section in (section_demo, section_teacher, section_students, section_records,
+    for section in (section_demo, section_teacher, section_students, section_teachers,
+                    section_records,
                     section_encodings, section_distill,
                     section_latency, section_speed, section_anchors):
         parts += section()
