@@ -410,14 +410,17 @@ def section_encoding_students() -> list[str]:
         seconds = (rec.get("recording") or {}).get("seconds")
         delta = "(reference)" if tag == "int8" else _paired_cell(paired(groups, modes[tag], "kd"))
         lines.append(
-            f"| {rec['logits']['encoding']}"
-            + (f", top-{rec['logits']['topk']}" if rec["logits"]["topk"] else "")
+            (f"| top-{rec['logits']['topk']} (fp16 values + the rest's log-sum-exp)"
+             if rec["logits"]["topk"] else f"| {rec['logits']['encoding']}")
             + f" | {rec['bytes_per_row']} | {rec['bytes'] / 1e6:.1f} MB | "
             + (f"{seconds / 60:.1f} min" if seconds else "–")
             + f" | {', '.join(str(r['seed']) for r in rs)} | "
             f"{mean_std([r['test_oa'] for r in rs])} | {mean_std([r['test_macc'] for r in rs])}"
             f" | {delta} |")
-    lines += ["", "Record commands:", ""]
+    lines += ["", "Recording times are wall times of one process with 1 torch thread; only the "
+              "int8 set was recorded with the other core idle, the others beside other jobs "
+              "(see each command's machine note), so they are not a throughput comparison — "
+              "the record-size section has that. Record commands:", ""]
     lines += [f"- {tag}: `{sets[tag]['command']}` ({sets[tag]['machine']})"
               for tag in ENCODING_TAGS if sets[tag]]
     lines += ["", "Student commands (seed 0):", ""]
