@@ -417,6 +417,28 @@ def section_encoding_students() -> list[str]:
             + f" | {', '.join(str(r['seed']) for r in rs)} | "
             f"{mean_std([r['test_oa'] for r in rs])} | {mean_std([r['test_macc'] for r in rs])}"
             f" | {delta} |")
+    deltas = {t: paired(groups, modes[t], "kd") for t in ENCODING_TAGS if t != "int8"}
+    deltas = {t: sum(d) / len(d) for t, d in deltas.items() if d}
+    floor = noise_floor(groups)
+    enc = load("encodings.json")
+    i8, t5 = sets["int8"], sets["top5"]
+    if deltas and floor is not None and enc and i8 and t5:
+        kl = {r["encoding"]: r["kl_tau_mean"] for r in enc["encodings"]}
+        same = all(abs(d) <= floor for d in deltas.values())
+        lines += ["", "**Default: int8.** Mean paired differences against int8 are "
+                  + ", ".join(f"{t} {d:+.2f}" for t, d in deltas.items())
+                  + f" points; the largest same-seed gap between runs whose targets differ only "
+                  f"by rounding is {floor:.2f}. "
+                  + ("Student OA does not separate the encodings at this noise level, so the "
+                     "choice rests on size and fidelity: int8 is the smallest encoding that "
+                     f"keeps the whole distribution (KL {kl['int8']:.0e} from fp32, table above) "
+                     f"at {i8['bytes_per_row']} B per row; top-5 saves another "
+                     f"{i8['bytes_per_row'] - t5['bytes_per_row']} B per row "
+                     f"({t5['bytes'] / 1e6:.1f} vs {i8['bytes'] / 1e6:.1f} MB here) at a "
+                     f"{kl['top-5'] / kl['int8']:,.0f}× larger target error — `--topk` is the "
+                     "option when bytes matter more, e.g. with many classes, where it saves more."
+                     if same else "At least one encoding moved the student beyond that gap; "
+                     "see the rows above.")]
     lines += ["", "Recording times are wall times of one process with 1 torch thread; only the "
               "int8 set was recorded with the other core idle, the others beside other jobs "
               "(see each command's machine note), so they are not a throughput comparison — "
