@@ -598,6 +598,25 @@ def section_latency() -> list[str]:
     return lines + [""]
 
 
+def section_gpu() -> list[str]:
+    """The GPU protocol (issue #6, item 5): not measured yet, so this says so and what is ready.
+    Its tables belong here, generated from their JSON, once a GPU run exists."""
+    return ["## GPU protocol (strong teacher, ≤ 0.5M students)", "",
+            "**Not run: no GPU was lent to this task** (the device tool's `status` reported "
+            "`can_start_another: false` in every session so far). The CPU protocol above is "
+            "the whole of what is measured. What is ready for it: `configs/modelnet40_gpu.yaml` "
+            "(PointMLP's public recipe, bf16 autocast), CUDA paths for train / record / distill, "
+            "deterministic GPU recording, and torchrun/DDP (docs/distributed.md). The plan, "
+            "to be filled in here by its JSON:", "",
+            "1. `pointkd train --config configs/modelnet40_gpu.yaml --model pointmlp --out "
+            "runs/pointmlp` (or `--model dgcnn`), resumed across 10-minute calls;",
+            "2. `pointkd record --teacher runs/pointmlp/best.pt --data ../shared/data/"
+            "modelnet40_1024 --k 20 --out zoo/records_pointmlp_k20` (int8: 196,860 rows × 64 B "
+            "= 12.6 MB, inside the zoo's 16 MB; fp16 would be 20 MB);",
+            "3. the students of the CPU table against those records, side by side with the "
+            "PointNet teacher's rows.", ""]
+
+
 def section_anchors() -> list[str]:
     lines = ["## Published anchors (not measured here)", "",
              "| model | ModelNet40 OA | params | source |", "|---|---:|---:|---|"]
@@ -613,7 +632,7 @@ def main() -> None:
     for section in (section_demo, section_teacher, section_students, section_teachers,
                     section_records,
                     section_encodings, section_distill,
-                    section_latency, section_speed, section_anchors):
+                    section_latency, section_speed, section_gpu, section_anchors):
         parts += section()
     OUT.write_text("\n".join(parts))
     print(f"wrote {OUT}")
