@@ -131,7 +131,7 @@ def save_confusion_png(confusion: np.ndarray, class_names: list[str], path: str 
 
 
 def evaluate_checkpoint(
-    checkpoint: str | list[str], data: str, split: str = "test", out: str | None = None,
+    checkpoint: str | Path | list[str], data: str, split: str = "test", out: str | None = None,
     device: str = "auto", votes: int = 0, batch_size: int = 32, latency: bool = True,
 ) -> dict:
     """`pointkd eval`: print and (optionally) save the full report for one checkpoint.
@@ -142,7 +142,7 @@ def evaluate_checkpoint(
     """
     from pointkd.data import load_split
 
-    paths = [checkpoint] if isinstance(checkpoint, str) else list(checkpoint)
+    paths = [str(checkpoint)] if isinstance(checkpoint, (str, Path)) else list(map(str, checkpoint))
     dev = resolve_device(device)
     loaded = [load_model(p, dev) for p in paths]
     meta = loaded[0][1]
