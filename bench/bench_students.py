@@ -129,6 +129,10 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--runs", default="runs/mn40/students")
     args = ap.parse_args()
+    tags = {t.split("=", 1)[0] for t in args.extra_records if "=" in t}
+    unknown = {split_mode(m)[1] for m in args.modes} - tags - {""}
+    if unknown:
+        raise SystemExit(f"modes name record sets not given by --extra-records: {sorted(unknown)}")
     queue = [(m, s) for s in args.seeds for m in args.modes]  # seed-major: every mode early
     running: list[subprocess.Popen] = []
     while queue or running:

@@ -102,6 +102,11 @@ def student_groups() -> dict[str, list[dict]]:
     return {m: sorted(rs, key=lambda r: r["seed"]) for m, rs in groups.items()}
 
 
+def group_means(groups: dict[str, list[dict]]) -> dict[str, float]:
+    """Mean test OA (%) of each mode over its seeds."""
+    return {m: 100 * sum(r["test_oa"] for r in rs) / len(rs) for m, rs in groups.items()}
+
+
 def mean_sd(v: list[float]) -> tuple[float, float]:
     """Mean and sample standard deviation (0 for a single value)."""
     mu = sum(v) / len(v)
@@ -173,7 +178,7 @@ def section_students() -> list[str]:
 def goal_lines(groups: dict[str, list[dict]]) -> list[str]:
     """The CPU goal (best student ≥ 90.0% and ≥ +1.5 over no KD), checked on the means, and
     the evidence for what limits it."""
-    means = {m: 100 * sum(r["test_oa"] for r in rs) / len(rs) for m, rs in groups.items()}
+    means = group_means(groups)
     if "plain" not in means:
         return []
     best = max(means, key=means.get)
@@ -291,7 +296,7 @@ def plot_oa_vs_params(groups: dict[str, list[dict]]) -> str | None:
         teachers.append(("3-student ensemble teacher",
                          {"params": ev["params"], "test_oa": ev["single_view"]["oa"]},
                          f"@{TEACHER_TAG}"))
-    means = {m: sum(100 * r["test_oa"] for r in rs) / len(rs) for m, rs in groups.items()}
+    means = group_means(groups)
     shown = [("plain", "no KD")]
     for name, t, suffix in teachers:
         if t and t.get("test_oa"):

@@ -180,6 +180,7 @@ def test_cli_eval_of_an_ensemble(tmp_path, cli, teacher_and_records):
     # the mean of identical logits is those logits: a 2x ensemble scores as the model alone
     code, _, err = cli("eval", teacher, teacher, "--data", DATA, "--out", tmp_path / "twice",
                        "--no-latency")
+    assert code == 0, err
     twice = json.loads((tmp_path / "twice" / "eval_test.json").read_text())
     alone = json.loads((single / "eval_test.json").read_text())
     assert twice["single_view"]["confusion"] == alone["single_view"]["confusion"]
