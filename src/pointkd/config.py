@@ -22,7 +22,9 @@ from pointkd.errors import ConfigError
 
 @dataclass
 class DataConfig:
-    path: str = "synthetic"  # HDF5 folder, class-folder dataset, or "synthetic"
+    # HDF5 folder, class-folder dataset, or "synthetic"; no default: a run names its data
+    # (--data, or data.path in a config that means one dataset)
+    path: str = ""
     num_points: int = 1024
     val_fraction: float = 0.1  # stratified validation split carved from train
     normalize: bool = True

@@ -10,7 +10,10 @@ with more than `num_points` points are subsampled without replacement by a seede
 choice; files with fewer are resampled *with* replacement to `num_points` (all original
 points kept, the rest drawn at random). A file with no points is an error. The result is
 always in seeded random order, as ModelNet40's HDF5 clouds are (students take the first M
-points as a uniform subsample).
+points as a uniform subsample) — except with `keep_order=True` (`pointkd predict`): a file
+with exactly `num_points` points is returned as it is, a larger one keeps a seeded random
+subset in file order, a smaller one all its points in file order followed by seeded repeats,
+so a cloud saved from a dataset is classified exactly as `pointkd eval` sees it.
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ def file_seed(path: str | Path) -> int:
     return zlib.crc32(str(path).encode())
 
 
-def read_cloud(path: str | Path, num_points: int = 1024, seed: int = 0) -> np.ndarray:
+def read_cloud(path: str | Path, num_points: int = 1024, seed: int = 0,
+               keep_order: bool = False) -> np.ndarray:
     """One file -> (num_points, 3) float32 in its own units (not normalised); see the module
     docstring for formats and sampling. Same (file, num_points, seed) -> same array."""
     path = Path(path)
@@ -57,6 +61,8 @@ def read_cloud(path: str | Path, num_points: int = 1024, seed: int = 0) -> np.nd
         raise DataError(f"{path}: no points")
     if not np.isfinite(points).all():
         raise DataError(f"{path}: NaN/Inf coordinates")
+    if keep_order:
+        return _resample_in_order(points.astype(np.float32), num_points, rng)
     return _resample(points.astype(np.float32), num_points, rng)
 
 
@@ -72,6 +78,17 @@ def _resample(points: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarra
     else:
         idx = rng.permutation(np.concatenate([np.arange(len(points)),
                                               rng.integers(0, len(points), n - len(points))]))
+    return np.ascontiguousarray(points[idx])
+
+
+def _resample_in_order(points: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    if len(points) == n:
+        return np.ascontiguousarray(points)
+    if len(points) > n:
+        idx = np.sort(rng.choice(len(points), n, replace=False))
+    else:
+        idx = np.concatenate([np.arange(len(points)),
+                              rng.integers(0, len(points), n - len(points))])
     return np.ascontiguousarray(points[idx])
 
 
