@@ -202,6 +202,7 @@ def cmd_record(args: argparse.Namespace) -> int:
     from pointkd.records import record
 
     _set_threads(args.threads)
+    was_complete = args.resume and _complete_record_set(args.out)
     root = record(
         teachers=args.teacher, data=args.data, out=args.out, k=args.k, seed=args.seed,
         logits=args.logits, topk=args.topk, combine=args.combine, batch_size=args.batch_size,
@@ -209,18 +210,27 @@ def cmd_record(args: argparse.Namespace) -> int:
         augment_config=args.config, progress=not args.no_progress,
     )
     if _main_process():
-        print(_record_summary(root))
+        print(_record_summary(root, was_complete))
     return 0
 
 
-def _record_summary(root) -> str:
+def _complete_record_set(root: str) -> bool:
+    from pointkd.records import read_manifest
+
+    try:
+        return bool(read_manifest(root).get("complete"))
+    except PointKDError:
+        return False
+
+
+def _record_summary(root, was_complete: bool) -> str:
     """`recorded 98,430 rows (K 10 x 9,843 shapes), 64 bytes/row, 6.30 MB in 366.0 s -> DIR`"""
     from pointkd.records import read_manifest
 
     m = read_manifest(root)
     size = sum((Path(root) / s["file"]).stat().st_size for s in m["shards"])
-    rec = m.get("recording", {})
-    took = (f" in {rec['seconds']:.1f} s" if rec.get("rows") else " (already complete)")
+    seconds = m.get("recording", {}).get("seconds", 0.0)
+    took = " (already complete)" if was_complete else f" in {seconds:.1f} s"
     return (f"recorded {m['total_rows']:,} rows (K {m['k']} x {m['data']['num_shapes']:,} "
             f"shapes), {m['bytes_per_row']} bytes/row, {size / 1e6:.2f} MB{took} -> {root}")
 

@@ -41,10 +41,11 @@ class Progress:
         self.done += n
         if self.bar is not None:
             self.bar.update(n)
-        while self.lines and self.total and self.done * 10 >= self.next_tenth * self.total:
-            print(f"{self.desc}: {10 * self.next_tenth}% ({self.done:,}/{self.total:,} "
+        tenth = self.done * 10 // self.total if self.total else 0
+        if self.lines and tenth >= self.next_tenth:
+            print(f"{self.desc}: {10 * tenth}% ({self.done:,}/{self.total:,} "
                   f"{self.unit}s, {time.perf_counter() - self.t0:.0f}s)", flush=True)
-            self.next_tenth += 1
+            self.next_tenth = tenth + 1
 
     def close(self) -> None:
         if self.bar is not None:
