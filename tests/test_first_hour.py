@@ -83,7 +83,7 @@ def test_record_ends_with_a_summary_and_distill_defaults_to_the_recorded_data(
     main(["record", "--teacher", str(trained / "t" / "best.pt"), "--data", DATA, "--k", "2",
           "--out", str(trained / "rec"), "--device", "cpu", "--resume"])
     out = capsys.readouterr().out
-    assert out.startswith(f"recorded 120 rows (K 2 x 60 shapes), 44 bytes/row") and \
+    assert out.startswith("recorded 120 rows (K 2 x 60 shapes), 44 bytes/row") and \
         "already complete" in out
     code, out, err = cli("distill", "--records", trained / "rec", "--student", "student_xs",
                          "--out", trained / "d", "train.progress=false", *TINY)
