@@ -63,8 +63,14 @@ def run_demo(out: str | Path = "runs/demo", quick: bool = False, config: str | N
 
 def run_synthetic_demo(out: str | Path, quick: bool, config: str | Path,
                        epochs: int | None = None, device: str | None = None) -> dict:
+    """Teacher and no-KD students first, side by side (they do not need each other); then the
+    recording; then the distilled students. Each training run is a worker process with one
+    thread (small models use a core better that way) writing its per-epoch lines to
+    `<run>/train.log`; the demo prints one line per finished run."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
     from pointkd.data import describe, load_split, save_preview
-    from pointkd.engine import run_training
     from pointkd.records import record
 
     out = Path(out)
@@ -84,6 +90,9 @@ def run_synthetic_demo(out: str | Path, quick: bool, config: str | Path,
     save_config(cfg, out / "demo_config.yaml")  # the resolved recipe (record reads `augment`)
     data = cfg.data.path
     seeds = list(plan["seeds"])[: 1 if quick else None]
+    students = plan["students"]
+    first, *distilled = students  # the first mode (no KD) needs no records
+    workers = max(1, min(int(plan.get("workers", 2)), os.cpu_count() or 1))
 
     _stage(1, "data: the built-in synthetic set (20 fine-grained classes in pairs)")
     print(describe(data, num_points=cfg.data.num_points).split("\n\n")[0])
@@ -91,39 +100,46 @@ def run_synthetic_demo(out: str | Path, quick: bool, config: str | Path,
                  per_class=2)
 
     teacher_cfg = _cfg(base, common + teacher_extra + [f"out={out / 'teacher'}"])
-    _stage(2, f"teacher: {teacher_cfg.model.name}, {teacher_cfg.train.epochs} epochs")
-    t0 = time.perf_counter()
-    teacher = run_training(teacher_cfg, overwrite=True)
-    teacher["seconds"] = time.perf_counter() - t0
-    print(_result(teacher))
+    jobs: dict[str, RunConfig] = {"teacher": teacher_cfg}
 
-    k = 2 if quick else int(plan["k"])
-    _stage(3, f"record: the teacher's logits for K = {k} augmented copies of every training "
-              "shape")
-    records_dir = record(
-        teachers=[str(out / "teacher" / "best.pt")], data=data, out=str(out / "records"), k=k,
-        seed=0, logits="int8", topk=0, combine="mean", batch_size=64, device=cfg.train.device,
-        resume=False, overwrite=True, augment_config=str(out / "demo_config.yaml"))
-    recording = _records_summary(records_dir)
-    print(f"{recording['rows']:,} rows x {recording['bytes_per_row']} B = "
-          f"{recording['bytes'] / 1e3:.0f} kB in {recording['seconds']:.1f} s")
+    def student(label: str, seed: int, records_dir: Path | None = None) -> None:
+        extra = [str(o).replace(RECORDS, str(records_dir)) for o in students[label]]
+        name = f"{_slug(label)}-s{seed}"
+        jobs[f"{label}|{seed}"] = _cfg(base, common + extra + [f"train.seed={seed}",
+                                                               f"out={out / name}"])
 
-    students = plan["students"]
-    _stage(4, f"students: {len(students)} modes x {len(seeds)} seeds, same model and budget")
-    runs = []
     for seed in seeds:
-        for label, overrides in students.items():
-            name = _slug(label) + f"-s{seed}"
-            extra = [str(o).replace(RECORDS, str(records_dir)) for o in overrides]
-            run_cfg = _cfg(base, common + extra + [f"train.seed={seed}", f"out={out / name}"])
-            print(f"-- {label}, seed {seed}: {run_cfg.model.name}, {run_cfg.train.epochs} epochs",
-                  flush=True)
-            t0 = time.perf_counter()
-            result = run_training(run_cfg, overwrite=True)
-            result["seconds"] = time.perf_counter() - t0
-            print(_result(result))
-            runs.append({"run": label, **_slim(result)})
+        student(first, seed)
+    student_cfg = jobs[f"{first}|{seeds[0]}"]
+    _stage(2, f"teacher ({teacher_cfg.model.name}, {teacher_cfg.train.epochs} epochs) and "
+              f"the {first} students ({student_cfg.model.name}, {student_cfg.train.epochs} "
+              f"epochs, seeds {', '.join(map(str, seeds))}), {workers} at a time")
+    done: dict[str, dict] = {}
+    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+        _run_jobs(pool, jobs, done)
+        teacher = done["teacher"]
 
+        k = 2 if quick else int(plan["k"])
+        _stage(3, f"record: the teacher's logits for K = {k} augmented copies of every "
+                  "training shape")
+        records_dir = record(
+            teachers=[str(out / "teacher" / "best.pt")], data=data, out=str(out / "records"),
+            k=k, seed=0, logits="int8", topk=0, combine="mean", batch_size=64,
+            device=cfg.train.device, resume=False, overwrite=True,
+            augment_config=str(out / "demo_config.yaml"))
+        recording = _records_summary(records_dir)
+        print(f"   {recording['rows']:,} rows x {recording['bytes_per_row']} B = "
+              f"{recording['bytes'] / 1e3:.0f} kB in {recording['seconds']:.1f} s")
+
+        _stage(4, f"distilled students: {', '.join(distilled)}; the same model, seeds and "
+                  "budget")
+        jobs.clear()
+        for seed in seeds:
+            for label in distilled:
+                student(label, seed, records_dir)
+        _run_jobs(pool, jobs, done)
+
+    runs = [{"run": key.split("|")[0], **r} for key, r in done.items() if key != "teacher"]
     rows = summarize(runs, list(students))
     teacher_row = {"run": f"teacher ({teacher['model']})", "seeds": [teacher["seed"]],
                    "test_oa": [teacher["test_oa"]], "mean": teacher["test_oa"],
@@ -132,9 +148,9 @@ def run_synthetic_demo(out: str | Path, quick: bool, config: str | Path,
     summary = {
         "command": "pointkd demo" + (" --quick" if quick else ""), "machine": _machine(),
         "commit": _commit(), "config": str(config), "total_seconds": total,
-        "record_seconds": recording["seconds"], "recording": recording,
-        "test_shapes": _test_count(data, cfg.data.num_points),
-        "teacher": {**_slim(teacher)}, "rows": [teacher_row, *rows], "runs": runs,
+        "workers": workers, "record_seconds": recording["seconds"], "recording": recording,
+        "test_shapes": _test_count(data),
+        "teacher": teacher, "rows": [teacher_row, *rows], "runs": runs,
     }
     summary["verdict"] = verdict(summary)
     table = format_table(summary)
@@ -145,12 +161,46 @@ def run_synthetic_demo(out: str | Path, quick: bool, config: str | Path,
     return summary
 
 
+def _train_job(cfg: RunConfig, threads: int) -> dict:
+    """One training run in a worker process; its own output goes to `<out>/train.log`."""
+    import contextlib
+
+    import torch
+
+    from pointkd.engine import run_training
+
+    torch.set_num_threads(threads)
+    Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    with open(Path(cfg.out).with_suffix(".log"), "w") as log, \
+            contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        result = run_training(cfg, overwrite=True)
+    result["seconds"] = time.perf_counter() - t0
+    return _slim(result)
+
+
+def _run_jobs(pool, jobs: dict[str, RunConfig], done: dict[str, dict]) -> None:
+    """Run training jobs on the pool; a line per finished run (a live count on a terminal)."""
+    from concurrent.futures import as_completed
+
+    from pointkd.progress import Progress
+
+    futures = {pool.submit(_train_job, cfg, 1): key for key, cfg in jobs.items()}
+    with Progress(len(futures), "runs", unit="run", lines=False) as bar:
+        for future in as_completed(futures):
+            key = futures[future]
+            done[key] = result = future.result()
+            label = "teacher" if key == "teacher" else ", seed ".join(key.split("|"))
+            bar.write(f"   {label}: {_result(result)} (log: {jobs[key].out}.log)")
+            bar.update(1)
+
+
 def _stage(i: int, text: str) -> None:
     print(f"\n== {i}/4 {text}", flush=True)
 
 
 def _result(r: dict) -> str:
-    return (f"   test OA {100 * r['test_oa']:.2f}% (best val OA {100 * r['val_oa']:.2f}% at "
+    return (f"test OA {100 * r['test_oa']:.2f}% (best val OA {100 * r['val_oa']:.2f}% at "
             f"epoch {r['best_epoch']}), {r['seconds']:.0f} s")
 
 
@@ -171,7 +221,7 @@ def _records_summary(root: Path) -> dict:
             "seconds": m["recording"]["seconds"]}
 
 
-def _test_count(data: str, num_points: int) -> int:
+def _test_count(data: str) -> int:
     from pointkd.data.synthetic import parse_options
 
     opts = parse_options(data)

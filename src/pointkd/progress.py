@@ -47,6 +47,13 @@ class Progress:
                   f"{self.unit}s, {time.perf_counter() - self.t0:.0f}s)", flush=True)
             self.next_tenth = tenth + 1
 
+    def write(self, text: str) -> None:
+        """A line of output that does not tear the live bar."""
+        if self.bar is not None:
+            self.bar.write(text)
+        else:
+            print(text, flush=True)
+
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
