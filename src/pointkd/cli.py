@@ -282,7 +282,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     _set_threads(args.threads)
     run_demo(args.out, quick=args.quick, config=args.config, data=args.data,
-             epochs=args.epochs, device=args.device)
+             epochs=args.epochs, device=args.device, overrides=args.overrides)
     return 0
 
 
@@ -417,6 +417,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(a shorter check, not the measured protocol)")
     p.add_argument("--quick", action="store_true", help="tiny budget (for tests)")
     _add_compute_options(p, default_device=None)
+    p.add_argument("overrides", nargs="*", metavar="section.key=value",
+                   help="dotted overrides for every run, e.g. train.max_steps_per_epoch=20")
     p.set_defaults(func=cmd_demo)
     return parser
 
