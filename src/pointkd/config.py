@@ -203,6 +203,8 @@ def load_config(
         except yaml.YAMLError as exc:
             first = str(exc).splitlines()[0]
             raise ConfigError(f"config file {p} is not valid YAML: {first}") from None
+        if isinstance(values, dict):
+            values.pop("demo", None)  # the plan of `pointkd demo` (demo.py), not a run setting
         _merge(cfg, values)
     for text in overrides:
         keys, value = parse_override(text)
