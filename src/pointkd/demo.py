@@ -206,8 +206,9 @@ def _stage(i: int, text: str) -> None:
 
 
 def _result(r: dict) -> str:
-    return (f"test OA {100 * r['test_oa']:.2f}% (best val OA {100 * r['val_oa']:.2f}% at "
-            f"epoch {r['best_epoch']}), {r['seconds']:.0f} s")
+    picked = (f"best val OA {100 * r['val_oa']:.2f}% at epoch {r['best_epoch']}"
+              if r.get("val_oa") is not None else f"last epoch, {r['best_epoch']}")
+    return f"test OA {100 * r['test_oa']:.2f}% ({picked}), {r['seconds']:.0f} s"
 
 
 def _slug(label: str) -> str:
