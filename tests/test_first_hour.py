@@ -197,3 +197,17 @@ def test_demo_table_pairs_seeds_and_says_plainly_when_a_gain_did_not_hold(tmp_pa
     assert "NOT better on every seed" in not_held
     plot_summary(held, tmp_path / "s.png")
     assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_demo_runs_end_to_end_on_a_tiny_budget(cli, tmp_path):
+    code, out, err = cli("demo", "--quick", "--out", tmp_path / "demo", "--threads", "1",
+                         "data.path=synthetic:train_per_class=2,test_per_class=1",
+                         "data.num_points=64")
+    assert code == 0, err
+    assert "\r" not in out and "| offline KD + NWSD |" in out and "teacher vs no-KD" in out
+    summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
+    assert [r["run"] for r in summary["rows"]][1:] == ["no KD", "offline KD",
+                                                        "offline KD + NWSD"]
+    for name in ("summary.png", "summary.md", "samples.png", "teacher.log", "no-kd-s0.log"):
+        assert (tmp_path / "demo" / name).is_file(), name
+    assert "epoch   1/2" in (tmp_path / "demo" / "no-kd-s0.log").read_text()

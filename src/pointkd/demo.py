@@ -91,8 +91,7 @@ def run_synthetic_demo(out: str | Path, quick: bool, config: str | Path,
         common += ["train.epochs=2", "train.max_steps_per_epoch=3"]
     if quick or epochs:
         teacher_extra = [o for o in teacher_extra if not o.startswith("train.epochs=")]
-    common += list(overrides)
-    cfg = _cfg(base, common)
+    cfg = _cfg(base, common + list(overrides))
     save_config(cfg, out / "demo_config.yaml")  # the resolved recipe (record reads `augment`)
     data = cfg.data.path
     seeds = list(plan["seeds"])[: 1 if quick else None]
@@ -105,21 +104,25 @@ def run_synthetic_demo(out: str | Path, quick: bool, config: str | Path,
     save_preview(load_split(data, "train", num_points=cfg.data.num_points), out / "samples.png",
                  per_class=2)
 
-    teacher_cfg = _cfg(base, common + teacher_extra + [f"out={out / 'teacher'}"])
+    teacher_cfg = _cfg(base, common + teacher_extra + list(overrides)
+                       + [f"out={out / 'teacher'}"])
     jobs: dict[str, RunConfig] = {"teacher": teacher_cfg}
 
     def student(label: str, seed: int, records_dir: Path | None = None) -> None:
         extra = [str(o).replace(RECORDS, str(records_dir)) for o in students[label]]
         name = f"{_slug(label)}-s{seed}"
-        jobs[f"{label}|{seed}"] = _cfg(base, common + extra + [f"train.seed={seed}",
-                                                               f"out={out / name}"])
+        jobs[f"{label}|{seed}"] = _cfg(base, common + extra + list(overrides)
+                                       + [f"train.seed={seed}", f"out={out / name}"])
 
     for seed in seeds:
         student(first, seed)
     student_cfg = jobs[f"{first}|{seeds[0]}"]
-    _stage(2, f"teacher ({teacher_cfg.model.name}, {teacher_cfg.train.epochs} epochs) and "
-              f"the {first} students ({student_cfg.model.name}, {student_cfg.train.epochs} "
-              f"epochs, seeds {', '.join(map(str, seeds))}), {workers} at a time")
+    teacher_data = ("" if teacher_cfg.data.path == data
+                    else f" on {teacher_cfg.data.path}; the students get {data}")
+    _stage(2, f"teacher ({teacher_cfg.model.name}, {teacher_cfg.train.epochs} epochs"
+              f"{teacher_data}) and the {first} students ({student_cfg.model.name}, "
+              f"{student_cfg.train.epochs} epochs, seeds {', '.join(map(str, seeds))}), "
+              f"{workers} at a time")
     done: dict[str, dict] = {}
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
         _run_jobs(pool, jobs, done)
