@@ -60,7 +60,8 @@ def section_demo() -> list[str]:
     rec = demo["recording"]
     lines += ["", f"Records: {rec['rows']:,} rows (K = {rec['k']}) × {rec['bytes_per_row']} B "
               f"= {rec['bytes'] / 1e3:.0f} kB, recorded once in {rec['seconds']:.1f} s. "
-              "What the demo concluded, as it printed it:", ""]
+              "The demo's verdict on this run, and its plot "
+              "([bench/results/demo_summary.png](bench/results/demo_summary.png)):", ""]
     lines += [f"- {v}" for v in demo["verdict"]]
     if demo.get("tuning"):
         lines += ["", demo["tuning"]]
