@@ -206,6 +206,29 @@ def run_inputs(cfg: RunConfig) -> tuple[str, ...]:
     return (cfg.data.path, cfg.distill.records, cfg.distill.teacher)
 
 
+def check_resume(state: dict, cfg: RunConfig, num_classes: int, path: Path) -> None:
+    """--resume continues the same run: the same model on the same classes."""
+    old_optim = state.get("config", {}).get("optim", {}).get("name", cfg.optim.name)
+    old = (state["model"], state.get("model_kwargs", {}), state["num_classes"], old_optim)
+    new = (cfg.model.name, cfg.model.kwargs, num_classes, cfg.optim.name)
+    if old != new:
+        def run(m: tuple) -> str:
+            return f"model {m[0]} {m[1]}, {m[2]} classes, optimizer {m[3]}"
+
+        raise ConfigError(f"--resume: {path} is a run of {run(old)}, not {run(new)}; "
+                          "continue it as it was, or start a new run in another --out")
+    missing = [k for k in ("optimizer", "scheduler", "epoch", "best", "history")
+               if k not in state]
+    if missing:
+        raise ConfigError(f"--resume: {path} lacks {', '.join(missing)} (not a last.pt)")
+
+
+def check_subsample(spec: augment.AugmentSpec, num_points: int) -> None:
+    if spec.subsample > num_points:
+        raise ConfigError(f"augment.subsample = {spec.subsample} but the clouds have only "
+                          f"{num_points} points")
+
+
 def _training_data(cfg: RunConfig) -> tuple[PointCloudSet, object | None]:
     """The train split and, for offline KD, the record set checked against it."""
     if cfg.distill.records and not cfg.distill.online:
@@ -255,6 +278,7 @@ def run_training(cfg: RunConfig, resume: bool = False, overwrite: bool = False) 
     else:
         spec = augment.AugmentSpec.from_config(cfg.augment)
         source = AugmentedShapes(train_idx, spec, cfg.train.seed, len(data), dist)
+    check_subsample(source.spec, data.points.shape[1])
     distilling = records is not None or cfg.distill.online
     teacher = _load_teacher(cfg, data, device) if cfg.distill.online else None
     if dist.main:
@@ -280,6 +304,7 @@ def run_training(cfg: RunConfig, resume: bool = False, overwrite: bool = False) 
     start_epoch, best, history = 0, {"val_oa": -1.0, "epoch": -1}, []
     if resume:  # every process reads the same last.pt (written by rank 0)
         state = read_checkpoint(out / "last.pt")
+        check_resume(state, cfg, data.num_classes, out / "last.pt")
         model.load_state_dict(state["state_dict"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])

@@ -143,6 +143,7 @@ def evaluate_checkpoint(
     record set's teacher can be measured before recording it.
     """
     from pointkd.data import load_split
+    from pointkd.export import require_finite
 
     paths = [str(checkpoint)] if isinstance(checkpoint, (str, Path)) else list(map(str, checkpoint))
     if out is not None:  # refuse a bad --out before any work; locked until we return
@@ -164,6 +165,8 @@ def evaluate_checkpoint(
             f"{meta['num_classes']}"
         )
     members = [predict_logits(model, ds.points, batch_size, dev) for model, _ in loaded]
+    for path, z in zip(paths, members, strict=True):
+        require_finite(z, f"checkpoint {path}", ds.shape_ids)
     logits = torch.stack(members).mean(0)
     report = {"checkpoint": paths[0] if len(paths) == 1 else paths,
               "model": "+".join(m["model"] for _, m in loaded), "data": ds.name,
@@ -180,6 +183,7 @@ def evaluate_checkpoint(
     if votes > 0:
         voted = torch.stack([vote_logits(model, ds.points, votes, batch_size, dev)
                              for model, _ in loaded]).mean(0)
+        require_finite(voted, "multi-view voting of " + " + ".join(paths))
         report["voting"] = {"votes": votes, **classification_metrics(
             voted.argmax(1), ds.labels, ds.num_classes)}
     if latency:

@@ -17,6 +17,7 @@ import torch
 
 from pointkd.checkpoint import load_model, resolve_device
 from pointkd.data import normalize_unit_sphere, read_cloud
+from pointkd.data.readers import MIN_POINTS
 from pointkd.errors import DataError, ModelError, PointKDError
 from pointkd.evaluate import predict_logits
 
@@ -44,6 +45,7 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
 def predict_files(
     checkpoint: str, inputs: list[str], topk: int = 3, batch_size: int = 32,
     device: str = "auto", as_json: bool = False, progress: bool = True,
+    min_points: int = MIN_POINTS,
 ) -> int:
     """Print top-k classes per file; bad files get a one-line error and do not stop the rest.
 
@@ -62,15 +64,19 @@ def predict_files(
         clouds, kept = [], []
         for path in files[start : start + batch_size]:
             try:
-                clouds.append(normalize_unit_sphere(read_cloud(path, num_points)))
+                clouds.append(normalize_unit_sphere(read_cloud(path, num_points,
+                                                               min_points=min_points)))
                 kept.append(path)
             except PointKDError as exc:
                 failed += 1
-                print(f"pointkd: error: {path}: {exc}", file=sys.stderr)
-                results.append({"file": str(path), "error": str(exc)})
+                message = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
+                print(f"pointkd: error: {message}", file=sys.stderr)
+                results.append({"file": str(path), "error": message})
         if not clouds:
             continue
-        probs = torch.softmax(predict_logits(model, np.stack(clouds), batch_size, dev), dim=1)
+        logits = predict_logits(model, np.stack(clouds), batch_size, dev)
+        require_finite(logits, f"checkpoint {checkpoint}", kept)
+        probs = torch.softmax(logits, dim=1)
         top_p, top_i = probs.topk(min(topk, probs.shape[1]), dim=1)
         for path, p_row, i_row in zip(kept, top_p.tolist(), top_i.tolist(), strict=True):
             top = [{"class": names[i], "index": i, "prob": p} for p, i in zip(p_row, i_row,
@@ -81,6 +87,18 @@ def predict_files(
     if as_json:
         print(json.dumps(results, indent=1))
     return 1 if failed else 0
+
+
+def require_finite(logits: torch.Tensor | np.ndarray, source: str,
+                   files: list | None = None) -> None:
+    """Refuse to report NaN/Inf outputs: a one-line ModelError naming `source` (and the
+    first input file that produced one)."""
+    bad = ~np.isfinite(np.asarray(logits)).reshape(len(logits), -1).all(axis=1)
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        where = f" for {files[first]}" if files else f" (input {first})"
+        raise ModelError(f"{source} produced non-finite outputs (NaN/Inf){where}; nothing "
+                         "reported")
 
 
 def export_onnx(checkpoint: str, out: str, opset: int = 18, check_data: str | None = None,
@@ -118,5 +136,7 @@ def check_parity(model: torch.nn.Module, onnx_path: str | Path, points: np.ndarr
     ref = predict_logits(model, points, 32, "cpu").numpy()
     got = np.concatenate([session.run(None, {"points": points[i : i + 32].astype(np.float32)})[0]
                           for i in range(0, len(points), 32)])
+    require_finite(ref, "the PyTorch model")
+    require_finite(got, f"the exported {onnx_path}")
     return {"clouds": int(len(points)), "max_abs_diff": float(np.abs(ref - got).max()),
             "argmax_agreement": float((ref.argmax(1) == got.argmax(1)).mean())}

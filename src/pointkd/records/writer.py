@@ -117,6 +117,9 @@ def record(teachers: list[str], data: str, out: str, k: int = 10, seed: int = 0,
         names = meta.get("class_names")
         if names and list(names) != list(ds.class_names):
             raise RecordError(f"teacher {path} was trained on other class names than {data}")
+    if spec.subsample > ds.points.shape[1]:
+        raise RecordError(f"augment.subsample = {spec.subsample} but the clouds have only "
+                          f"{ds.points.shape[1]} points")
     encoding = "topk" if topk else logits
     stored = len(teachers) if combine == "each" else 1
     dtype = row_dtype(ds.num_classes, encoding, topk, stored)
