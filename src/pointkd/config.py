@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -220,6 +221,9 @@ def _merge(obj: Any, values: dict, prefix: str = "") -> None:
             setattr(obj, key, _coerce(value, hints[key], full))
 
 
+_DECIMAL = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """`train.epochs=5` -> (["train", "epochs"], 5); the value is parsed as YAML."""
     if "=" not in text:
@@ -231,6 +235,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         value = yaml.safe_load(raw) if raw != "" else ""
     except yaml.YAMLError:
         value = raw
+    if isinstance(value, str) and _DECIMAL.fullmatch(value.strip()):
+        value = float(value)  # YAML 1.1 reads 1e-4 and 1.0e30 as strings
     return key.strip().split("."), value
 
 

@@ -7,8 +7,10 @@ batch axis and is checked against PyTorch with onnxruntime on real clouds.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -110,11 +112,13 @@ def export_onnx(checkpoint: str, out: str, opset: int = 18, check_data: str | No
     out_path = Path(out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        torch.onnx.export(
-            model, (example,), str(out_path), input_names=["points"], output_names=["logits"],
-            dynamic_axes={"points": {0: "batch"}, "logits": {0: "batch"}}, opset_version=opset,
-            dynamo=False,
-        )
+        with _native_output_silenced():
+            torch.onnx.export(
+                model, (example,), str(out_path), input_names=["points"],
+                output_names=["logits"], dynamic_axes={"points": {0: "batch"},
+                                                       "logits": {0: "batch"}},
+                opset_version=opset, dynamo=False,
+            )
     except Exception as exc:  # unsupported op in a model family
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"model '{meta['model']}' cannot be exported to ONNX: {first}") from None
@@ -126,6 +130,25 @@ def export_onnx(checkpoint: str, out: str, opset: int = 18, check_data: str | No
         ds = load_split(check_data, "test", num_points=num_points)
         report["parity"] = check_parity(model, out_path, ds.points[:check_count])
     return report
+
+
+@contextlib.contextmanager
+def _native_output_silenced():
+    """Mute file descriptors 1 and 2 (torch's exporter dumps its whole IR graph there from
+    C++ when an op is unsupported); pointkd reports the failure as one line instead."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 1)
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (*saved, null):
+            os.close(fd)
 
 
 def check_parity(model: torch.nn.Module, onnx_path: str | Path, points: np.ndarray) -> dict:
