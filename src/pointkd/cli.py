@@ -6,6 +6,7 @@ Expected problems raise `PointKDError`: printed as one line on stderr, exit code
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 from collections.abc import Callable, Sequence
@@ -102,7 +103,9 @@ def _run_config(args: argparse.Namespace, extra: dict[str, object]):
         "train.device": args.device,
         **extra,
     }
-    overrides = [f"{k}={v}" for k, v in shortcuts.items() if v is not None]
+    # strings quoted, so that YAML keeps `--out ~` or `--data 123` a path (not null, 123)
+    overrides = [f"{k}={json.dumps(v) if isinstance(v, str) else v}"
+                 for k, v in shortcuts.items() if v is not None]
     # explicit dotted overrides win over the shortcuts
     return load_config(args.config, overrides + list(args.overrides))
 

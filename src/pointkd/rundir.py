@@ -55,7 +55,7 @@ def check_output_path(out: str | Path, inputs: Iterable[str | Path | None] = (),
     text = str(out).strip()
     if not text:
         raise OutputError(f"{option} is empty: name the directory to write")
-    path = Path(text).expanduser()
+    path = Path(text)
     full = path.resolve()
     cwd = Path.cwd().resolve()
     if full == Path(full.anchor) or full == Path.home().resolve():
@@ -68,7 +68,7 @@ def check_output_path(out: str | Path, inputs: Iterable[str | Path | None] = (),
     for item in inputs:
         if not item or str(item).startswith("synthetic"):
             continue
-        source = Path(str(item)).expanduser().resolve()
+        source = Path(str(item)).resolve()
         if source == full or full in source.parents or source in full.parents:
             raise OutputError(f"{option} {text} overlaps the input {item}: an output can "
                               "never be an input")
@@ -143,8 +143,10 @@ def _open_eval_checked(path: Path) -> None:
 
 @contextlib.contextmanager
 def _created_or_removed(path: Path) -> Iterator[None]:
-    """mkdir -p `path`; if the checks inside then fail, remove what this call created."""
+    """mkdir -p `path`; if the checks inside then fail, remove what this call created (a
+    refused directory keeps no trace of pointkd, not even its lock file)."""
     created = [p for p in (path, *path.parents) if not p.exists()]
+    new_lock = not (path / LOCK).exists()
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -152,13 +154,15 @@ def _created_or_removed(path: Path) -> Iterator[None]:
     try:
         yield
     except BaseException:
-        if created and path.resolve() in _HELD:  # never unlink another process's lock
-            for name in (MARKER, LOCK):  # unlinked while still held, then released
-                (path / name).unlink(missing_ok=True)
+        if path.resolve() in _HELD:  # never unlink another process's lock
+            if created:
+                (path / MARKER).unlink(missing_ok=True)
+            if new_lock:  # unlinked while still held, then released
+                (path / LOCK).unlink(missing_ok=True)
             release(path)
-            for p in created:  # innermost first; only if still empty
-                with contextlib.suppress(OSError):
-                    p.rmdir()
+        for p in created:  # innermost first; only if still empty
+            with contextlib.suppress(OSError):
+                p.rmdir()
         raise
 
 
