@@ -211,6 +211,8 @@ def _read_mesh_or_cloud(path: Path, n: int, rng: np.random.Generator) -> np.ndar
         vertices = np.asarray(obj.vertices, np.float64)
         if not np.isfinite(vertices).all():
             raise DataError(f"{path}: NaN/Inf coordinates")
+        if np.abs(vertices).max(initial=0.0) > _F32_MAX:
+            raise DataError(f"{path}: coordinates beyond float32 range (|x| > {_F32_MAX:.3g})")
         faces = np.asarray(faces)
         if faces.min() < 0 or faces.max() >= len(vertices):
             bad = int(faces.min()) if faces.min() < 0 else int(faces.max())
