@@ -228,6 +228,9 @@ def lock(path: Path) -> None:
         os.close(fd)
         raise OutputError(f"{path} is in use by another pointkd process (PID {holder}); wait "
                           "for it to finish, or stop it first") from None
+    except OSError as exc:  # e.g. a file system without locks
+        os.close(fd)
+        raise OutputError(f"cannot lock {path}: {exc.strerror or exc}") from None
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     _HELD[key] = fd

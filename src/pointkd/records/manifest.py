@@ -133,8 +133,9 @@ def _shards_problem(shards: object, complete: bool) -> str | None:
         checksum = s.get("sha256")
         if not (isinstance(checksum, str) or (checksum is None and not complete)):
             return f"shard {name}: 'sha256' must be a checksum string"
-    if len(set(files)) != len(files):
-        return "two shards name the same file"
+    twice = sorted({f for f in files if files.count(f) > 1})
+    if twice:
+        return f"shards overlap: two of them name the same file {twice[0]}"
     return None
 
 
