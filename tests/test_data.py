@@ -88,6 +88,15 @@ def test_normalisation_handles_large_units_and_degenerate_clouds():
     assert np.isfinite(flat).all() and np.allclose(flat, 0)
 
 
+def test_normalisation_at_the_ends_of_float64():
+    """Extents below DEGENERATE_RADIUS are points (their squared radius would underflow);
+    clouds too large to square are still scaled to radius 1."""
+    tiny = normalize_unit_sphere(np.array([[3.7e-161, 0, 0], [0, 0, 0]]))
+    assert np.array_equal(tiny, np.zeros((2, 3), np.float32))
+    huge = normalize_unit_sphere(np.array([[1e200, 0, 0], [-1e200, 0, 0], [0, 1e200, 0]]))
+    assert np.isclose(np.linalg.norm(huge, axis=-1).max(), 1, atol=1e-6)
+
+
 @settings(max_examples=40, deadline=None)
 @given(arrays(np.float64, st.tuples(st.integers(1, 3), st.integers(1, 20), st.just(3)),
               elements=st.floats(-1e5, 1e5)))
