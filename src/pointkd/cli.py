@@ -12,7 +12,6 @@ import sys
 from collections.abc import Callable, Sequence
 
 from pointkd import __version__
-from pointkd.data.readers import MIN_POINTS
 from pointkd.errors import PointKDError, quiet_warnings
 
 EPILOG = """examples:
@@ -69,7 +68,9 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int_at_least(0), help="shortcut for train.seed=N")
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace pointkd's own files in an existing run directory (README: "
+                   "Output directories)")
     _add_nproc(p)
     p.add_argument("overrides", nargs="*", metavar="section.key=value",
                    help="dotted config overrides, e.g. train.epochs=5 optim.lr=0.002")
@@ -306,8 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int_at_least(0), default=0,
                    help="CPU threads (0 = torch default)")
-    p.add_argument("--resume", action="store_true")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--resume", action="store_true", help="continue the recording in OUT")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the record set in OUT (only its own files)")
     p.add_argument("--no-progress", action="store_true")
     _add_nproc(p)
     p.set_defaults(func=cmd_record)
@@ -337,9 +339,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--topk", type=int_at_least(1), default=3)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--batch-size", type=int_at_least(1), default=32)
-    p.add_argument("--min-points", type=int_at_least(1), default=MIN_POINTS,
-                   help="a point file with fewer points is an error (default %(default)s; "
-                   "meshes are sampled on their surface)")
+    p.add_argument("--min-points", type=int_at_least(1),
+                   help="a point file with fewer points is an error (default 16; meshes are "
+                   "sampled on their surface)")
     p.add_argument("--device", default="auto")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_predict)

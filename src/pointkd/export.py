@@ -47,11 +47,12 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
 def predict_files(
     checkpoint: str, inputs: list[str], topk: int = 3, batch_size: int = 32,
     device: str = "auto", as_json: bool = False, progress: bool = True,
-    min_points: int = MIN_POINTS,
+    min_points: int | None = None,
 ) -> int:
     """Print top-k classes per file; bad files get a one-line error and do not stop the rest.
 
-    Returns the exit code: 0 if every file was predicted, 1 if some failed."""
+    A point file with fewer than `min_points` points (default `MIN_POINTS`, 16) is one of the
+    failures. Returns the exit code: 0 if every file was predicted, 1 if some failed."""
     dev = resolve_device(device)
     model, meta = load_model(checkpoint, dev)
     num_points, names = meta.get("num_points", 1024), meta["class_names"]
@@ -66,8 +67,9 @@ def predict_files(
         clouds, kept = [], []
         for path in files[start : start + batch_size]:
             try:
-                clouds.append(normalize_unit_sphere(read_cloud(path, num_points,
-                                                               min_points=min_points)))
+                cloud = read_cloud(path, num_points,
+                                   min_points=MIN_POINTS if min_points is None else min_points)
+                clouds.append(normalize_unit_sphere(cloud))
                 kept.append(path)
             except PointKDError as exc:
                 failed += 1
