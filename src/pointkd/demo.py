@@ -11,6 +11,7 @@ import json
 import time
 from pathlib import Path
 
+from pointkd import rundir
 from pointkd.config import load_config
 from pointkd.data import describe, load_split, save_preview
 from pointkd.engine import run_training
@@ -28,7 +29,7 @@ STUDENT_RUNS = [
 
 def run_demo(out: str | Path = "runs/demo", quick: bool = False,
              config: str | Path = DEMO_CONFIG) -> list[dict]:
-    out = Path(out)
+    out = rundir.check_output_path(out)  # never ., /, home, a file; its runs are locked
     out.mkdir(parents=True, exist_ok=True)
     t_all = time.perf_counter()
     base = ["train.progress=false"] + (["train.epochs=2", "train.max_steps_per_epoch=3"]

@@ -7,8 +7,10 @@ batch axis and is checked against PyTorch with onnxruntime on real clouds.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -17,6 +19,7 @@ import torch
 
 from pointkd.checkpoint import load_model, resolve_device
 from pointkd.data import normalize_unit_sphere, read_cloud
+from pointkd.data.readers import MIN_POINTS
 from pointkd.errors import DataError, ModelError, PointKDError
 from pointkd.evaluate import predict_logits
 
@@ -44,10 +47,12 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
 def predict_files(
     checkpoint: str, inputs: list[str], topk: int = 3, batch_size: int = 32,
     device: str = "auto", as_json: bool = False, progress: bool = True,
+    min_points: int | None = None,
 ) -> int:
     """Print top-k classes per file; bad files get a one-line error and do not stop the rest.
 
-    Returns the exit code: 0 if every file was predicted, 1 if some failed."""
+    A point file with fewer than `min_points` points (default `MIN_POINTS`, 16) is one of the
+    failures. Returns the exit code: 0 if every file was predicted, 1 if some failed."""
     dev = resolve_device(device)
     model, meta = load_model(checkpoint, dev)
     num_points, names = meta.get("num_points", 1024), meta["class_names"]
@@ -62,15 +67,20 @@ def predict_files(
         clouds, kept = [], []
         for path in files[start : start + batch_size]:
             try:
-                clouds.append(normalize_unit_sphere(read_cloud(path, num_points)))
+                cloud = read_cloud(path, num_points,
+                                   min_points=MIN_POINTS if min_points is None else min_points)
+                clouds.append(normalize_unit_sphere(cloud))
                 kept.append(path)
             except PointKDError as exc:
                 failed += 1
-                print(f"pointkd: error: {path}: {exc}", file=sys.stderr)
-                results.append({"file": str(path), "error": str(exc)})
+                message = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
+                print(f"pointkd: error: {message}", file=sys.stderr)
+                results.append({"file": str(path), "error": message})
         if not clouds:
             continue
-        probs = torch.softmax(predict_logits(model, np.stack(clouds), batch_size, dev), dim=1)
+        logits = predict_logits(model, np.stack(clouds), batch_size, dev)
+        require_finite(logits, f"checkpoint {checkpoint}", kept)
+        probs = torch.softmax(logits, dim=1)
         top_p, top_i = probs.topk(min(topk, probs.shape[1]), dim=1)
         for path, p_row, i_row in zip(kept, top_p.tolist(), top_i.tolist(), strict=True):
             top = [{"class": names[i], "index": i, "prob": p} for p, i in zip(p_row, i_row,
@@ -83,6 +93,18 @@ def predict_files(
     return 1 if failed else 0
 
 
+def require_finite(logits: torch.Tensor | np.ndarray, source: str,
+                   files: list | None = None) -> None:
+    """Refuse to report NaN/Inf outputs: a one-line ModelError naming `source` (and the
+    first input file that produced one)."""
+    bad = ~np.isfinite(np.asarray(logits)).reshape(len(logits), -1).all(axis=1)
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        where = f" for {files[first]}" if files else f" (input {first})"
+        raise ModelError(f"{source} produced non-finite outputs (NaN/Inf){where}; nothing "
+                         "reported")
+
+
 def export_onnx(checkpoint: str, out: str, opset: int = 18, check_data: str | None = None,
                 check_count: int = 256) -> dict:
     """Export with a dynamic batch axis; with `check_data`, compare onnxruntime to PyTorch."""
@@ -92,11 +114,13 @@ def export_onnx(checkpoint: str, out: str, opset: int = 18, check_data: str | No
     out_path = Path(out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        torch.onnx.export(
-            model, (example,), str(out_path), input_names=["points"], output_names=["logits"],
-            dynamic_axes={"points": {0: "batch"}, "logits": {0: "batch"}}, opset_version=opset,
-            dynamo=False,
-        )
+        with _native_output_silenced():
+            torch.onnx.export(
+                model, (example,), str(out_path), input_names=["points"],
+                output_names=["logits"], dynamic_axes={"points": {0: "batch"},
+                                                       "logits": {0: "batch"}},
+                opset_version=opset, dynamo=False,
+            )
     except Exception as exc:  # unsupported op in a model family
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"model '{meta['model']}' cannot be exported to ONNX: {first}") from None
@@ -110,6 +134,25 @@ def export_onnx(checkpoint: str, out: str, opset: int = 18, check_data: str | No
     return report
 
 
+@contextlib.contextmanager
+def _native_output_silenced():
+    """Mute file descriptors 1 and 2 (torch's exporter dumps its whole IR graph there from
+    C++ when an op is unsupported); pointkd reports the failure as one line instead."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 1)
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (*saved, null):
+            os.close(fd)
+
+
 def check_parity(model: torch.nn.Module, onnx_path: str | Path, points: np.ndarray) -> dict:
     """Max |logit difference| and argmax agreement between PyTorch and onnxruntime."""
     import onnxruntime as ort
@@ -118,5 +161,7 @@ def check_parity(model: torch.nn.Module, onnx_path: str | Path, points: np.ndarr
     ref = predict_logits(model, points, 32, "cpu").numpy()
     got = np.concatenate([session.run(None, {"points": points[i : i + 32].astype(np.float32)})[0]
                           for i in range(0, len(points), 32)])
+    require_finite(ref, "the PyTorch model")
+    require_finite(got, f"the exported {onnx_path}")
     return {"clouds": int(len(points)), "max_abs_diff": float(np.abs(ref - got).max()),
             "argmax_agreement": float((ref.argmax(1) == got.argmax(1)).mean())}

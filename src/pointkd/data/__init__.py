@@ -83,12 +83,18 @@ def validate_set(ds: PointCloudSet, source: str) -> PointCloudSet:
     return ds
 
 
+DEGENERATE_RADIUS = 1e-30  # smaller clouds are points: float32 data cannot even hold them
+
+
 def normalize_unit_sphere(points: np.ndarray) -> np.ndarray:
     """Centre each cloud at its centroid (the mean, not the bounding-box centre) and scale so
     its farthest point lies at radius 1. Works on (P, 3) or (N, P, 3); returns float32.
 
     Computed in float64 (in blocks, to bound memory) so inputs in any units (1e5) stay
-    accurate; a degenerate cloud (all points equal) is centred to zeros, never NaN."""
+    accurate. A degenerate cloud, whose farthest point lies within `DEGENERATE_RADIUS` (1e-30)
+    of its centroid (all points equal, or an extent no real unit has), is centred to zeros,
+    never NaN: below ~1e-154 the squared radius would underflow float64 and the scale would be
+    wrong. Clouds too large to square in float64 (|x| > ~1e154) are pre-scaled."""
     pts = np.asarray(points)
     if pts.ndim not in (2, 3) or pts.shape[-1] != 3:
         raise DataError(f"clouds must have shape (P, 3) or (N, P, 3), got {pts.shape}")
@@ -98,7 +104,12 @@ def normalize_unit_sphere(points: np.ndarray) -> np.ndarray:
         x = batch[start:start + 64].astype(np.float64)
         x -= x.mean(axis=1, keepdims=True)
         radius = np.sqrt(np.einsum("npi,npi->np", x, x).max(axis=1, initial=0.0))
-        x /= np.where(radius > 0, radius, 1.0)[:, None, None]
+        huge = ~np.isfinite(radius)
+        if huge.any():  # the squares overflowed: scale those clouds down first (exact: 2^k)
+            x[huge] /= 2.0 ** 600
+            radius[huge] = np.sqrt(np.einsum("npi,npi->np", x[huge], x[huge]).max(axis=1))
+        x[radius < DEGENERATE_RADIUS] = 0.0
+        x /= np.where(radius < DEGENERATE_RADIUS, 1.0, radius)[:, None, None]
         out[start:start + 64] = x
     return out[0] if pts.ndim == 2 else out
 

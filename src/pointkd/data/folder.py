@@ -1,7 +1,8 @@
 """Class-folder datasets: `root/<class>/<split>/*.{npy,xyz,txt,pcd,ply,off}`.
 
-Class names are the sorted sub-folder names (a class with no files in one split keeps its
-label, so train and test agree). Each file goes through `read_cloud` with a stable per-file
+Class names are the sorted sub-folder names (a class without a `<split>` folder keeps its
+label, so train and test agree; an empty class folder, an empty or non-folder `<split>`, or a
+broken/looping symlink is an error). Each file goes through `read_cloud` with a stable per-file
 seed (crc32 of its path relative to `root`), so loading the same folder twice — or on another
 machine — gives identical clouds. Hidden files are skipped; any other file with an unknown
 extension is an error rather than silently left out."""
@@ -17,17 +18,40 @@ from pointkd.data.readers import POINT_SUFFIXES, file_seed, read_cloud
 from pointkd.errors import DataError
 
 
-def load_folder(root: Path, split: str, num_points: int) -> PointCloudSet:
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+def class_folders(root: Path) -> list[str]:
+    """The sorted class-folder names. A symlink that leads nowhere (or in a loop), or a class
+    folder with nothing in it, is an error: skipping it would renumber every later class."""
+    classes = []
+    for p in sorted(root.iterdir()):
+        if p.name.startswith("."):
+            continue
+        try:
+            target = p.resolve(strict=True)
+        except (OSError, RuntimeError):
+            raise DataError(f"{p}: broken symlink or symlink loop") from None
+        if target.is_dir():
+            if not any(c for c in p.iterdir() if not c.name.startswith(".")):
+                raise DataError(f"{p}: empty class folder (expected {p}/<split>/ with files)")
+            classes.append(p.name)
     if not classes:
         raise DataError(f"{root}: neither HDF5 files nor class folders found")
+    return classes
+
+
+def load_folder(root: Path, split: str, num_points: int) -> PointCloudSet:
+    classes = class_folders(root)
     points, labels, ids = [], [], []
     for label, name in enumerate(classes):
         folder = root / name / split
+        if not folder.exists() and not folder.is_symlink():
+            continue  # this class has no shapes in this split (it keeps its label)
         if not folder.is_dir():
-            continue
-        for f in sorted(folder.iterdir()):
-            if f.name.startswith(".") or f.is_dir():
+            raise DataError(f"{folder}: expected a folder of point-cloud files")
+        files = [f for f in sorted(folder.iterdir()) if not f.name.startswith(".")]
+        if not files:
+            raise DataError(f"{folder}: empty split folder")
+        for f in files:
+            if f.is_dir():
                 continue
             if f.suffix.lower() not in POINT_SUFFIXES:
                 raise DataError(f"{f}: unknown point-cloud format '{f.suffix}' "

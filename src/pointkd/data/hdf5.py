@@ -90,6 +90,9 @@ def read_class_names(root: Path, num_labels: int) -> list[str]:
     names = [line.strip() for line in lines if line.strip()]
     if not names:
         raise DataError(f"{names_file}: no class names")
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise DataError(f"{names_file}: class name {twice[0]!r} is listed more than once")
     return names
 
 

@@ -32,6 +32,8 @@ def verify(root: str, data: str | None = None, teachers: list[str] | None = None
         open_records(root, data=load_split(data, "train", num_points=m["data"]["num_points"]))
         checked.append(f"made for {data}")
     for t in teachers or []:
+        if not Path(t).is_file():
+            raise RecordError(f"--teacher {t}: checkpoint not found")
         if file_sha256(t) not in {x["sha256"] for x in m["teachers"]}:
             raise RecordError(f"{root}: records were not made with teacher {t} (its sha256 is "
                               "not in the manifest)")

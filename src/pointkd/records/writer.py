@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pointkd import __version__, augment, distributed
+from pointkd import __version__, augment, distributed, rundir
 from pointkd.checkpoint import file_sha256, load_model, resolve_device
 from pointkd.errors import RecordError
 from pointkd.records.format import (
@@ -87,6 +86,7 @@ class ShardWriter:
             os.close(dir_fd)
 
 
+@rundir.releases_locks
 def record(teachers: list[str], data: str, out: str, k: int = 10, seed: int = 0,
            logits: str = "int8", topk: int = 0, combine: str = "mean", batch_size: int = 64,
            device: str = "auto", resume: bool = False, overwrite: bool = False,
@@ -117,6 +117,9 @@ def record(teachers: list[str], data: str, out: str, k: int = 10, seed: int = 0,
         names = meta.get("class_names")
         if names and list(names) != list(ds.class_names):
             raise RecordError(f"teacher {path} was trained on other class names than {data}")
+    if spec.subsample > ds.points.shape[1]:
+        raise RecordError(f"augment.subsample = {spec.subsample} but the clouds have only "
+                          f"{ds.points.shape[1]} points")
     encoding = "topk" if topk else logits
     stored = len(teachers) if combine == "each" else 1
     dtype = row_dtype(ds.num_classes, encoding, topk, stored)
@@ -138,7 +141,8 @@ def record(teachers: list[str], data: str, out: str, k: int = 10, seed: int = 0,
         "shards": plan_shards(total, batch_size, dist.world),
     }
     root = Path(out)
-    previous = dist.on_main(_prepare_out, root, manifest, resume, overwrite)
+    previous = dist.on_main(_prepare_out, root, manifest, resume, overwrite,
+                            (*teachers, data))
     if previous is not None and previous["complete"]:
         return root  # --resume of a finished recording: nothing to do
     if previous is not None:
@@ -248,32 +252,22 @@ def spec_from_config(path: str | None) -> augment.AugmentSpec:
     return augment.AugmentSpec.from_config(load_config(path).augment)
 
 
-def _prepare_out(root: Path, manifest: dict, resume: bool, overwrite: bool) -> dict | None:
-    """Never silently overwrite; resume only the very same recording. Returns the previous
-    manifest when resuming one."""
-    if root.exists() and not root.is_dir():
-        raise RecordError(f"{root} exists and is not a directory")
-    if not root.exists() or not any(root.iterdir()):
-        root.mkdir(parents=True, exist_ok=True)
-        return None
-    is_record_set = (root / MANIFEST).is_file()
-    if resume:
-        if not is_record_set:
+def _prepare_out(root: Path, manifest: dict, resume: bool, overwrite: bool,
+                 inputs: tuple[str, ...] = ()) -> dict | None:
+    """Lock the directory, then: never silently overwrite (--overwrite deletes only a record
+    set's own files, see `pointkd.rundir`); resume only the very same recording. Returns the
+    previous manifest when resuming one."""
+    rundir.open_output(root, "records", resume=resume, overwrite=overwrite, inputs=inputs)
+    if not resume or not (root / MANIFEST).is_file():
+        if resume and rundir.contents(root):
             raise RecordError(f"{root}: nothing to resume here (no {MANIFEST})")
-        previous = read_manifest(root)
-        changed = changed_settings(previous, manifest)
-        if changed:
-            raise RecordError(f"{root}: --resume with other settings than the recording there "
-                              f"({', '.join(changed)})")
-        return previous
-    if not overwrite:
-        raise RecordError(f"{root} is not empty (use --resume to continue the recording there, "
-                          "or --overwrite to replace it)")
-    if not is_record_set:
-        raise RecordError(f"refusing to --overwrite {root}: it is not a record set")
-    shutil.rmtree(root)
-    root.mkdir(parents=True)
-    return None
+        return None
+    previous = read_manifest(root)
+    changed = changed_settings(previous, manifest)
+    if changed:
+        raise RecordError(f"{root}: --resume with other settings than the recording there "
+                          f"({', '.join(changed)})")
+    return previous
 
 
 @contextlib.contextmanager
