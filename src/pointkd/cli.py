@@ -142,6 +142,8 @@ def cmd_record(args: argparse.Namespace) -> int:
         logits=args.logits, topk=args.topk, combine=args.combine, batch_size=args.batch_size,
         device=args.device, resume=args.resume, overwrite=args.overwrite,
         augment_config=args.config, progress=not args.no_progress,
+        weights=args.weights, class_names=args.class_names,
+        teacher_normalization=args.teacher_normalization,
     )
     return 0
 
@@ -156,7 +158,8 @@ def cmd_records_info(args: argparse.Namespace) -> int:
 def cmd_records_verify(args: argparse.Namespace) -> int:
     from pointkd.records import verify
 
-    print(verify(args.dir, data=args.data, teachers=args.teacher, config=args.config))
+    print(verify(args.dir, data=args.data, teachers=args.teacher, config=args.config,
+                 weights=args.weights))
     return 0
 
 
@@ -251,7 +254,17 @@ def build_parser() -> argparse.ArgumentParser:
     # record
     p = sub.add_parser("record", help="run the teacher once over K augmented copies; store logits")
     p.add_argument("--teacher", action="append", required=True,
-                   help="teacher checkpoint; repeat for several teachers")
+                   help="pointkd checkpoint, model.onnx, or package.module:factory / "
+                   "file.py:factory (with --weights); repeat for several teachers")
+    p.add_argument("--weights", action="append",
+                   help="weights of a module:factory teacher (torch.load weights_only, or "
+                   ".safetensors); one per such teacher, in order")
+    p.add_argument("--class-names", help="file: the teacher's classes, one a line, in its "
+                   "output order (for teachers that do not carry names)")
+    p.add_argument("--teacher-normalization",
+                   choices=["pointkd", "unit_sphere", "unit_cube", "none"],
+                   help="input normalisation of ONNX/module teachers that declare none "
+                   "(default pointkd: unit sphere, then augmented)")
     p.add_argument("--data", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--k", type=int, default=10, help="augmented copies per training shape")
@@ -279,7 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = rec_sub.add_parser("verify", help="re-check checksums, sizes, dataset, teacher")
     p.add_argument("dir")
     p.add_argument("--data", help="dataset the records must have been made for")
-    p.add_argument("--teacher", action="append", help="teacher checkpoint(s) it must match")
+    p.add_argument("--teacher", action="append",
+                   help="teacher(s) it must match: checkpoint, .onnx, or module:factory")
+    p.add_argument("--weights", action="append", help="weights of module:factory teachers")
     p.add_argument("--config", help="YAML config whose augment section the records must match")
     p.set_defaults(func=cmd_records_verify)
 

@@ -100,6 +100,7 @@ def export_onnx(checkpoint: str, out: str, opset: int = 18, check_data: str | No
     except Exception as exc:  # unsupported op in a model family
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"model '{meta['model']}' cannot be exported to ONNX: {first}") from None
+    _add_metadata(out_path, meta)
     report = {"onnx": str(out_path), "model": meta["model"], "opset": opset,
               "bytes": out_path.stat().st_size}
     if check_data:
@@ -108,6 +109,22 @@ def export_onnx(checkpoint: str, out: str, opset: int = 18, check_data: str | No
         ds = load_split(check_data, "test", num_points=num_points)
         report["parity"] = check_parity(model, out_path, ds.points[:check_count])
     return report
+
+
+def _add_metadata(path: Path, meta: dict) -> None:
+    """Class names (JSON) and the input contract in the ONNX metadata, so that `pointkd
+    record --teacher model.onnx` maps classes by name (see `pointkd.teacher`)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    props = {"class_names": json.dumps(list(meta.get("class_names") or [])),
+             "input_normalization": "pointkd", "pointkd_model": meta["model"]}
+    if not meta.get("class_names"):
+        del props["class_names"]
+    for key, value in props.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(model, str(path))
 
 
 def check_parity(model: torch.nn.Module, onnx_path: str | Path, points: np.ndarray) -> dict:
