@@ -88,6 +88,16 @@ def cmd_data_preview(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_convert(args: argparse.Namespace) -> int:
+    from pointkd.data.convert import convert
+
+    report = convert(args.src, args.dst, splits=args.split, num_points=args.num_points)
+    for split, r in report.items():
+        print(f"{split}: {r['shapes']} shapes x {r['points']} points -> {r['file']}")
+        print(f"  fingerprint {r['fingerprint']}")
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     if (code := _relaunch(args)) is not None:
         return code
@@ -204,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     # data
-    p_data = sub.add_parser("data", help="inspect and preview datasets")
+    p_data = sub.add_parser("data", help="inspect, preview and convert datasets")
     data_sub = p_data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
     p = data_sub.add_parser("info", help="per-class counts, points per shape, bounds, fingerprint")
     p.add_argument("path", help="HDF5 folder, class-folder dataset, or 'synthetic'")
@@ -219,6 +229,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-class", type=int, default=3)
     p.add_argument("--num-points", type=int, default=None)
     p.set_defaults(func=cmd_data_preview)
+    p = data_sub.add_parser("convert", help="write any readable dataset as pointkd HDF5 "
+                            "(<split>.h5 + shape_names.txt); prints each split's fingerprint")
+    p.add_argument("src", help="HDF5, class folders (e.g. ModelNet40 .off), "
+                   "modelnet40_normal_resampled, ScanObjectNN h5, or 'synthetic'")
+    p.add_argument("dst", help="new or empty output folder")
+    p.add_argument("--split", nargs="+", default=["train", "test"], help="splits to convert")
+    p.add_argument("--num-points", type=int, default=None,
+                   help="points per shape (default: all for HDF5, 1024 for files)")
+    p.set_defaults(func=cmd_data_convert)
 
     # train
     p = sub.add_parser("train", help="train a model (teacher or plain student)")
