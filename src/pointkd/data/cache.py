@@ -76,6 +76,9 @@ def cached_split(reader: str, root: Path, split: str, files: list[Path],
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=folder.parent))
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o777 & ~umask)  # mkdtemp's 0700 would hide a shared cache from others
         write_pointkd_hdf5(tmp, {split: ds})
         os.replace(tmp, folder)
     except OSError:  # read-only home, full disk, a concurrent writer won: we still have `ds`
