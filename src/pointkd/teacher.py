@@ -211,7 +211,7 @@ def teacher_identity(spec: str, weights: str | None = None) -> dict:
     if kind == "module":
         if weights is None:
             raise ModelError(f"teacher {spec}: a module teacher needs --weights")
-        _, source_file = _import_factory(spec)
+        source_file = _factory_source(spec)
         return {"kind": kind, "entry": spec, "sha256": _sha256(weights, "weights"),
                 "source_sha256": _sha256(source_file, "source") if source_file else None}
     return {"kind": kind, "sha256": _sha256(spec, "teacher")}
@@ -345,6 +345,24 @@ def _import_factory(spec: str) -> tuple[Callable[[], nn.Module], str | None]:
     if not callable(factory):
         raise ModelError(f"teacher {spec}: {head} has no callable '{attr}'")
     return factory, getattr(module, "__file__", None)
+
+
+def _factory_source(spec: str) -> str | None:
+    """The file that defines a factory, found without running the user's module."""
+    head = spec.rpartition(":")[0]
+    if head.endswith(".py"):
+        if not Path(head).is_file():
+            raise ModelError(f"teacher {spec}: {head} not found")
+        return head
+    if "" not in sys.path and str(Path.cwd()) not in sys.path:
+        sys.path.insert(0, str(Path.cwd()))
+    try:
+        found = importlib.util.find_spec(head)
+    except Exception as exc:  # a parent package that fails to import
+        raise ModelError(f"teacher {spec}: cannot find {head} ({_brief(exc)})") from None
+    if found is None:
+        raise ModelError(f"teacher {spec}: cannot find module {head}")
+    return found.origin
 
 
 def _read_weights(path: str) -> dict:
