@@ -344,3 +344,16 @@ def test_onnx_recording_resumes_byte_identical(cli, tmp_path, pointkd_and_onnx):
     assert code == 0, err
     assert (out / "shard-00000.bin").read_bytes() == data
     assert read_manifest(out)["recording"]["rows"] == 96 - 32
+
+
+def test_onnx_teacher_for_other_cloud_sizes_is_a_one_line_error(cli, tmp_path, ds,
+                                                                pointkd_and_onnx):
+    ckpt, _ = pointkd_and_onnx
+    small = tmp_path / "small.pt"
+    save_checkpoint({"model": "student_xs", "model_kwargs": {}, "num_classes": 12,
+                     "class_names": ds.class_names, "num_points": 32,
+                     "state_dict": create_model("student_xs", 12).state_dict()}, small)
+    export_onnx(str(small), str(tmp_path / "small.onnx"))  # a static input of 32 points
+    code, _, err = cli(*record_args(tmp_path / "r", ckpt, tmp_path / "small.onnx"))
+    assert code == 2 and "small.onnx fails on a batch of shape (16, 64, 3)" in err, err
+    assert len(err.strip().splitlines()) == 1

@@ -75,7 +75,15 @@ class Teacher:
     frames: torch.Tensor | None = field(default=None, repr=False)  # (N, 4) for `none`
 
     def __call__(self, x: torch.Tensor, samples: torch.Tensor | None = None) -> torch.Tensor:
-        z = self.forward(self.normalize(x, samples)).float()
+        x = self.normalize(x, samples)
+        if self.kind == "pointkd":
+            z = self.forward(x).float()
+        else:  # foreign code: its failures are the user's input problem, said in one line
+            try:
+                z = self.forward(x).float()
+            except Exception as exc:
+                raise ModelError(f"teacher {self.source} fails on a batch of shape "
+                                 f"{tuple(x.shape)} ({_brief(exc)})") from None
         if self.order is not None:
             z = z[:, self.order.to(z.device)]
         return z
