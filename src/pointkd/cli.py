@@ -127,6 +127,16 @@ def cmd_data_preview(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_convert(args: argparse.Namespace) -> int:
+    from pointkd.data.convert import convert
+
+    report = convert(args.src, args.dst, splits=args.split, num_points=args.num_points)
+    for split, r in report.items():
+        print(f"{split}: {r['shapes']} shapes x {r['points']} points -> {r['file']}")
+        print(f"  fingerprint {r['fingerprint']}")
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     if (code := _relaunch(args)) is not None:
         return code
@@ -181,6 +191,8 @@ def cmd_record(args: argparse.Namespace) -> int:
         logits=args.logits, topk=args.topk, combine=args.combine, batch_size=args.batch_size,
         device=args.device, resume=args.resume, overwrite=args.overwrite,
         augment_config=args.config, progress=not args.no_progress,
+        weights=args.weights, class_names=args.class_names,
+        teacher_normalization=args.teacher_normalization,
     )
     return 0
 
@@ -195,7 +207,8 @@ def cmd_records_info(args: argparse.Namespace) -> int:
 def cmd_records_verify(args: argparse.Namespace) -> int:
     from pointkd.records import verify
 
-    print(verify(args.dir, data=args.data, teachers=args.teacher, config=args.config))
+    print(verify(args.dir, data=args.data, teachers=args.teacher, config=args.config,
+                 weights=args.weights))
     return 0
 
 
@@ -240,7 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     # data
-    p_data = sub.add_parser("data", help="inspect and preview datasets")
+    p_data = sub.add_parser("data", help="inspect, preview and convert datasets")
     data_sub = p_data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
     p = data_sub.add_parser("info", help="per-class counts, points per shape, bounds, fingerprint")
     p.add_argument("path", help="HDF5 folder, class-folder dataset, or 'synthetic'")
@@ -255,6 +268,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-class", type=int_at_least(1), default=3)
     p.add_argument("--num-points", type=int_at_least(1), default=None)
     p.set_defaults(func=cmd_data_preview)
+    p = data_sub.add_parser("convert", help="write any readable dataset as pointkd HDF5 "
+                            "(<split>.h5 + shape_names.txt); prints each split's fingerprint")
+    p.add_argument("src", help="HDF5, class folders (e.g. ModelNet40 .off), "
+                   "modelnet40_normal_resampled, ScanObjectNN h5, or 'synthetic'")
+    p.add_argument("dst", help="new or empty output folder")
+    p.add_argument("--split", nargs="+", default=["train", "test"], help="splits to convert")
+    p.add_argument("--num-points", type=int, default=None,
+                   help="points per shape (default: all for HDF5, 1024 for files)")
+    p.set_defaults(func=cmd_data_convert)
 
     # train
     p = sub.add_parser("train", help="train a model (teacher or plain student)")
@@ -291,7 +313,17 @@ def build_parser() -> argparse.ArgumentParser:
     # record
     p = sub.add_parser("record", help="run the teacher once over K augmented copies; store logits")
     p.add_argument("--teacher", action="append", required=True,
-                   help="teacher checkpoint; repeat for several teachers")
+                   help="pointkd checkpoint, model.onnx, or package.module:factory / "
+                   "file.py:factory (with --weights); repeat for several teachers")
+    p.add_argument("--weights", action="append",
+                   help="weights of a module:factory teacher (torch.load weights_only, or "
+                   ".safetensors); one per such teacher, in order")
+    p.add_argument("--class-names", help="file: the teacher's classes, one a line, in its "
+                   "output order (for teachers that do not carry names)")
+    p.add_argument("--teacher-normalization",
+                   choices=["pointkd", "unit_sphere", "unit_cube", "none"],
+                   help="input normalisation of ONNX/module teachers that declare none "
+                   "(default pointkd: unit sphere, then augmented)")
     p.add_argument("--data", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--k", type=int_at_least(1), default=10,
@@ -323,7 +355,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = rec_sub.add_parser("verify", help="re-check checksums, sizes, dataset, teacher")
     p.add_argument("dir")
     p.add_argument("--data", help="dataset the records must have been made for")
-    p.add_argument("--teacher", action="append", help="teacher checkpoint(s) it must match")
+    p.add_argument("--teacher", action="append",
+                   help="teacher(s) it must match: checkpoint, .onnx, or module:factory")
+    p.add_argument("--weights", action="append", help="weights of module:factory teachers")
     p.add_argument("--config", help="YAML config whose augment section the records must match")
     p.set_defaults(func=cmd_records_verify)
 

@@ -36,10 +36,11 @@ from pointkd.checkpoint import load_model, read_checkpoint, resolve_device, save
 from pointkd.config import RunConfig, save_config, to_dict
 from pointkd.data import PointCloudSet, load_split, stratified_split
 from pointkd.distributed import Dist
-from pointkd.errors import ConfigError, DataError, ModelError
+from pointkd.errors import ConfigError, DataError
 from pointkd.evaluate import classification_metrics, count_flops, predict_logits
 from pointkd.losses import total_loss
 from pointkd.models import count_parameters, create_model
+from pointkd.teacher import Teacher, attach_frames, load_teachers, match_classes
 
 SINGLE = Dist()  # one process, no torch.distributed
 
@@ -243,12 +244,14 @@ def _training_data(cfg: RunConfig) -> tuple[PointCloudSet, object | None]:
     return data, None
 
 
-def _load_teacher(cfg: RunConfig, data: PointCloudSet, device: torch.device) -> nn.Module:
-    teacher, meta = load_model(cfg.distill.teacher, device)
-    if meta["num_classes"] != data.num_classes:
-        raise ModelError(f"teacher has {meta['num_classes']} classes, data {data.num_classes}")
-    for p in teacher.parameters():
-        p.requires_grad_(False)
+def _load_teacher(cfg: RunConfig, data: PointCloudSet, device: torch.device) -> Teacher:
+    """The online teacher, loaded as `record` loads one (a checkpoint or an ONNX file)."""
+    teacher = load_teachers([cfg.distill.teacher], device)[0]
+    match_classes([teacher], data.class_names, cfg.data.path)
+    if teacher.normalization == "none":  # it takes the data's own units
+        raw = load_split(cfg.data.path, "train", num_points=cfg.data.num_points,
+                         normalize=False).points if cfg.data.normalize else None
+        attach_frames([teacher], raw)
     return teacher
 
 
@@ -338,7 +341,7 @@ def run_training(cfg: RunConfig, resume: bool = False, overwrite: bool = False) 
             target = batch.teacher_logits
             if teacher is not None:
                 with torch.no_grad(), _autocast(device, cfg):
-                    target = teacher(x).float()
+                    target = teacher(x, batch.shapes)
             self_logits = self_mask = None
             if beta != 0 and ema is not None:
                 with torch.no_grad(), _autocast(device, cfg):

@@ -124,6 +124,7 @@ def export_onnx(checkpoint: str, out: str, opset: int = 18, check_data: str | No
     except Exception as exc:  # unsupported op in a model family
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"model '{meta['model']}' cannot be exported to ONNX: {first}") from None
+    _add_metadata(out_path, meta)
     report = {"onnx": str(out_path), "model": meta["model"], "opset": opset,
               "bytes": out_path.stat().st_size}
     if check_data:
@@ -151,6 +152,22 @@ def _native_output_silenced():
         os.dup2(saved[1], 2)
         for fd in (*saved, null):
             os.close(fd)
+
+
+def _add_metadata(path: Path, meta: dict) -> None:
+    """Class names (JSON) and the input contract in the ONNX metadata, so that `pointkd
+    record --teacher model.onnx` maps classes by name (see `pointkd.teacher`)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    props = {"class_names": json.dumps(list(meta.get("class_names") or [])),
+             "input_normalization": "pointkd", "pointkd_model": meta["model"]}
+    if not meta.get("class_names"):
+        del props["class_names"]
+    for key, value in props.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(model, str(path))
 
 
 def check_parity(model: torch.nn.Module, onnx_path: str | Path, points: np.ndarray) -> dict:

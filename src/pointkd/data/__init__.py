@@ -4,8 +4,12 @@ manifests use to refuse records made for other data.
 
 Sources (`load_split(path, split)`):
 
-- a ModelNet40-style HDF5 folder (`<split>.h5` or shards `*<split>*.h5`) or one `.h5` file;
-- a class-folder dataset `root/<class>/<split>/*.{npy,xyz,txt,pcd,ply,off}`;
+- a ModelNet40-style HDF5 folder (`<split>.h5` or shards `*<split>*.h5`) or one `.h5` file
+  (`hdf5.py`; `pointkd data convert` writes this layout from any other);
+- a class-folder dataset `root/<class>/<split>/*.{npy,xyz,txt,pcd,ply,off}`, e.g. the
+  ModelNet40/ModelNet10 mesh archives (`folder.py`; large ones cached, `cache.py`);
+- PointNet++'s `modelnet40_normal_resampled` (`normal_resampled.py`);
+- ScanObjectNN's `training_objectdataset*.h5` / `test_objectdataset*.h5` (`scanobjectnn.py`);
 - the built-in `synthetic` dataset (`synthetic:seed=1,train_per_class=40`, see `synthetic`).
 
 Every problem with the input is a one-line `DataError` naming the file or dataset.
@@ -155,23 +159,34 @@ def load_split(path: str | Path, split: str = "train", num_points: int | None = 
         source = str(p)
         if not p.exists():
             raise DataError(f"{p}: dataset not found")
-        from pointkd.data.hdf5 import SUFFIXES, load_hdf5
-
-        if p.is_file():
-            if p.suffix.lower() not in SUFFIXES:
-                raise DataError(f"{p}: not a dataset (expected an .h5 file, a folder, or "
-                                f"'synthetic'; single clouds go through `pointkd predict`)")
-            ds = load_hdf5(p, split, num_points)
-        elif any(f.suffix.lower() in SUFFIXES for f in p.iterdir() if f.is_file()):
-            ds = load_hdf5(p, split, num_points)
-        else:
-            from pointkd.data.folder import load_folder
-
-            ds = load_folder(p, split, num_points or 1024)
+        ds = _load_path(p, split, num_points)
     validate_set(ds, f"{source} ({split})")
     if normalize:
         ds.points = normalize_unit_sphere(ds.points)
     return ds
+
+
+def _load_path(p: Path, split: str, num_points: int | None) -> PointCloudSet:
+    """Dispatch on the layout found at `p` (one small module per layout)."""
+    from pointkd.data import normal_resampled, scanobjectnn
+    from pointkd.data.hdf5 import SUFFIXES, load_hdf5
+
+    if p.is_file():
+        if scanobjectnn.is_scanobjectnn_file(p):
+            return scanobjectnn.load_scanobjectnn(p, split, num_points)
+        if p.suffix.lower() not in SUFFIXES:
+            raise DataError(f"{p}: not a dataset (expected an .h5 file, a folder, or "
+                            f"'synthetic'; single clouds go through `pointkd predict`)")
+        return load_hdf5(p, split, num_points)
+    if prefix := normal_resampled.layout_prefix(p):
+        return normal_resampled.load_normal_resampled(p, split, num_points or 1024, prefix)
+    if scanobjectnn.variants(p):
+        return scanobjectnn.load_scanobjectnn(p, split, num_points)
+    if any(f.suffix.lower() in SUFFIXES for f in p.iterdir() if f.is_file()):
+        return load_hdf5(p, split, num_points)
+    from pointkd.data.folder import load_folder
+
+    return load_folder(p, split, num_points or 1024)
 
 
 from pointkd.data.readers import read_cloud  # noqa: E402  (re-exported public API)

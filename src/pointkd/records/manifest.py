@@ -171,8 +171,8 @@ def changed_settings(old: dict, new: dict) -> list[str]:
     # the same data and teachers by content; the paths they were given by may differ
     if old.get("data", {}).get("fingerprint") != new["data"]["fingerprint"]:
         names.insert(0, "data")
-    if [t.get("sha256") for t in old.get("teachers", [])] != [
-            t["sha256"] for t in new["teachers"]]:
+    if [(t.get("sha256"), t.get("source_sha256")) for t in old.get("teachers", [])] != [
+            (t["sha256"], t.get("source_sha256")) for t in new["teachers"]]:
         names.insert(0, "teachers")
     layout = [[(s.get("file"), s.get("row_start"), s.get("rows")) for s in m.get("shards", [])]
               for m in (old, new)]

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from pointkd import __version__, augment, distributed, rundir
-from pointkd.checkpoint import file_sha256, load_model, resolve_device
+from pointkd.checkpoint import file_sha256, resolve_device
 from pointkd.errors import RecordError
 from pointkd.records.format import (
     ENCODINGS,
@@ -42,6 +42,7 @@ from pointkd.records.manifest import (
     shard_name,
     write_json_atomic,
 )
+from pointkd.teacher import attach_frames, load_teachers, match_classes
 
 
 class ShardWriter:
@@ -90,9 +91,12 @@ class ShardWriter:
 def record(teachers: list[str], data: str, out: str, k: int = 10, seed: int = 0,
            logits: str = "int8", topk: int = 0, combine: str = "mean", batch_size: int = 64,
            device: str = "auto", resume: bool = False, overwrite: bool = False,
-           augment_config: str | None = None, progress: bool = True) -> Path:
+           augment_config: str | None = None, progress: bool = True,
+           weights: list[str] | None = None, class_names: str | None = None,
+           teacher_normalization: str | None = None) -> Path:
     """Record K augmented copies of every shape of `data`'s train split; returns the record
-    directory. See docs/records.md for the format."""
+    directory. See docs/records.md for the format. Teachers: pointkd checkpoints, ONNX files
+    or `module:factory` entry points with `weights` (see `pointkd.teacher`)."""
     from pointkd.data import load_split
 
     if not teachers:
@@ -108,15 +112,12 @@ def record(teachers: list[str], data: str, out: str, k: int = 10, seed: int = 0,
     spec = spec_from_config(augment_config)
     dist = distributed.init(device)
     dev = dist.device(resolve_device(device))
-    models, metas = zip(*(load_model(t, dev) for t in teachers), strict=True)
-    ds = load_split(data, "train", num_points=metas[0].get("num_points"))
-    for path, meta in zip(teachers, metas, strict=True):
-        if meta["num_classes"] != ds.num_classes:
-            raise RecordError(f"teacher {path} has {meta['num_classes']} classes, the data "
-                              f"{ds.num_classes}")
-        names = meta.get("class_names")
-        if names and list(names) != list(ds.class_names):
-            raise RecordError(f"teacher {path} was trained on other class names than {data}")
+    models = load_teachers(teachers, dev, weights, class_names, teacher_normalization)
+    ds = load_split(data, "train", num_points=models[0].num_points)
+    match_classes(models, ds.class_names, data, error=RecordError)
+    if any(t.normalization == "none" for t in models):  # teachers fed the data's own units
+        raw = load_split(data, "train", num_points=models[0].num_points, normalize=False)
+        attach_frames(models, raw.points)
     if spec.subsample > ds.points.shape[1]:
         raise RecordError(f"augment.subsample = {spec.subsample} but the clouds have only "
                           f"{ds.points.shape[1]} points")
@@ -130,10 +131,7 @@ def record(teachers: list[str], data: str, out: str, k: int = 10, seed: int = 0,
         "data": {"name": ds.name, "path": str(data), "fingerprint": ds.fingerprint(),
                  "num_shapes": len(ds), "num_classes": ds.num_classes,
                  "class_names": list(ds.class_names), "num_points": int(ds.points.shape[1])},
-        "teachers": [{"file": Path(t).name, "model": m["model"],
-                      "model_kwargs": m.get("model_kwargs", {}), "sha256": file_sha256(t),
-                      "num_classes": m["num_classes"]}
-                     for t, m in zip(teachers, metas, strict=True)],
+        "teachers": [t.entry for t in models],
         "augment": spec.to_dict(), "k": k, "seed": seed, "batch_size": batch_size,
         "logits": {"encoding": encoding, "topk": topk, "combine": combine,
                    "stored_teachers": stored},
@@ -218,7 +216,7 @@ def _teacher_batches(models, points: torch.Tensor, spec: augment.AugmentSpec, se
         x = augment.apply(points[samples.to(dev)], params16.float().to(dev), seeds.to(dev),
                           spec)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=dev.type == "cuda"):
-            z = torch.stack([m(x).float() for m in models], dim=1)
+            z = torch.stack([t(x, samples) for t in models], dim=1)
         if combine == "mean":
             z = z.mean(dim=1, keepdim=True)
         event = None
