@@ -9,7 +9,7 @@ import h5py
 import numpy as np
 import pytest
 import trimesh
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
@@ -102,9 +102,19 @@ def test_normalisation_handles_large_units_and_degenerate_clouds():
     assert np.isfinite(flat).all() and np.allclose(flat, 0)
 
 
+def test_normalisation_at_the_ends_of_float64():
+    """Extents below DEGENERATE_RADIUS are points (their squared radius would underflow);
+    clouds too large to square are still scaled to radius 1."""
+    tiny = normalize_unit_sphere(np.array([[3.7e-161, 0, 0], [0, 0, 0]]))
+    assert np.array_equal(tiny, np.zeros((2, 3), np.float32))
+    huge = normalize_unit_sphere(np.array([[1e200, 0, 0], [-1e200, 0, 0], [0, 1e200, 0]]))
+    assert np.isclose(np.linalg.norm(huge, axis=-1).max(), 1, atol=1e-6)
+
+
 @settings(max_examples=40, deadline=None)
 @given(arrays(np.float64, st.tuples(st.integers(1, 3), st.integers(1, 20), st.just(3)),
               elements=st.floats(-1e5, 1e5)))
+@example(np.array([[[3.7e-161, 0.0, 0.0], [0.0, 0.0, 0.0]]]))  # radius² underflowed: 1.003
 def test_normalisation_property(x):
     y = normalize_unit_sphere(x)
     radius = np.linalg.norm(y.astype(np.float64), axis=-1).max(axis=-1)
@@ -189,7 +199,8 @@ def _write_files(root):
     cube.export(e / "f.ply")
     cube.export(e / "g.off")
     trimesh.PointCloud(pts).export(e / "h.ply")
-    (root / "gamma").mkdir()  # a class with no files in this split keeps its label
+    (root / "gamma" / "test").mkdir(parents=True)  # no train files: keeps its label
+    np.save(root / "gamma" / "test" / "t.npy", pts)
     return pts, cube
 
 
@@ -235,13 +246,19 @@ def test_read_cloud_missing_file_and_hidden_files(tmp_path):
     d.mkdir(parents=True)
     np.save(d / "a.npy", np.eye(3))
     (d / ".DS_Store").write_bytes(b"\0junk")  # hidden files are skipped, not errors
-    assert len(load_split(tmp_path, "test", num_points=4)) == 1
+    assert len(load_split(tmp_path, "test", num_points=3)) == 1
 
 
 def test_small_point_files_are_resampled_with_replacement(tmp_path):
-    np.save(tmp_path / "few.npy", np.eye(3))
-    p = read_cloud(tmp_path / "few.npy", 10)
-    assert p.shape == (10, 3) and {tuple(r) for r in p} == {tuple(r) for r in np.eye(3)}
+    few = np.random.default_rng(0).normal(size=(20, 3))
+    np.save(tmp_path / "few.npy", few)
+    p = read_cloud(tmp_path / "few.npy", 64)
+    assert p.shape == (64, 3)
+    assert {tuple(r) for r in p} == {tuple(r) for r in few.astype(np.float32)}
+    np.save(tmp_path / "three.npy", np.eye(3))  # below MIN_POINTS: no shape to resample
+    with pytest.raises(DataError, match="3 point.*minimum 16"):
+        read_cloud(tmp_path / "three.npy", 64)
+    assert read_cloud(tmp_path / "three.npy", 64, min_points=3).shape == (64, 3)
 
 
 def test_text_file_with_header_line(tmp_path):

@@ -17,7 +17,7 @@ from torch import nn
 from pointkd import augment
 from pointkd.checkpoint import save_checkpoint
 from pointkd.data import load_split
-from pointkd.errors import RecordError
+from pointkd.errors import OutputError, RecordError
 from pointkd.models import register_model
 from pointkd.records import (
     decode_logits,
@@ -290,7 +290,7 @@ def test_no_silent_overwrite(setup, tmp_path):
     _, teacher, _ = setup
     out = rec(tmp_path / "r", [teacher])
     before = (out / "shard-00000.bin").read_bytes()
-    with pytest.raises(RecordError, match="not empty"):
+    with pytest.raises(OutputError, match="not empty"):
         rec(out, [teacher], seed=1)
     assert (out / "shard-00000.bin").read_bytes() == before
     rec(out, [teacher], seed=1, overwrite=True)
@@ -298,7 +298,7 @@ def test_no_silent_overwrite(setup, tmp_path):
     other = tmp_path / "precious"
     other.mkdir()
     (other / "notes.txt").write_text("keep me")
-    with pytest.raises(RecordError, match="not a record set"):
+    with pytest.raises(OutputError, match="not a record set"):
         rec(other, [teacher], overwrite=True)
     assert (other / "notes.txt").read_text() == "keep me"
 

@@ -6,12 +6,14 @@ Expected problems raise `PointKDError`: printed as one line on stderr, exit code
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from pointkd import __version__
-from pointkd.errors import ConfigError, PointKDError
+from pointkd.errors import ConfigError, PointKDError, quiet_warnings
 
 EPILOG = """examples:
   pointkd data info ../shared/data/modelnet40_1024
@@ -27,17 +29,52 @@ EPILOG = """examples:
 """
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line too: `pointkd: error: ...`, exit 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"pointkd: error: {message} (see `{self.prog} --help`)\n")
+
+
+def int_at_least(low: int) -> Callable[[str], int]:
+    """argparse type: an integer >= `low` (the message names the option and the bound)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        return value
+
+    return parse
+
+
+def finite_float(text: str) -> float:
+    """argparse type: a finite number (ranges are the config's to check)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return value
+
+
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     """Options shared by `train` and `distill` (both end in the same training loop)."""
     p.add_argument("--config", help="YAML config (see configs/)")
     p.add_argument("--data", help="dataset: HDF5 folder, class folders, or 'synthetic' "
                    "(required unless the config sets data.path)")
     p.add_argument("--out", help="run directory (default: from config)")
-    p.add_argument("--epochs", type=int, help="shortcut for train.epochs=N")
-    p.add_argument("--seed", type=int, help="shortcut for train.seed=N")
+    p.add_argument("--epochs", type=int_at_least(1), help="shortcut for train.epochs=N")
+    p.add_argument("--seed", type=int_at_least(0), help="shortcut for train.seed=N")
     _add_compute_options(p, default_device=None)
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace pointkd's own files in an existing run directory (README: "
+                   "Output directories)")
     _add_nproc(p)
     p.add_argument("overrides", nargs="*", metavar="section.key=value",
                    help="dotted config overrides, e.g. train.epochs=5 optim.lr=0.002")
@@ -48,15 +85,13 @@ def _add_compute_options(p: argparse.ArgumentParser, default_device: str | None 
     p.add_argument("--device", default=default_device,
                    help="auto | cpu | cuda | cuda:N" + (f" (default {default_device})"
                                                         if default_device else ""))
-    p.add_argument("--threads", type=int, default=None,
+    p.add_argument("--threads", type=int_at_least(1), default=None,
                    help="CPU threads for PyTorch (default: torch's own choice; fewer than the "
                    "cores on a busy machine)")
 
 
 def _set_threads(threads: int | None) -> None:
     if threads is not None:
-        if threads < 1:
-            raise ConfigError(f"--threads must be >= 1, got {threads}")
         import torch
 
         torch.set_num_threads(threads)
@@ -70,7 +105,7 @@ def _main_process() -> bool:
 
 
 def _add_nproc(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--nproc", type=int, default=0,
+    p.add_argument("--nproc", type=int_at_least(0), default=0,
                    help="run as N processes on this machine (torchrun --standalone); "
                    "see docs/distributed.md")
 
@@ -98,7 +133,9 @@ def _run_config(args: argparse.Namespace, extra: dict[str, object]):
         "train.threads": args.threads,
         **extra,
     }
-    overrides = [f"{k}={v}" for k, v in shortcuts.items() if v is not None]
+    # strings quoted, so that YAML keeps `--out ~` or `--data 123` a path (not null, 123)
+    overrides = [f"{k}={json.dumps(v) if isinstance(v, str) else v}"
+                 for k, v in shortcuts.items() if v is not None]
     # explicit dotted overrides win over the shortcuts
     return load_config(args.config, overrides + list(args.overrides))
 
@@ -140,6 +177,16 @@ def cmd_data_preview(args: argparse.Namespace) -> int:
     ds = load_split(args.path, args.split, num_points=args.num_points)
     save_preview(ds, args.out, per_class=args.per_class)
     print(f"wrote {args.out}")
+    return 0
+
+
+def cmd_data_convert(args: argparse.Namespace) -> int:
+    from pointkd.data.convert import convert
+
+    report = convert(args.src, args.dst, splits=args.split, num_points=args.num_points)
+    for split, r in report.items():
+        print(f"{split}: {r['shapes']} shapes x {r['points']} points -> {r['file']}")
+        print(f"  fingerprint {r['fingerprint']}")
     return 0
 
 
@@ -208,6 +255,8 @@ def cmd_record(args: argparse.Namespace) -> int:
         logits=args.logits, topk=args.topk, combine=args.combine, batch_size=args.batch_size,
         device=args.device, resume=args.resume, overwrite=args.overwrite,
         augment_config=args.config, progress=not args.no_progress,
+        weights=args.weights, class_names=args.class_names,
+        teacher_normalization=args.teacher_normalization,
     )
     if _main_process():
         print(_record_summary(root, was_complete))
@@ -245,7 +294,8 @@ def cmd_records_info(args: argparse.Namespace) -> int:
 def cmd_records_verify(args: argparse.Namespace) -> int:
     from pointkd.records import verify
 
-    print(verify(args.dir, data=args.data, teachers=args.teacher, config=args.config))
+    print(verify(args.dir, data=args.data, teachers=args.teacher, config=args.config,
+                 weights=args.weights))
     return 0
 
 
@@ -255,7 +305,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     _set_threads(args.threads)
     return predict_files(args.checkpoint, args.files, topk=args.topk,
                          batch_size=args.batch_size, device=args.device, as_json=args.json,
-                         progress=not args.no_progress)
+                         progress=not args.no_progress, min_points=args.min_points)
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -287,7 +337,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="pointkd",
         description="Offline knowledge distillation for point-cloud classification: train a "
         "teacher, record its logits once, distill small students from the records alone.",
@@ -298,21 +348,30 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     # data
-    p_data = sub.add_parser("data", help="inspect and preview datasets")
+    p_data = sub.add_parser("data", help="inspect, preview and convert datasets")
     data_sub = p_data.add_subparsers(dest="data_command", metavar="ACTION", required=True)
     p = data_sub.add_parser("info", help="per-class counts, points per shape, bounds, fingerprint")
     p.add_argument("path", help="HDF5 folder, class-folder dataset, or 'synthetic'")
     p.add_argument("--split", nargs="+", default=["train", "test"], help="splits to describe")
-    p.add_argument("--num-points", type=int, default=None,
+    p.add_argument("--num-points", type=int_at_least(1), default=None,
                    help="points per shape (folder/synthetic datasets; default 1024)")
     p.set_defaults(func=cmd_data_info)
     p = data_sub.add_parser("preview", help="save a PNG grid of sample clouds")
     p.add_argument("path")
     p.add_argument("--split", default="train")
     p.add_argument("--out", default="preview.png")
-    p.add_argument("--per-class", type=int, default=3)
-    p.add_argument("--num-points", type=int, default=None)
+    p.add_argument("--per-class", type=int_at_least(1), default=3)
+    p.add_argument("--num-points", type=int_at_least(1), default=None)
     p.set_defaults(func=cmd_data_preview)
+    p = data_sub.add_parser("convert", help="write any readable dataset as pointkd HDF5 "
+                            "(<split>.h5 + shape_names.txt); prints each split's fingerprint")
+    p.add_argument("src", help="HDF5, class folders (e.g. ModelNet40 .off), "
+                   "modelnet40_normal_resampled, ScanObjectNN h5, or 'synthetic'")
+    p.add_argument("dst", help="new or empty output folder")
+    p.add_argument("--split", nargs="+", default=["train", "test"], help="splits to convert")
+    p.add_argument("--num-points", type=int, default=None,
+                   help="points per shape (default: all for HDF5, 1024 for files)")
+    p.set_defaults(func=cmd_data_convert)
 
     # train
     p = sub.add_parser("train", help="train a model (teacher or plain student)")
@@ -326,9 +385,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--records", help="record-set directory (offline KD)")
     p.add_argument("--teacher", help="teacher checkpoint (online KD, with --online)")
     p.add_argument("--online", action="store_true", help="classic online KD, teacher in memory")
-    p.add_argument("--alpha", type=float, help="KD weight (distill.alpha)")
-    p.add_argument("--beta", type=float, help="NWSD weight, negative (distill.beta)")
-    p.add_argument("--tau", type=float, help="temperature (distill.tau)")
+    p.add_argument("--alpha", type=finite_float, help="KD weight (distill.alpha)")
+    p.add_argument("--beta", type=finite_float, help="NWSD weight, negative (distill.beta)")
+    p.add_argument("--tau", type=finite_float, help="temperature (distill.tau)")
     _add_run_options(p)
     p.set_defaults(func=cmd_distill)
 
@@ -340,28 +399,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test")
     p.add_argument("--out", help="directory for metrics JSON and confusion PNG")
     _add_compute_options(p)
-    p.add_argument("--votes", type=int, default=0, help="extra multi-view votes (0 = off)")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--votes", type=int_at_least(0), default=0,
+                   help="extra multi-view votes (0 = off)")
+    p.add_argument("--batch-size", type=int_at_least(1), default=32)
     p.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
     p.set_defaults(func=cmd_eval)
 
     # record
     p = sub.add_parser("record", help="run the teacher once over K augmented copies; store logits")
     p.add_argument("--teacher", action="append", required=True,
-                   help="teacher checkpoint; repeat for several teachers")
+                   help="pointkd checkpoint, model.onnx, or package.module:factory / "
+                   "file.py:factory (with --weights); repeat for several teachers")
+    p.add_argument("--weights", action="append",
+                   help="weights of a module:factory teacher (torch.load weights_only, or "
+                   ".safetensors); one per such teacher, in order")
+    p.add_argument("--class-names", help="file: the teacher's classes, one a line, in its "
+                   "output order (for teachers that do not carry names)")
+    p.add_argument("--teacher-normalization",
+                   choices=["pointkd", "unit_sphere", "unit_cube", "none"],
+                   help="input normalisation of ONNX/module teachers that declare none "
+                   "(default pointkd: unit sphere, then augmented)")
     p.add_argument("--data", required=True)
     p.add_argument("--out", required=True)
-    p.add_argument("--k", type=int, default=10, help="augmented copies per training shape")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--k", type=int_at_least(1), default=10,
+                   help="augmented copies per training shape")
+    p.add_argument("--seed", type=int_at_least(0), default=0)
     p.add_argument("--logits", choices=["fp32", "fp16", "int8"], default="int8")
-    p.add_argument("--topk", type=int, default=0, help="store only the top-k logits (0 = all)")
+    p.add_argument("--topk", type=int_at_least(0), default=0,
+                   help="store only the top-k logits (0 = all)")
     p.add_argument("--combine", choices=["mean", "each"], default="mean",
                    help="several teachers: store their mean logits, or each one's")
     p.add_argument("--config", help="YAML config whose `augment` section sets the spec")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int_at_least(1), default=64)
     _add_compute_options(p)
-    p.add_argument("--resume", action="store_true")
-    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--resume", action="store_true", help="continue the recording in OUT")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the record set in OUT (only its own files)")
     p.add_argument("--no-progress", action="store_true")
     _add_nproc(p)
     p.set_defaults(func=cmd_record)
@@ -375,13 +448,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = rec_sub.add_parser("verify", help="re-check checksums, sizes, dataset, teacher")
     p.add_argument("dir")
     p.add_argument("--data", help="dataset the records must have been made for")
-    p.add_argument("--teacher", action="append", help="teacher checkpoint(s) it must match")
+    p.add_argument("--teacher", action="append",
+                   help="teacher(s) it must match: checkpoint, .onnx, or module:factory")
+    p.add_argument("--weights", action="append", help="weights of module:factory teachers")
     p.add_argument("--config", help="YAML config whose augment section the records must match")
     p.set_defaults(func=cmd_records_verify)
 
     # models
     p = sub.add_parser("models", help="list registered models with parameter counts")
-    p.add_argument("--classes", "--num-classes", dest="num_classes", type=int, default=40,
+    p.add_argument("--classes", "--num-classes", dest="num_classes", type=int_at_least(2),
+                   default=40,
                    help="number of classes the counts are for (default 40, as ModelNet40)")
     p.set_defaults(func=cmd_models)
 
@@ -389,9 +465,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="classify point-cloud files (.npy .xyz .txt .pcd .ply .off)")
     p.add_argument("checkpoint")
     p.add_argument("files", nargs="+", help="files, folders or glob patterns")
-    p.add_argument("--topk", type=int, default=3)
+    p.add_argument("--topk", type=int_at_least(1), default=3)
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int_at_least(1), default=32)
+    p.add_argument("--min-points", type=int_at_least(1),
+                   help="a point file with fewer points is an error (default 16; meshes are "
+                   "sampled on their surface)")
     _add_compute_options(p)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_predict)
@@ -399,9 +478,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "the model allows) with a parity check")
     p.add_argument("checkpoint")
     p.add_argument("--onnx", required=True, help="output .onnx path")
-    p.add_argument("--opset", type=int, default=18)
+    p.add_argument("--opset", type=int_at_least(7), default=18)
     p.add_argument("--check-data", help="dataset whose test split is used for the parity check")
-    p.add_argument("--check-count", type=int, default=256)
+    p.add_argument("--check-count", type=int_at_least(1), default=256)
     _add_compute_options(p, default_device="cpu")
     p.set_defaults(func=cmd_export)
 
@@ -447,7 +526,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.argv = argv
     func: Callable[[argparse.Namespace], int] = args.func
     try:
-        code = func(args)
+        with quiet_warnings():
+            code = func(args)
     except PointKDError as exc:
         print(f"pointkd: error: {exc}", file=sys.stderr)
         code = exc.exit_code

@@ -9,15 +9,48 @@ as `config.yaml` into the run directory. Unknown keys and values of the wrong ty
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
 from pointkd.errors import ConfigError
+
+MAX_POINTS = 1 << 20  # points per cloud; more is a typo (and would not fit in memory)
+
+
+@dataclass(frozen=True)
+class Range:
+    """The allowed values of one config field: [low, high] (either end open or absent), a
+    set of `choices`, or a non-empty string (`text`). Floats must also be finite."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    choices: tuple = ()
+    text: bool = False
+
+    def problem(self, value: Any) -> str | None:
+        """Why `value` is not allowed, or None."""
+        if self.choices:
+            return None if value in self.choices else \
+                "must be one of " + ", ".join(map(str, self.choices))
+        if self.text:
+            return None if str(value).strip() else "must not be empty"
+        if isinstance(value, float) and not math.isfinite(value):
+            return "must be a finite number"
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return f"must be {'>' if self.low_open else '>='} {self.low}"
+        if self.high is not None and (value >= self.high if self.high_open else
+                                      value > self.high):
+            return f"must be {'<' if self.high_open else '<='} {self.high}"
+        return None
 
 
 @dataclass
@@ -28,12 +61,15 @@ class DataConfig:
     num_points: int = 1024
     val_fraction: float = 0.1  # stratified validation split carved from train
     normalize: bool = True
+    LIMITS: ClassVar[dict] = {"num_points": Range(1, MAX_POINTS),
+                              "val_fraction": Range(0.0, 1.0, high_open=True)}
 
 
 @dataclass
 class ModelConfig:
     name: str = "pointnet"
     kwargs: dict = field(default_factory=dict)  # passed to create_model
+    LIMITS: ClassVar[dict] = {"name": Range(text=True)}
 
 
 @dataclass
@@ -50,6 +86,11 @@ class AugmentConfig:
     subsample: int = 0  # P' points after random subsampling (0 = keep all)
     shuffle: bool = True
     dropout: float = 0.0
+    LIMITS: ClassVar[dict] = {
+        "scale_low": Range(0.0, low_open=True), "scale_high": Range(0.0, low_open=True),
+        "shift": Range(0.0), "up_axis": Range(choices=(0, 1, 2)), "jitter_sigma": Range(0.0),
+        "jitter_clip": Range(0.0), "subsample": Range(0, MAX_POINTS),
+        "dropout": Range(0.0, 1.0, high_open=True)}
 
 
 @dataclass
@@ -63,6 +104,11 @@ class OptimConfig:
     # several processes (torchrun): the effective batch is world x train.batch_size; scale lr
     # by world ("linear"), sqrt(world) ("sqrt") or not at all ("none", the default)
     lr_scaling: str = "none"
+    LIMITS: ClassVar[dict] = {
+        "name": Range(choices=("adamw", "sgd")), "lr": Range(0.0, low_open=True),
+        "weight_decay": Range(0.0), "momentum": Range(0.0, 1.0, high_open=True),
+        "warmup_epochs": Range(0), "min_lr": Range(0.0),
+        "lr_scaling": Range(choices=("none", "linear", "sqrt"))}
 
 
 @dataclass
@@ -79,6 +125,13 @@ class TrainConfig:
     max_steps_per_epoch: int = 0  # 0 = full epoch; >0 truncates (smoke tests)
     progress: bool = True
     sync_bn: bool = False  # several processes: BatchNorm statistics over all of them
+    # batch_size >= 2: BatchNorm cannot train on a batch of one cloud
+    LIMITS: ClassVar[dict] = {
+        "epochs": Range(1, 1_000_000), "batch_size": Range(2, 1_000_000),
+        "eval_batch_size": Range(1, 1_000_000),
+        "label_smoothing": Range(0.0, 1.0, high_open=True), "grad_clip": Range(0.0),
+        "seed": Range(0, 2**32 - 1), "device": Range(text=True), "threads": Range(0, 4096),
+        "max_steps_per_epoch": Range(0)}
 
 
 @dataclass
@@ -99,6 +152,10 @@ class DistillConfig:
     # use only copies k < use_k of each shape (0 = all K): the very rows a recording with
     # K = use_k and the same seed holds, so one record set serves a K ablation
     use_k: int = 0
+    LIMITS: ClassVar[dict] = {
+        "alpha": Range(0.0), "tau": Range(0.0, low_open=True), "nwsd_warmup_epochs": Range(0),
+        "self_target": Range(choices=("shape", "row", "ema")), "ema_decay": Range(0.0, 1.0),
+        "rows_per_epoch": Range(choices=("one_per_shape", "all")), "use_k": Range(0)}
 
 
 @dataclass
@@ -166,6 +223,9 @@ def _merge(obj: Any, values: dict, prefix: str = "") -> None:
             setattr(obj, key, _coerce(value, hints[key], full))
 
 
+_DECIMAL = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """`train.epochs=5` -> (["train", "epochs"], 5); the value is parsed as YAML."""
     if "=" not in text:
@@ -177,6 +237,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         value = yaml.safe_load(raw) if raw != "" else ""
     except yaml.YAMLError:
         value = raw
+    if isinstance(value, str) and _DECIMAL.fullmatch(value.strip()):
+        value = float(value)  # YAML 1.1 reads 1e-4 and 1.0e30 as strings
     return key.strip().split("."), value
 
 
@@ -214,35 +276,35 @@ def load_config(
 
 
 def validate(cfg: RunConfig) -> None:
-    """Value checks that types alone cannot express."""
+    """Every field against its section's `LIMITS` (floats must be finite everywhere), then
+    the checks that relate several fields."""
+    for section in dataclasses.fields(cfg):
+        value = getattr(cfg, section.name)
+        if dataclasses.is_dataclass(value):
+            _check_limits(value, f"{section.name}.")
     checks = [
-        (cfg.data.num_points > 0, "data.num_points must be > 0"),
-        (0.0 <= cfg.data.val_fraction < 1.0, "data.val_fraction must be in [0, 1)"),
-        (cfg.train.epochs > 0, "train.epochs must be > 0"),
-        (cfg.train.batch_size > 0, "train.batch_size must be > 0"),
-        (cfg.optim.name in ("adamw", "sgd"), "optim.name must be adamw or sgd"),
-        (cfg.optim.lr_scaling in ("none", "linear", "sqrt"),
-         "optim.lr_scaling must be none, linear or sqrt"),
-        (cfg.optim.lr > 0, "optim.lr must be > 0"),
-        (0.0 <= cfg.train.label_smoothing < 1.0, "train.label_smoothing must be in [0, 1)"),
-        (cfg.distill.tau > 0, "distill.tau must be > 0"),
-        (cfg.distill.use_k >= 0, "distill.use_k must be >= 0 (0 = all K)"),
-        (cfg.distill.self_target in ("shape", "row", "ema"),
-         "distill.self_target must be shape | row | ema"),
         (cfg.distill.beta == 0 or cfg.distill.alpha + cfg.distill.beta > 0,
          "NWSD needs distill.alpha + distill.beta > 0"),
-        (
-            cfg.distill.rows_per_epoch in ("one_per_shape", "all"),
-            "distill.rows_per_epoch: one_per_shape | all",
-        ),
-        (cfg.augment.scale_low > 0 and cfg.augment.scale_high >= cfg.augment.scale_low,
+        (cfg.augment.scale_high >= cfg.augment.scale_low,
          "augment: need 0 < scale_low <= scale_high"),
-        (0.0 <= cfg.augment.dropout < 1.0, "augment.dropout must be in [0, 1)"),
-        (cfg.augment.subsample >= 0, "augment.subsample must be >= 0"),
+        (cfg.optim.min_lr <= cfg.optim.lr, "optim.min_lr must be <= optim.lr"),
+        ("num_classes" not in cfg.model.kwargs,
+         "model.kwargs must not set num_classes (it comes from the data)"),
+        (cfg.out.strip() != "", "out must not be empty"),
     ]
     for ok, message in checks:
         if not ok:
             raise ConfigError(message)
+
+
+def _check_limits(section: Any, prefix: str) -> None:
+    limits = getattr(section, "LIMITS", {})
+    for f in dataclasses.fields(section):
+        value = getattr(section, f.name)
+        rule = limits.get(f.name, Range())  # no rule: a float must still be finite
+        problem = rule.problem(value) if not isinstance(value, bool | dict) else None
+        if problem:
+            raise ConfigError(f"config key '{prefix}{f.name}' {problem}, got {value!r}")
 
 
 def to_dict(cfg: RunConfig) -> dict:

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import yaml
 
+from pointkd import rundir
 from pointkd.config import RunConfig, from_dict, load_config, save_config
 from pointkd.errors import ConfigError
 
@@ -70,14 +71,14 @@ def run_synthetic_demo(out: str | Path, quick: bool, config: str | Path,
     """Teacher and no-KD students first, side by side (they do not need each other); then the
     recording; then the distilled students. Each training run is a worker process with one
     thread (small models use a core better that way) writing its per-epoch lines to
-    `<run>/train.log`; the demo prints one line per finished run."""
+    `<run>.log` beside its run directory; the demo prints one line per finished run."""
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
 
     from pointkd.data import describe, load_split, save_preview
     from pointkd.records import record
 
-    out = Path(out)
+    out = rundir.check_output_path(out)  # never ., /, home, a file; its runs are locked
     out.mkdir(parents=True, exist_ok=True)
     t_all = time.perf_counter()
     base, plan = read_demo_preset(config)
@@ -359,7 +360,7 @@ def run_modelnet_demo(data: str, out: str | Path, config: str | Path,
     """Distil a student from the zoo records and train it without KD, side by side."""
     from pointkd.records import read_manifest
 
-    out = Path(out)
+    out = rundir.check_output_path(out, inputs=[data, ZOO_RECORDS])
     if not Path(ZOO_RECORDS, "manifest.json").is_file():
         raise ConfigError(f"{ZOO_RECORDS} not found: run `pointkd demo --data` from the "
                           "repository root")

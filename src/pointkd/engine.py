@@ -20,7 +20,6 @@ import copy
 import csv
 import json
 import math
-import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -32,16 +31,17 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
 
-from pointkd import augment, distributed
+from pointkd import augment, distributed, rundir
 from pointkd.checkpoint import load_model, read_checkpoint, resolve_device, save_checkpoint
 from pointkd.config import RunConfig, save_config, to_dict
 from pointkd.data import PointCloudSet, load_split, stratified_split
 from pointkd.distributed import Dist
-from pointkd.errors import ConfigError, DataError, ModelError
+from pointkd.errors import ConfigError, DataError
 from pointkd.evaluate import classification_metrics, count_flops, predict_logits
 from pointkd.losses import total_loss
 from pointkd.models import count_parameters, create_model
 from pointkd.progress import track
+from pointkd.teacher import Teacher, attach_frames, load_teachers, match_classes
 
 SINGLE = Dist()  # one process, no torch.distributed
 
@@ -195,17 +195,40 @@ def make_optimizer(cfg: RunConfig, model: nn.Module, world: int = 1) -> torch.op
     return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=cfg.optim.weight_decay)
 
 
-def prepare_run_dir(out: Path, resume: bool, overwrite: bool) -> None:
-    """Never silently overwrite: an existing run needs --resume or --overwrite."""
-    if resume:
-        if not (out / "last.pt").is_file():
-            raise ConfigError(f"--resume: no checkpoint {out / 'last.pt'}")
-        return
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise ConfigError(f"run directory {out} is not empty (use --resume or --overwrite)")
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+def prepare_run_dir(out: Path, resume: bool, overwrite: bool,
+                    inputs: tuple[str, ...] = ()) -> None:
+    """Lock the run directory, then: never silently overwrite (an existing run needs --resume
+    or --overwrite, which deletes only pointkd's own run files: see `pointkd.rundir`)."""
+    rundir.open_output(out, "run", resume=resume, overwrite=overwrite, inputs=inputs,
+                       resume_needs="last.pt")
+
+
+def run_inputs(cfg: RunConfig) -> tuple[str, ...]:
+    """The paths a run reads, which its output directory must never overlap."""
+    return (cfg.data.path, cfg.distill.records, cfg.distill.teacher)
+
+
+def check_resume(state: dict, cfg: RunConfig, num_classes: int, path: Path) -> None:
+    """--resume continues the same run: the same model on the same classes."""
+    old_optim = state.get("config", {}).get("optim", {}).get("name", cfg.optim.name)
+    old = (state["model"], state.get("model_kwargs", {}), state["num_classes"], old_optim)
+    new = (cfg.model.name, cfg.model.kwargs, num_classes, cfg.optim.name)
+    if old != new:
+        def run(m: tuple) -> str:
+            return f"model {m[0]} {m[1]}, {m[2]} classes, optimizer {m[3]}"
+
+        raise ConfigError(f"--resume: {path} is a run of {run(old)}, not {run(new)}; "
+                          "continue it as it was, or start a new run in another --out")
+    missing = [k for k in ("optimizer", "scheduler", "epoch", "best", "history")
+               if k not in state]
+    if missing:
+        raise ConfigError(f"--resume: {path} lacks {', '.join(missing)} (not a last.pt)")
+
+
+def check_subsample(spec: augment.AugmentSpec, num_points: int) -> None:
+    if spec.subsample > num_points:
+        raise ConfigError(f"augment.subsample = {spec.subsample} but the clouds have only "
+                          f"{num_points} points")
 
 
 def _training_data(cfg: RunConfig) -> tuple[PointCloudSet, object | None]:
@@ -222,15 +245,18 @@ def _training_data(cfg: RunConfig) -> tuple[PointCloudSet, object | None]:
     return data, None
 
 
-def _load_teacher(cfg: RunConfig, data: PointCloudSet, device: torch.device) -> nn.Module:
-    teacher, meta = load_model(cfg.distill.teacher, device)
-    if meta["num_classes"] != data.num_classes:
-        raise ModelError(f"teacher has {meta['num_classes']} classes, data {data.num_classes}")
-    for p in teacher.parameters():
-        p.requires_grad_(False)
+def _load_teacher(cfg: RunConfig, data: PointCloudSet, device: torch.device) -> Teacher:
+    """The online teacher, loaded as `record` loads one (a checkpoint or an ONNX file)."""
+    teacher = load_teachers([cfg.distill.teacher], device)[0]
+    match_classes([teacher], data.class_names, cfg.data.path)
+    if teacher.normalization == "none":  # it takes the data's own units
+        raw = load_split(cfg.data.path, "train", num_points=cfg.data.num_points,
+                         normalize=False).points if cfg.data.normalize else None
+        attach_frames([teacher], raw)
     return teacher
 
 
+@rundir.releases_locks
 def run_training(cfg: RunConfig, resume: bool = False, overwrite: bool = False) -> dict:
     """Train `cfg.model` as configured; returns the final results dict (also results.json)."""
     if cfg.distill.online and not cfg.distill.teacher:
@@ -244,7 +270,7 @@ def run_training(cfg: RunConfig, resume: bool = False, overwrite: bool = False) 
                           "dataset, or 'synthetic'), or set data.path in the config")
     out = Path(cfg.out)
     dist = distributed.init(cfg.train.device)
-    dist.on_main(prepare_run_dir, out, resume, overwrite)
+    dist.on_main(prepare_run_dir, out, resume, overwrite, run_inputs(cfg))
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
     device = dist.device(resolve_device(cfg.train.device))
@@ -259,6 +285,7 @@ def run_training(cfg: RunConfig, resume: bool = False, overwrite: bool = False) 
     else:
         spec = augment.AugmentSpec.from_config(cfg.augment)
         source = AugmentedShapes(train_idx, spec, cfg.train.seed, len(data), dist)
+    check_subsample(source.spec, data.points.shape[1])
     distilling = records is not None or cfg.distill.online
     teacher = _load_teacher(cfg, data, device) if cfg.distill.online else None
     if dist.main:
@@ -284,6 +311,7 @@ def run_training(cfg: RunConfig, resume: bool = False, overwrite: bool = False) 
     start_epoch, best, history = 0, {"val_oa": -1.0, "epoch": -1}, []
     if resume:  # every process reads the same last.pt (written by rank 0)
         state = read_checkpoint(out / "last.pt")
+        check_resume(state, cfg, data.num_classes, out / "last.pt")
         model.load_state_dict(state["state_dict"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -316,7 +344,7 @@ def run_training(cfg: RunConfig, resume: bool = False, overwrite: bool = False) 
             target = batch.teacher_logits
             if teacher is not None:
                 with torch.no_grad(), _autocast(device, cfg):
-                    target = teacher(x).float()
+                    target = teacher(x, batch.shapes)
             self_logits = self_mask = None
             if beta != 0 and ema is not None:
                 with torch.no_grad(), _autocast(device, cfg):

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from pointkd import rundir
 from pointkd.checkpoint import load_model, resolve_device
 from pointkd.errors import DataError
 
@@ -134,6 +135,7 @@ def save_confusion_png(confusion: np.ndarray, class_names: list[str], path: str 
     plt.close(fig)
 
 
+@rundir.releases_locks
 def evaluate_checkpoint(
     checkpoint: str | Path | list[str], data: str, split: str = "test", out: str | None = None,
     device: str = "auto", votes: int = 0, batch_size: int = 32, latency: bool = True,
@@ -145,8 +147,11 @@ def evaluate_checkpoint(
     record set's teacher can be measured before recording it.
     """
     from pointkd.data import load_split
+    from pointkd.export import require_finite
 
     paths = [str(checkpoint)] if isinstance(checkpoint, (str, Path)) else list(map(str, checkpoint))
+    if out is not None:  # refuse a bad --out before any work; locked until we return
+        rundir.open_eval_output(out, inputs=[data])
     dev = resolve_device(device)
     loaded = [load_model(p, dev) for p in paths]
     meta = loaded[0][1]
@@ -165,6 +170,8 @@ def evaluate_checkpoint(
         )
     members = [predict_logits(model, ds.points, batch_size, dev, progress=f"eval {m['model']}")
                for model, m in loaded]
+    for path, z in zip(paths, members, strict=True):
+        require_finite(z, f"checkpoint {path}", ds.shape_ids)
     logits = torch.stack(members).mean(0)
     report = {"checkpoint": paths[0] if len(paths) == 1 else paths,
               "model": "+".join(m["model"] for _, m in loaded), "data": ds.name,
@@ -181,15 +188,15 @@ def evaluate_checkpoint(
     if votes > 0:
         voted = torch.stack([vote_logits(model, ds.points, votes, batch_size, dev)
                              for model, _ in loaded]).mean(0)
+        require_finite(voted, "multi-view voting of " + " + ".join(paths))
         report["voting"] = {"votes": votes, **classification_metrics(
             voted.argmax(1), ds.labels, ds.num_classes)}
     if latency:
         report["latency"] = [_sum_latency([measure_latency(model, ds.points.shape[1], b, dev)
                                            for model, _ in loaded]) for b in (1, 32)]
     print(format_report(report, ds.class_names))
-    if out:
+    if out is not None:
         out_dir = Path(out)
-        out_dir.mkdir(parents=True, exist_ok=True)
         (out_dir / f"eval_{split}.json").write_text(json.dumps(report, indent=1))
         save_confusion_png(np.array(report["single_view"]["confusion"]), ds.class_names,
                            out_dir / f"confusion_{split}.png")

@@ -14,8 +14,10 @@ checked against PyTorch with onnxruntime on real clouds.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import json
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -26,6 +28,7 @@ import torch
 from pointkd import __version__
 from pointkd.checkpoint import load_model, resolve_device
 from pointkd.data import normalize_unit_sphere, read_cloud
+from pointkd.data.readers import MIN_POINTS
 from pointkd.errors import DataError, ModelError, PointKDError
 from pointkd.evaluate import predict_logits
 from pointkd.progress import track
@@ -54,10 +57,12 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
 def predict_files(
     checkpoint: str, inputs: list[str], topk: int = 3, batch_size: int = 32,
     device: str = "auto", as_json: bool = False, progress: bool = True,
+    min_points: int | None = None,
 ) -> int:
     """Print top-k classes per file; bad files get a one-line error and do not stop the rest.
 
-    Returns the exit code: 0 if every file was predicted, 1 if some failed."""
+    A point file with fewer than `min_points` points (default `MIN_POINTS`, 16) is one of the
+    failures. Returns the exit code: 0 if every file was predicted, 1 if some failed."""
     dev = resolve_device(device)
     model, meta = load_model(checkpoint, dev)
     num_points, names = meta.get("num_points", 1024), meta["class_names"]
@@ -69,16 +74,20 @@ def predict_files(
         clouds, kept = [], []
         for path in files[start : start + batch_size]:
             try:
-                clouds.append(normalize_unit_sphere(read_cloud(path, num_points,
-                                                               keep_order=True)))
+                cloud = read_cloud(path, num_points, keep_order=True,
+                                   min_points=MIN_POINTS if min_points is None else min_points)
+                clouds.append(normalize_unit_sphere(cloud))
                 kept.append(path)
             except PointKDError as exc:
                 failed += 1
-                print(f"pointkd: error: {path}: {exc}", file=sys.stderr)
-                results.append({"file": str(path), "error": str(exc)})
+                message = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
+                print(f"pointkd: error: {message}", file=sys.stderr)
+                results.append({"file": str(path), "error": message})
         if not clouds:
             continue
-        probs = torch.softmax(predict_logits(model, np.stack(clouds), batch_size, dev), dim=1)
+        logits = predict_logits(model, np.stack(clouds), batch_size, dev)
+        require_finite(logits, f"checkpoint {checkpoint}", kept)
+        probs = torch.softmax(logits, dim=1)
         top_p, top_i = probs.topk(min(topk, probs.shape[1]), dim=1)
         for path, p_row, i_row in zip(kept, top_p.tolist(), top_i.tolist(), strict=True):
             top = [{"class": names[i], "index": i, "prob": p} for p, i in zip(p_row, i_row,
@@ -89,6 +98,18 @@ def predict_files(
     if as_json:
         print(json.dumps(results, indent=1))
     return 1 if failed else 0
+
+
+def require_finite(logits: torch.Tensor | np.ndarray, source: str,
+                   files: list | None = None) -> None:
+    """Refuse to report NaN/Inf outputs: a one-line ModelError naming `source` (and the
+    first input file that produced one)."""
+    bad = ~np.isfinite(np.asarray(logits)).reshape(len(logits), -1).all(axis=1)
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        where = f" for {files[first]}" if files else f" (input {first})"
+        raise ModelError(f"{source} produced non-finite outputs (NaN/Inf){where}; nothing "
+                         "reported")
 
 
 NORMALIZATION = ("unit_sphere: subtract the cloud's mean point, then divide by the largest "
@@ -120,6 +141,25 @@ def export_onnx(checkpoint: str, out: str, opset: int = 18, check_data: str | No
     return report
 
 
+@contextlib.contextmanager
+def _native_output_silenced():
+    """Mute file descriptors 1 and 2 (torch's exporter dumps its whole IR graph there from
+    C++ when an op is unsupported); pointkd reports the failure as one line instead."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    null = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 1)
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in (*saved, null):
+            os.close(fd)
+
+
 def _export(model: torch.nn.Module, meta: dict, path: Path, num_points: int, opset: int,
             dynamic_points: bool) -> None:
     device = next(model.parameters()).device
@@ -128,7 +168,7 @@ def _export(model: torch.nn.Module, meta: dict, path: Path, num_points: int, ops
     try:
         # the tracer's notes on shape-dependent Python code: what they warn about is exactly
         # what `_runs_at_other_point_counts` checks
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _native_output_silenced():
             warnings.simplefilter("ignore")
             torch.onnx.export(
                 model, (example,), str(path), input_names=["points"], output_names=["logits"],
@@ -175,7 +215,9 @@ def onnx_metadata(meta: dict, num_points: int, dynamic_points: bool) -> dict[str
                         else f"fixed: exactly {num_points} points"),
         "normalization": NORMALIZATION,
         "output": "logits: float32 (batch, classes); softmax for probabilities",
-        "class_names": json.dumps(list(meta["class_names"])),
+        "class_names": json.dumps(list(meta.get("class_names") or [])),
+        # read by `pointkd record --teacher model.onnx` (pointkd.teacher)
+        "input_normalization": "pointkd", "pointkd_model": meta["model"],
     }
 
 
@@ -195,5 +237,7 @@ def check_parity(model: torch.nn.Module, onnx_path: str | Path, points: np.ndarr
     ref = predict_logits(model, points, 32, "cpu").numpy()
     got = np.concatenate([session.run(None, {"points": points[i : i + 32].astype(np.float32)})[0]
                           for i in range(0, len(points), 32)])
+    require_finite(ref, "the PyTorch model")
+    require_finite(got, f"the exported {onnx_path}")
     return {"clouds": int(len(points)), "max_abs_diff": float(np.abs(ref - got).max()),
             "argmax_agreement": float((ref.argmax(1) == got.argmax(1)).mean())}

@@ -4,8 +4,12 @@ manifests use to refuse records made for other data.
 
 Sources (`load_split(path, split)`):
 
-- a ModelNet40-style HDF5 folder (`<split>.h5` or shards `*<split>*.h5`) or one `.h5` file;
-- a class-folder dataset `root/<class>/<split>/*.{npy,xyz,txt,pcd,ply,off}`;
+- a ModelNet40-style HDF5 folder (`<split>.h5` or shards `*<split>*.h5`) or one `.h5` file
+  (`hdf5.py`; `pointkd data convert` writes this layout from any other);
+- a class-folder dataset `root/<class>/<split>/*.{npy,xyz,txt,pcd,ply,off}`, e.g. the
+  ModelNet40/ModelNet10 mesh archives (`folder.py`; large ones cached, `cache.py`);
+- PointNet++'s `modelnet40_normal_resampled` (`normal_resampled.py`);
+- ScanObjectNN's `training_objectdataset*.h5` / `test_objectdataset*.h5` (`scanobjectnn.py`);
 - the built-in `synthetic` dataset (`synthetic:seed=1,train_per_class=40`, see `synthetic`).
 
 Every problem with the input is a one-line `DataError` naming the file or dataset.
@@ -83,12 +87,18 @@ def validate_set(ds: PointCloudSet, source: str) -> PointCloudSet:
     return ds
 
 
+DEGENERATE_RADIUS = 1e-30  # smaller clouds are points: float32 data cannot even hold them
+
+
 def normalize_unit_sphere(points: np.ndarray) -> np.ndarray:
     """Centre each cloud at its centroid (the mean, not the bounding-box centre) and scale so
     its farthest point lies at radius 1. Works on (P, 3) or (N, P, 3); returns float32.
 
     Computed in float64 (in blocks, to bound memory) so inputs in any units (1e5) stay
-    accurate; a degenerate cloud (all points equal) is centred to zeros, never NaN."""
+    accurate. A degenerate cloud, whose farthest point lies within `DEGENERATE_RADIUS` (1e-30)
+    of its centroid (all points equal, or an extent no real unit has), is centred to zeros,
+    never NaN: below ~1e-154 the squared radius would underflow float64 and the scale would be
+    wrong. Clouds too large to square in float64 (|x| > ~1e154) are pre-scaled."""
     pts = np.asarray(points)
     if pts.ndim not in (2, 3) or pts.shape[-1] != 3:
         raise DataError(f"clouds must have shape (P, 3) or (N, P, 3), got {pts.shape}")
@@ -98,7 +108,12 @@ def normalize_unit_sphere(points: np.ndarray) -> np.ndarray:
         x = batch[start:start + 64].astype(np.float64)
         x -= x.mean(axis=1, keepdims=True)
         radius = np.sqrt(np.einsum("npi,npi->np", x, x).max(axis=1, initial=0.0))
-        x /= np.where(radius > 0, radius, 1.0)[:, None, None]
+        huge = ~np.isfinite(radius)
+        if huge.any():  # the squares overflowed: scale those clouds down first (exact: 2^k)
+            x[huge] /= 2.0 ** 600
+            radius[huge] = np.sqrt(np.einsum("npi,npi->np", x[huge], x[huge]).max(axis=1))
+        x[radius < DEGENERATE_RADIUS] = 0.0
+        x /= np.where(radius < DEGENERATE_RADIUS, 1.0, radius)[:, None, None]
         out[start:start + 64] = x
     return out[0] if pts.ndim == 2 else out
 
@@ -144,23 +159,34 @@ def load_split(path: str | Path, split: str = "train", num_points: int | None = 
         source = str(p)
         if not p.exists():
             raise DataError(f"{p}: dataset not found")
-        from pointkd.data.hdf5 import SUFFIXES, load_hdf5
-
-        if p.is_file():
-            if p.suffix.lower() not in SUFFIXES:
-                raise DataError(f"{p}: not a dataset (expected an .h5 file, a folder, or "
-                                f"'synthetic'; single clouds go through `pointkd predict`)")
-            ds = load_hdf5(p, split, num_points)
-        elif any(f.suffix.lower() in SUFFIXES for f in p.iterdir() if f.is_file()):
-            ds = load_hdf5(p, split, num_points)
-        else:
-            from pointkd.data.folder import load_folder
-
-            ds = load_folder(p, split, num_points or 1024)
+        ds = _load_path(p, split, num_points)
     validate_set(ds, f"{source} ({split})")
     if normalize:
         ds.points = normalize_unit_sphere(ds.points)
     return ds
+
+
+def _load_path(p: Path, split: str, num_points: int | None) -> PointCloudSet:
+    """Dispatch on the layout found at `p` (one small module per layout)."""
+    from pointkd.data import normal_resampled, scanobjectnn
+    from pointkd.data.hdf5 import SUFFIXES, load_hdf5
+
+    if p.is_file():
+        if scanobjectnn.is_scanobjectnn_file(p):
+            return scanobjectnn.load_scanobjectnn(p, split, num_points)
+        if p.suffix.lower() not in SUFFIXES:
+            raise DataError(f"{p}: not a dataset (expected an .h5 file, a folder, or "
+                            f"'synthetic'; single clouds go through `pointkd predict`)")
+        return load_hdf5(p, split, num_points)
+    if prefix := normal_resampled.layout_prefix(p):
+        return normal_resampled.load_normal_resampled(p, split, num_points or 1024, prefix)
+    if scanobjectnn.variants(p):
+        return scanobjectnn.load_scanobjectnn(p, split, num_points)
+    if any(f.suffix.lower() in SUFFIXES for f in p.iterdir() if f.is_file()):
+        return load_hdf5(p, split, num_points)
+    from pointkd.data.folder import load_folder
+
+    return load_folder(p, split, num_points or 1024)
 
 
 from pointkd.data.readers import read_cloud  # noqa: E402  (re-exported public API)

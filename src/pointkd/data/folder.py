@@ -1,10 +1,15 @@
 """Class-folder datasets: `root/<class>/<split>/*.{npy,xyz,txt,pcd,ply,off}`.
 
-Class names are the sorted sub-folder names (a class with no files in one split keeps its
-label, so train and test agree). Each file goes through `read_cloud` with a stable per-file
+Class names are the sorted sub-folder names (a class without a `<split>` folder keeps its
+label, so train and test agree; an empty class folder, an empty or non-folder `<split>`, or a
+broken/looping symlink is an error). Each file goes through `read_cloud` with a stable per-file
 seed (crc32 of its path relative to `root`), so loading the same folder twice — or on another
-machine — gives identical clouds. Hidden files are skipped; any other file with an unknown
-extension is an error rather than silently left out."""
+machine — gives identical clouds. Hidden files and folders (and `__MACOSX`) are skipped; any
+other file with an unknown extension is an error rather than silently left out.
+
+This reads the official ModelNet40 / ModelNet10 archives as unpacked
+(`ModelNet40/<class>/{train,test}/*.off`); large splits are converted once into an HDF5 cache
+(`pointkd.data.cache`) and read from there afterwards."""
 
 from __future__ import annotations
 
@@ -13,31 +18,74 @@ from pathlib import Path
 import numpy as np
 
 from pointkd.data import MissingSplitError, PointCloudSet
+from pointkd.data.cache import MIN_FILES, cached_split
 from pointkd.data.readers import POINT_SUFFIXES, file_seed, read_cloud
 from pointkd.errors import DataError
 
 
-def load_folder(root: Path, split: str, num_points: int) -> PointCloudSet:
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+def class_folders(root: Path) -> list[str]:
+    """The sorted class-folder names. Hidden folders and `__MACOSX` (in the ModelNet10 zip)
+    are no classes. A symlink that leads nowhere (or in a loop), or a class folder with
+    nothing in it, is an error: skipping it would renumber every later class."""
+    classes = []
+    for p in sorted(root.iterdir()):
+        if p.name.startswith((".", "__")):
+            continue
+        try:
+            target = p.resolve(strict=True)
+        except (OSError, RuntimeError):
+            raise DataError(f"{p}: broken symlink or symlink loop") from None
+        if target.is_dir():
+            if not any(c for c in p.iterdir() if not c.name.startswith(".")):
+                raise DataError(f"{p}: empty class folder (expected {p}/<split>/ with files)")
+            classes.append(p.name)
     if not classes:
         raise DataError(f"{root}: neither HDF5 files nor class folders found")
-    points, labels, ids = [], [], []
+    return classes
+
+
+def load_folder(root: Path, split: str, num_points: int) -> PointCloudSet:
+    classes = class_folders(root)
+    files, labels = _split_files(root, classes, split)
+    if not files:
+        raise MissingSplitError(f"{root}: no files for split '{split}' "
+                                f"(expected {root}/<class>/{split}/*.npy|xyz|txt|pcd|ply|off)")
+    return cached_split("folder", root, split, files, classes, num_points,
+                        lambda: _read_all(root, split, files, labels, classes, num_points))
+
+
+def _split_files(root: Path, classes: list[str], split: str) -> tuple[list[Path], list[int]]:
+    files, labels = [], []
     for label, name in enumerate(classes):
         folder = root / name / split
+        if not folder.exists() and not folder.is_symlink():
+            continue  # this class has no shapes in this split (it keeps its label)
         if not folder.is_dir():
-            continue
-        for f in sorted(folder.iterdir()):
-            if f.name.startswith(".") or f.is_dir():
+            raise DataError(f"{folder}: expected a folder of point-cloud files")
+        entries = [f for f in sorted(folder.iterdir()) if not f.name.startswith(".")]
+        if not entries:
+            raise DataError(f"{folder}: empty split folder")
+        for f in entries:
+            if f.is_dir():
                 continue
             if f.suffix.lower() not in POINT_SUFFIXES:
                 raise DataError(f"{f}: unknown point-cloud format '{f.suffix}' "
                                 f"(known: {' '.join(POINT_SUFFIXES)})")
-            rel = f.relative_to(root).as_posix()  # '/' on every OS: same seed everywhere
-            points.append(read_cloud(f, num_points, seed=file_seed(rel)))
+            files.append(f)
             labels.append(label)
-            ids.append(rel)
-    if not points:
-        raise MissingSplitError(f"{root}: no files for split '{split}' "
-                                f"(expected {root}/<class>/{split}/*.npy|xyz|txt|pcd|ply|off)")
+    return files, labels
+
+
+def _read_all(root: Path, split: str, files: list[Path], labels: list[int],
+              classes: list[str], num_points: int) -> PointCloudSet:
+    from tqdm import tqdm
+
+    points, ids = [], []
+    # a first read of the ModelNet40 archive takes minutes: show it (then it is cached)
+    for f in tqdm(files, desc=f"reading {root.name}/{split} (cached afterwards)", unit="file",
+                  disable=len(files) < MIN_FILES, dynamic_ncols=True):
+        rel = f.relative_to(root).as_posix()  # '/' on every OS: same seed everywhere
+        points.append(read_cloud(f, num_points, seed=file_seed(rel)))
+        ids.append(rel)
     return PointCloudSet(np.stack(points), np.array(labels, np.int64), classes,
                          f"{root.name}/{split}", ids)

@@ -7,6 +7,7 @@ from `shape_names.txt` beside them (else `class_0`.. up to the largest label). A
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import h5py
@@ -90,6 +91,9 @@ def read_class_names(root: Path, num_labels: int) -> list[str]:
     names = [line.strip() for line in lines if line.strip()]
     if not names:
         raise DataError(f"{names_file}: no class names")
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise DataError(f"{names_file}: class name {twice[0]!r} is listed more than once")
     return names
 
 
@@ -119,3 +123,33 @@ def load_hdf5(root: Path, split: str, num_points: int | None) -> PointCloudSet:
         points = points[:, :num_points]
     name = f"{root.parent.name}/{root.stem}" if root.is_file() else f"{root.name}/{split}"
     return PointCloudSet(np.ascontiguousarray(points), labels, names, name, ids)
+
+
+def write_pointkd_hdf5(folder: Path, splits: dict[str, PointCloudSet]) -> None:
+    """Write `<split>.h5` per split (`data` float32 (N, P, 3), `label` int64 (N,), `shape_id`
+    when known) and `shape_names.txt` into `folder`: the layout `load_hdf5` reads. Each file
+    is written under a temporary name, fsynced and renamed."""
+    folder.mkdir(parents=True, exist_ok=True)
+    names = None
+    for split, ds in splits.items():
+        if names is not None and list(ds.class_names) != names:
+            raise DataError(f"split '{split}' has other class names than the others")
+        names = list(ds.class_names)
+        path = folder / f"{split}.h5"
+        tmp = path.with_name(path.name + ".tmp")
+        with h5py.File(tmp, "w") as f:
+            f.create_dataset("data", data=np.ascontiguousarray(ds.points, dtype=np.float32))
+            f.create_dataset("label", data=np.asarray(ds.labels, dtype=np.int64))
+            if ds.shape_ids is not None:
+                f.create_dataset("shape_id", data=np.array(ds.shape_ids, dtype=object),
+                                 dtype=h5py.string_dtype())
+        _fsync_replace(tmp, path)
+    tmp = folder / "shape_names.txt.tmp"
+    tmp.write_text("".join(f"{n}\n" for n in names or []))
+    _fsync_replace(tmp, folder / "shape_names.txt")
+
+
+def _fsync_replace(tmp: Path, path: Path) -> None:
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)

@@ -23,7 +23,10 @@ def describe(path: str | Path, splits: list[str] | tuple[str, ...] = ("train", "
     sets: dict[str, PointCloudSet] = {}
     bounds: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     notes, missing = [], []
-    if str(path) != "synthetic" and Path(path).is_file():  # one .h5 file is one split
+    from pointkd.data.scanobjectnn import is_scanobjectnn_file
+
+    one_file = str(path) != "synthetic" and Path(path).is_file()
+    if one_file and not is_scanobjectnn_file(Path(path)):  # one .h5 file is one split
         splits = [Path(path).stem]
     for split in dict.fromkeys(splits):  # de-duplicated, order kept
         try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -65,11 +66,77 @@ def read_manifest(root: str | Path) -> dict:
     missing = [key for key in REQUIRED if key not in m]
     if missing:
         raise RecordError(f"{path}: manifest lacks {', '.join(missing)}")
+    problem = schema_problem(m)
+    if problem:
+        raise RecordError(f"{path}: bad manifest: {problem}")
     AugmentSpec.from_dict(m["augment"])  # unknown spec version / keys
     dtype = manifest_dtype(m)
     if dtype_descr(dtype) != m["row_dtype"] or dtype.itemsize != m["bytes_per_row"]:
         raise RecordError(f"{path}: row layout does not match its logits encoding")
     return m
+
+
+SHARD_FILE = re.compile(r"shard-\d{5,}\.bin")  # what `shard_name` writes; nothing else
+
+
+def schema_problem(m: dict) -> str | None:
+    """Types and ranges of every manifest field pointkd reads (numbers must be JSON numbers,
+    not strings), and shard names that are plain files of the set; None if all is well."""
+    ints = [(m, "k", 1), (m, "seed", 0), (m, "batch_size", 1), (m, "total_rows", 0),
+            (m, "bytes_per_row", 1)]
+    sections = {"data": m["data"], "logits": m["logits"]}
+    for name, section in sections.items():
+        if not isinstance(section, dict):
+            return f"'{name}' must be a mapping"
+    d, lg = m["data"], m["logits"]
+    ints += [(d, "num_shapes", 1), (d, "num_classes", 2), (d, "num_points", 1),
+             (lg, "topk", 0), (lg, "stored_teachers", 1)]
+    for section, key, low in ints:
+        value = section.get(key)
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            return f"'{key}' must be an integer >= {low}, got {value!r}"
+    if not isinstance(m["complete"], bool):
+        return f"'complete' must be true or false, got {m['complete']!r}"
+    if not isinstance(d.get("fingerprint"), str) or not isinstance(d.get("name"), str):
+        return "'data' needs its name and fingerprint as strings"
+    names = d.get("class_names")
+    if names is not None and (not isinstance(names, list) or len(names) != d["num_classes"]
+                              or not all(isinstance(n, str) for n in names)):
+        return f"'data.class_names' must list {d['num_classes']} names"
+    if lg.get("combine") not in ("mean", "each"):
+        return f"'logits.combine' must be mean or each, got {lg.get('combine')!r}"
+    teachers = m["teachers"]
+    if not isinstance(teachers, list) or not teachers or not all(
+            isinstance(t, dict) and isinstance(t.get("sha256"), str)
+            and isinstance(t.get("model"), str) and isinstance(t.get("file"), str)
+            for t in teachers):
+        return "'teachers' must list each teacher's file, model and sha256"
+    return _shards_problem(m["shards"], m["complete"])
+
+
+def _shards_problem(shards: object, complete: bool) -> str | None:
+    if not isinstance(shards, list) or not shards:
+        return "'shards' must be a non-empty list"
+    files = []
+    for s in shards:
+        if not isinstance(s, dict):
+            return "every shard must be a mapping"
+        name = s.get("file")
+        if not isinstance(name, str) or not SHARD_FILE.fullmatch(name):
+            return (f"shard file {name!r} is not a plain shard name inside the set "
+                    "(shard-NNNNN.bin)")
+        files.append(name)
+        for key in ("row_start", "rows"):
+            value = s.get(key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                return f"shard {name}: '{key}' must be an integer >= 0, got {value!r}"
+        checksum = s.get("sha256")
+        if not (isinstance(checksum, str) or (checksum is None and not complete)):
+            return f"shard {name}: 'sha256' must be a checksum string"
+    twice = sorted({f for f in files if files.count(f) > 1})
+    if twice:
+        return f"shards overlap: two of them name the same file {twice[0]}"
+    return None
 
 
 def manifest_dtype(m: dict) -> np.dtype:
@@ -104,8 +171,8 @@ def changed_settings(old: dict, new: dict) -> list[str]:
     # the same data and teachers by content; the paths they were given by may differ
     if old.get("data", {}).get("fingerprint") != new["data"]["fingerprint"]:
         names.insert(0, "data")
-    if [t.get("sha256") for t in old.get("teachers", [])] != [
-            t["sha256"] for t in new["teachers"]]:
+    if [(t.get("sha256"), t.get("source_sha256")) for t in old.get("teachers", [])] != [
+            (t["sha256"], t.get("source_sha256")) for t in new["teachers"]]:
         names.insert(0, "teachers")
     layout = [[(s.get("file"), s.get("row_start"), s.get("rows")) for s in m.get("shards", [])]
               for m in (old, new)]

@@ -134,4 +134,8 @@ def open_records(root: str | Path, data=None) -> RecordSet:
         raise RecordError(f"{root}: records were made for another dataset "
                           f"({m['data']['name']}, {m['data']['fingerprint'][:19]}…), "
                           f"not {data.name} ({data.fingerprint()[:19]}…)")
+    if data is not None and (rs.num_shapes, rs.num_classes) != (len(data), data.num_classes):
+        raise RecordError(f"{root}: manifest says {rs.num_shapes} shapes of "
+                          f"{rs.num_classes} classes, the data has {len(data)} of "
+                          f"{data.num_classes}")
     return rs

@@ -5,20 +5,23 @@ from __future__ import annotations
 from pathlib import Path
 
 from pointkd.checkpoint import file_sha256
-from pointkd.errors import RecordError
+from pointkd.errors import PointKDError, RecordError
 from pointkd.records.format import CLOUD_BYTES
 from pointkd.records.manifest import read_manifest
 from pointkd.records.reader import open_records
 from pointkd.records.writer import spec_from_config
+from pointkd.teacher import teacher_identity, teacher_kind
 
 
 def verify(root: str, data: str | None = None, teachers: list[str] | None = None,
-           config: str | None = None) -> str:
+           config: str | None = None, weights: list[str] | None = None) -> str:
     """Re-check everything the manifest promises; the first problem is a one-line RecordError.
 
     Always: manifest, spec version/keys, completeness, shard ranges, sizes and sha256.
-    Optionally: that the records were made for dataset `data`, with every checkpoint in
-    `teachers`, and with the augmentation of config `config`. Returns an OK summary."""
+    Optionally: that the records were made for dataset `data`, with every teacher in
+    `teachers` (checkpoint, ONNX file, or `module:factory` whose k-th `weights` file and
+    source file must hash as recorded), and with the augmentation of config `config`.
+    Returns an OK summary."""
     rs = open_records(root)  # manifest, spec, completeness, ranges, shard presence and sizes
     m = rs.manifest
     for s in rs.shards:
@@ -31,11 +34,7 @@ def verify(root: str, data: str | None = None, teachers: list[str] | None = None
 
         open_records(root, data=load_split(data, "train", num_points=m["data"]["num_points"]))
         checked.append(f"made for {data}")
-    for t in teachers or []:
-        if file_sha256(t) not in {x["sha256"] for x in m["teachers"]}:
-            raise RecordError(f"{root}: records were not made with teacher {t} (its sha256 is "
-                              "not in the manifest)")
-        checked.append(f"made with {Path(t).name}")
+    checked += _check_teachers(root, m["teachers"], teachers or [], weights or [])
     if config is not None:
         want = spec_from_config(config)
         if want != rs.spec:
@@ -45,6 +44,42 @@ def verify(root: str, data: str | None = None, teachers: list[str] | None = None
         checked.append(f"augmentation matches {Path(config).name}")
     return (f"OK: {root}: {len(rs)} rows = K {rs.k} x {rs.num_shapes} shapes in "
             f"{len(rs.shards)} shard(s); " + ", ".join(checked))
+
+
+def _check_teachers(root: str, recorded: list[dict], teachers: list[str],
+                    weights: list[str]) -> list[str]:
+    """Every given teacher's hashes must be among the manifest's teachers."""
+    kinds = [teacher_kind(t) for t in teachers]
+    if len(weights) != kinds.count("module"):
+        raise RecordError(f"{kinds.count('module')} module teacher(s) but {len(weights)} "
+                          "--weights file(s)")
+    checked, w = [], iter(weights)
+    for t, kind in zip(teachers, kinds, strict=True):
+        try:
+            ident = teacher_identity(t, next(w) if kind == "module" else None)
+        except PointKDError as exc:
+            raise RecordError(f"{root}: {exc}") from None
+        same = [x for x in recorded if x.get("sha256") == ident["sha256"]]
+        what = "its weights' sha256" if kind == "module" else "its sha256"
+        if not same:
+            raise RecordError(f"{root}: records were not made with teacher {t} ({what} is "
+                              "not in the manifest)")
+        if kind == "module" and not any(x.get("source_sha256") == ident["source_sha256"]
+                                        for x in same):
+            raise RecordError(f"{root}: teacher {t}: the weights match, but the source file "
+                              "defining the factory changed since the recording (sha256)")
+        checked.append(f"made with {t if kind == 'module' else Path(t).name}")
+    return checked
+
+
+def teacher_label(t: dict) -> str:
+    """How `info` names a manifest teacher entry (entries without `kind` are pointkd's)."""
+    kind = t.get("kind", "pointkd")
+    if kind == "module":
+        return f"{t['entry']} (module, weights {t['file']}, sha256 {t['sha256'][:12]}…)"
+    if kind == "onnx":
+        return f"{t['file']} (onnx, sha256 {t['sha256'][:12]}…)"
+    return f"{t['model']} ({t['file']}, sha256 {t['sha256'][:12]}…)"
 
 
 def info(root: str) -> str:
@@ -76,7 +111,6 @@ def info(root: str) -> str:
         f"  size        {size / 1e6:.2f} MB in {len(m['shards'])} shard(s)",
         f"  logits      {encoding}",
     ]
-    lines += [f"  teacher     {t['model']} ({t['file']}, sha256 {t['sha256'][:12]}…)"
-              for t in m["teachers"]]
+    lines += [f"  teacher     {teacher_label(t)}" for t in m["teachers"]]
     lines.append(f"  augment     {spec}")
     return "\n".join(lines)

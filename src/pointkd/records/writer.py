@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,8 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pointkd import __version__, augment, distributed
-from pointkd.checkpoint import file_sha256, load_model, resolve_device
+from pointkd import __version__, augment, distributed, rundir
+from pointkd.checkpoint import file_sha256, resolve_device
 from pointkd.errors import RecordError
 from pointkd.progress import Progress
 from pointkd.records.format import (
@@ -44,6 +43,7 @@ from pointkd.records.manifest import (
     shard_name,
     write_json_atomic,
 )
+from pointkd.teacher import attach_frames, load_teachers, match_classes
 
 
 class ShardWriter:
@@ -88,12 +88,16 @@ class ShardWriter:
             os.close(dir_fd)
 
 
+@rundir.releases_locks
 def record(teachers: list[str], data: str, out: str, k: int = 10, seed: int = 0,
            logits: str = "int8", topk: int = 0, combine: str = "mean", batch_size: int = 64,
            device: str = "auto", resume: bool = False, overwrite: bool = False,
-           augment_config: str | None = None, progress: bool = True) -> Path:
+           augment_config: str | None = None, progress: bool = True,
+           weights: list[str] | None = None, class_names: str | None = None,
+           teacher_normalization: str | None = None) -> Path:
     """Record K augmented copies of every shape of `data`'s train split; returns the record
-    directory. See docs/records.md for the format."""
+    directory. See docs/records.md for the format. Teachers: pointkd checkpoints, ONNX files
+    or `module:factory` entry points with `weights` (see `pointkd.teacher`)."""
     from pointkd.data import load_split
 
     if not teachers:
@@ -109,15 +113,15 @@ def record(teachers: list[str], data: str, out: str, k: int = 10, seed: int = 0,
     spec = spec_from_config(augment_config)
     dist = distributed.init(device)
     dev = dist.device(resolve_device(device))
-    models, metas = zip(*(load_model(t, dev) for t in teachers), strict=True)
-    ds = load_split(data, "train", num_points=metas[0].get("num_points"))
-    for path, meta in zip(teachers, metas, strict=True):
-        if meta["num_classes"] != ds.num_classes:
-            raise RecordError(f"teacher {path} has {meta['num_classes']} classes, the data "
-                              f"{ds.num_classes}")
-        names = meta.get("class_names")
-        if names and list(names) != list(ds.class_names):
-            raise RecordError(f"teacher {path} was trained on other class names than {data}")
+    models = load_teachers(teachers, dev, weights, class_names, teacher_normalization)
+    ds = load_split(data, "train", num_points=models[0].num_points)
+    match_classes(models, ds.class_names, data, error=RecordError)
+    if any(t.normalization == "none" for t in models):  # teachers fed the data's own units
+        raw = load_split(data, "train", num_points=models[0].num_points, normalize=False)
+        attach_frames(models, raw.points)
+    if spec.subsample > ds.points.shape[1]:
+        raise RecordError(f"augment.subsample = {spec.subsample} but the clouds have only "
+                          f"{ds.points.shape[1]} points")
     encoding = "topk" if topk else logits
     stored = len(teachers) if combine == "each" else 1
     dtype = row_dtype(ds.num_classes, encoding, topk, stored)
@@ -128,10 +132,7 @@ def record(teachers: list[str], data: str, out: str, k: int = 10, seed: int = 0,
         "data": {"name": ds.name, "path": str(data), "fingerprint": ds.fingerprint(),
                  "num_shapes": len(ds), "num_classes": ds.num_classes,
                  "class_names": list(ds.class_names), "num_points": int(ds.points.shape[1])},
-        "teachers": [{"file": Path(t).name, "model": m["model"],
-                      "model_kwargs": m.get("model_kwargs", {}), "sha256": file_sha256(t),
-                      "num_classes": m["num_classes"]}
-                     for t, m in zip(teachers, metas, strict=True)],
+        "teachers": [t.entry for t in models],
         "augment": spec.to_dict(), "k": k, "seed": seed, "batch_size": batch_size,
         "logits": {"encoding": encoding, "topk": topk, "combine": combine,
                    "stored_teachers": stored},
@@ -139,7 +140,8 @@ def record(teachers: list[str], data: str, out: str, k: int = 10, seed: int = 0,
         "shards": plan_shards(total, batch_size, dist.world),
     }
     root = Path(out)
-    previous = dist.on_main(_prepare_out, root, manifest, resume, overwrite)
+    previous = dist.on_main(_prepare_out, root, manifest, resume, overwrite,
+                            (*teachers, data))
     if previous is not None and previous["complete"]:
         return root  # --resume of a finished recording: nothing to do
     if previous is not None:
@@ -209,7 +211,7 @@ def _teacher_batches(models, points: torch.Tensor, spec: augment.AugmentSpec, se
         x = augment.apply(points[samples.to(dev)], params16.float().to(dev), seeds.to(dev),
                           spec)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=dev.type == "cuda"):
-            z = torch.stack([m(x).float() for m in models], dim=1)
+            z = torch.stack([t(x, samples) for t in models], dim=1)
         if combine == "mean":
             z = z.mean(dim=1, keepdim=True)
         event = None
@@ -243,32 +245,22 @@ def spec_from_config(path: str | None) -> augment.AugmentSpec:
     return augment.AugmentSpec.from_config(load_config(path).augment)
 
 
-def _prepare_out(root: Path, manifest: dict, resume: bool, overwrite: bool) -> dict | None:
-    """Never silently overwrite; resume only the very same recording. Returns the previous
-    manifest when resuming one."""
-    if root.exists() and not root.is_dir():
-        raise RecordError(f"{root} exists and is not a directory")
-    if not root.exists() or not any(root.iterdir()):
-        root.mkdir(parents=True, exist_ok=True)
-        return None
-    is_record_set = (root / MANIFEST).is_file()
-    if resume:
-        if not is_record_set:
+def _prepare_out(root: Path, manifest: dict, resume: bool, overwrite: bool,
+                 inputs: tuple[str, ...] = ()) -> dict | None:
+    """Lock the directory, then: never silently overwrite (--overwrite deletes only a record
+    set's own files, see `pointkd.rundir`); resume only the very same recording. Returns the
+    previous manifest when resuming one."""
+    rundir.open_output(root, "records", resume=resume, overwrite=overwrite, inputs=inputs)
+    if not resume or not (root / MANIFEST).is_file():
+        if resume and rundir.contents(root):
             raise RecordError(f"{root}: nothing to resume here (no {MANIFEST})")
-        previous = read_manifest(root)
-        changed = changed_settings(previous, manifest)
-        if changed:
-            raise RecordError(f"{root}: --resume with other settings than the recording there "
-                              f"({', '.join(changed)})")
-        return previous
-    if not overwrite:
-        raise RecordError(f"{root} is not empty (use --resume to continue the recording there, "
-                          "or --overwrite to replace it)")
-    if not is_record_set:
-        raise RecordError(f"refusing to --overwrite {root}: it is not a record set")
-    shutil.rmtree(root)
-    root.mkdir(parents=True)
-    return None
+        return None
+    previous = read_manifest(root)
+    changed = changed_settings(previous, manifest)
+    if changed:
+        raise RecordError(f"{root}: --resume with other settings than the recording there "
+                          f"({', '.join(changed)})")
+    return previous
 
 
 @contextlib.contextmanager
