@@ -328,7 +328,8 @@ def checkpoint(path, **change):
     from pointkd.data import load_split
     from pointkd.models import create_model
 
-    names = load_split("synthetic:train_per_class=1,test_per_class=1", "train", 8).class_names
+    names = load_split("synthetic:version=1,train_per_class=1,test_per_class=1", "train",
+                       8).class_names
     torch.manual_seed(0)
     state = {"model": "student_xs", "model_kwargs": {}, "num_classes": 12,
              "class_names": names, "num_points": 32,
@@ -366,7 +367,7 @@ def test_bad_checkpoints_are_one_line_errors(cli, tmp_path, name):
     ckpt = checkpoint(tmp_path / f"{name}.pt", **change)
     np.save(tmp_path / "cloud.npy", good(1, 64)[0][0])
     for args in (["predict", ckpt, tmp_path / "cloud.npy", "--json"],
-                 ["eval", ckpt, "--data", "synthetic:train_per_class=1,test_per_class=1"],
+                 ["eval", ckpt, "--data", "synthetic:version=1,train_per_class=1,test_per_class=1"],
                  ["export", ckpt, "--onnx", tmp_path / "m.onnx"]):
         code, out, err = cli(*args)
         assert code == 2 and err.count("\n") == 1 and message in err, (args, err)
@@ -378,7 +379,7 @@ def test_non_finite_outputs_are_never_printed(cli, tmp_path):
     """Finite weights can still overflow to inf: predict/eval/export refuse to report it."""
     ckpt = checkpoint(tmp_path / "huge.pt", state_dict=_scaled(1e30))
     np.save(tmp_path / "cloud.npy", good(1, 64)[0][0])
-    data = "synthetic:train_per_class=1,test_per_class=1"
+    data = "synthetic:version=1,train_per_class=1,test_per_class=1"
     for args in (["predict", ckpt, tmp_path / "cloud.npy", "--json"],
                  ["eval", ckpt, "--data", data, "--no-latency", "--out", tmp_path / "ev"],
                  ["export", ckpt, "--onnx", tmp_path / "m.onnx", "--check-data", data]):
