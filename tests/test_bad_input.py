@@ -328,7 +328,8 @@ def checkpoint(path, **change):
     from pointkd.data import load_split
     from pointkd.models import create_model
 
-    names = load_split("synthetic:train_per_class=1,test_per_class=1", "train", 8).class_names
+    names = load_split("synthetic:version=1,train_per_class=1,test_per_class=1", "train",
+                       8).class_names
     torch.manual_seed(0)
     state = {"model": "student_xs", "model_kwargs": {}, "num_classes": 12,
              "class_names": names, "num_points": 32,
@@ -366,7 +367,7 @@ def test_bad_checkpoints_are_one_line_errors(cli, tmp_path, name):
     ckpt = checkpoint(tmp_path / f"{name}.pt", **change)
     np.save(tmp_path / "cloud.npy", good(1, 64)[0][0])
     for args in (["predict", ckpt, tmp_path / "cloud.npy", "--json"],
-                 ["eval", ckpt, "--data", "synthetic:train_per_class=1,test_per_class=1"],
+                 ["eval", ckpt, "--data", "synthetic:version=1,train_per_class=1,test_per_class=1"],
                  ["export", ckpt, "--onnx", tmp_path / "m.onnx"]):
         code, out, err = cli(*args)
         assert code == 2 and err.count("\n") == 1 and message in err, (args, err)
@@ -378,7 +379,7 @@ def test_non_finite_outputs_are_never_printed(cli, tmp_path):
     """Finite weights can still overflow to inf: predict/eval/export refuse to report it."""
     ckpt = checkpoint(tmp_path / "huge.pt", state_dict=_scaled(1e30))
     np.save(tmp_path / "cloud.npy", good(1, 64)[0][0])
-    data = "synthetic:train_per_class=1,test_per_class=1"
+    data = "synthetic:version=1,train_per_class=1,test_per_class=1"
     for args in (["predict", ckpt, tmp_path / "cloud.npy", "--json"],
                  ["eval", ckpt, "--data", data, "--no-latency", "--out", tmp_path / "ev"],
                  ["export", ckpt, "--onnx", tmp_path / "m.onnx", "--check-data", data]):
@@ -447,14 +448,15 @@ BAD_OVERRIDES = {
 @pytest.mark.parametrize("override", sorted(BAD_OVERRIDES))
 def test_bad_overrides_are_one_line_errors(cli, tmp_path, override):
     code, _, err = cli("train", "--model", "student_xs", "--data",
-                       "synthetic:train_per_class=2,test_per_class=1", "--out", tmp_path / "r",
+                       "synthetic:version=1,train_per_class=2,test_per_class=1", "--out",
+                       tmp_path / "r",
                        "data.num_points=32", "train.epochs=1", override)
     assert code == 2 and err.count("\n") == 1 and BAD_OVERRIDES[override] in err, err
     assert not (tmp_path / "r" / "last.pt").exists()
 
 
 def test_resume_with_another_model_is_refused(cli, tmp_path):
-    data = "synthetic:train_per_class=2,test_per_class=1"
+    data = "synthetic:version=1,train_per_class=2,test_per_class=1"
     common = ["--data", data, "--out", tmp_path / "r", "data.num_points=32",
               "train.batch_size=8", "train.progress=false", "--epochs"]
     assert cli("train", "--model", "student_xs", *common, "1")[0] == 0
@@ -466,7 +468,7 @@ def _records(tmp_path):
     """A tiny real record set (student_xs teacher) and the data it was made for."""
     from pointkd.records import record
 
-    data = "synthetic:train_per_class=2,test_per_class=1"
+    data = "synthetic:version=1,train_per_class=2,test_per_class=1"
     ckpt = checkpoint(tmp_path / "teacher.pt")
     out = record(teachers=[str(ckpt)], data=data, out=str(tmp_path / "rec"), k=2,
                  batch_size=8, device="cpu", progress=False)
@@ -535,7 +537,8 @@ def test_own_warnings_are_one_line(capsys):
 
 def test_loss_nan_is_one_line(cli, tmp_path):
     code, _, err = cli("train", "--model", "student_xs", "--data",
-                       "synthetic:train_per_class=2,test_per_class=1", "--out", tmp_path / "r",
+                       "synthetic:version=1,train_per_class=2,test_per_class=1", "--out",
+                       tmp_path / "r",
                        "data.num_points=32", "train.epochs=1", "optim.lr=1e30",
                        "train.batch_size=8", "train.progress=false")
     assert code == 2 and err.count("\n") == 1 and "loss became nan" in err, err

@@ -54,12 +54,26 @@ def test_synthetic_is_deterministic_and_splits_differ():
 
 
 def test_synthetic_defaults_and_bad_options():
-    ds = load_split("synthetic", "test")
-    assert ds.points.shape == (25 * len(CLASSES), 1024, 3) and ds.name == "synthetic/test"
+    ds = load_split("synthetic", "test", num_points=128)
+    assert ds.points.shape == (60 * len(CLASSES), 128, 3) and ds.name == "synthetic/test"
+    assert len(CLASSES) == 20 and len(ds) >= 1000  # 1 point of test OA >= 10 shapes
     assert np.allclose(np.linalg.norm(ds.points, axis=-1).max(axis=1), 1, atol=1e-5)
-    for bad in ("synthetic:colour=3", "synthetic:seed=x", "synthetic:train_per_class=0"):
+    for bad in ("synthetic:colour=3", "synthetic:seed=x", "synthetic:train_per_class=0",
+                "synthetic:version=3"):
         with pytest.raises(DataError, match="synthetic"):
             load_split(bad, "train", num_points=16)
+
+
+def test_synthetic_version_1_is_the_earlier_set_unchanged():
+    """Version 1 stays reachable byte for byte (results and record sets made on it)."""
+    from pointkd.data import synthetic_v1
+
+    v1 = load_split("synthetic:version=1,train_per_class=2,test_per_class=1", "train",
+                    num_points=32)
+    assert v1.class_names == list(synthetic_v1.CLASSES) and len(v1.class_names) == 12
+    # the fingerprint `synthetic:train_per_class=2,test_per_class=1` had before version 2
+    assert v1.fingerprint() == ("sha256:77b7d4ad0ad2786f808bdd88c327c3e9a4dcf32f841d7edb43a4"
+                                "85ee762fb88a")
 
 
 def test_fingerprint_and_subset():
@@ -255,8 +269,8 @@ def test_text_file_with_header_line(tmp_path):
 
 def test_describe_text(tmp_path):
     text = describe(SMALL, splits=["train", "val", "test"], num_points=32)
-    assert f"{len(CLASSES)} classes" in text and "helix" in text
-    assert "train: 60 shapes x 32 points per shape" in text and "test: 36 shapes" in text
+    assert f"{len(CLASSES)} classes" in text and "helix_ccw" in text
+    assert "train: 100 shapes x 32 points per shape" in text and "test: 60 shapes" in text
     assert text.count("fingerprint sha256:") == 2 and "raw bounds x[" in text
     assert "no 'val' split" in text
     fp = load_split(SMALL, "train", num_points=32).fingerprint()
@@ -267,7 +281,7 @@ def test_describe_text(tmp_path):
 
 def test_data_info_synthetic(cli):
     code, out, _ = cli("data", "info", SMALL, "--num-points", "64")
-    assert code == 0 and "fingerprint sha256:" in out and "helix" in out
+    assert code == 0 and "fingerprint sha256:" in out and "helix_ccw" in out
 
 
 def test_data_preview_png(cli, tmp_path):

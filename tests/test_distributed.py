@@ -27,7 +27,7 @@ from pointkd.records.manifest import check_shard_ranges
 from pointkd.records.writer import plan_shards
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = "synthetic:train_per_class=4,test_per_class=1"  # 48 train shapes
+DATA = "synthetic:version=1,train_per_class=4,test_per_class=1"  # 48 train shapes
 POINTS, K, BATCH = 64, 5, 8  # 240 rows in 30 batches
 # one thread per process in every run: float sums may depend on the thread count
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE",

@@ -18,7 +18,7 @@ from pointkd.records import record
 
 STUDENT = "student_xs"
 TEACHER = "student_s"
-DATA = "synthetic:train_per_class=12,test_per_class=4"
+DATA = "synthetic:version=1,train_per_class=12,test_per_class=4"
 TINY = [f"data.path={DATA}", "data.num_points=128", "train.epochs=2",
         "train.max_steps_per_epoch=3", "train.batch_size=16", "train.progress=false",
         "train.device=cpu", "train.eval_batch_size=128"]
@@ -160,7 +160,7 @@ def test_records_for_other_data_are_rejected(tmp_path, teacher_and_records):
     _, rec = teacher_and_records
     with pytest.raises(RecordError):
         run_training(tiny_cfg(tmp_path / "x", f"model.name={STUDENT}", f"distill.records={rec}",
-                              "data.path=synthetic:seed=7,train_per_class=12"))
+                              "data.path=synthetic:version=1,seed=7,train_per_class=12"))
 
 
 def test_cli_eval_of_an_ensemble(tmp_path, cli, teacher_and_records):

@@ -18,7 +18,7 @@ from pointkd.models import create_model
 def make_ckpt(path, num_points=256, num_classes=12, names=None):
     torch.manual_seed(0)
     model = create_model("student_xs", num_classes).eval()
-    names = names or load_split("synthetic:train_per_class=1", "train", 32).class_names
+    names = names or load_split("synthetic:version=1,train_per_class=1", "train", 32).class_names
     save_checkpoint({"model": "student_xs", "model_kwargs": {}, "num_classes": num_classes,
                      "class_names": names, "num_points": num_points,
                      "state_dict": model.state_dict()}, path)
@@ -73,7 +73,7 @@ def test_predict_reports_bad_files_and_continues(cli, tmp_path):
 def test_export_onnx_parity_cli(cli, tmp_path):
     ckpt = make_ckpt(tmp_path / "m.pt")
     code, out, err = cli("export", ckpt, "--onnx", tmp_path / "m.onnx", "--check-data",
-                         "synthetic:test_per_class=5", "--check-count", "50")
+                         "synthetic:version=1,test_per_class=5", "--check-count", "50")
     assert code == 0, err
     assert "argmax agreement 100.00%" in out and (tmp_path / "m.onnx").is_file()
 

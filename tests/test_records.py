@@ -29,7 +29,7 @@ from pointkd.records import (
     row_dtype,
 )
 
-DATA = "synthetic:train_per_class=4,test_per_class=1"  # 48 shapes, 12 classes
+DATA = "synthetic:version=1,train_per_class=4,test_per_class=1"  # 48 shapes, 12 classes
 POINTS = 64
 
 

@@ -19,7 +19,7 @@ from pointkd.data import load_split
 from pointkd.models import create_model
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = "synthetic:train_per_class=4,test_per_class=1"  # 48 shapes
+DATA = "synthetic:version=1,train_per_class=4,test_per_class=1"  # 48 shapes
 POINTS, K, BATCH = 64, 6, 8  # 288 rows in 36 batches
 
 

@@ -20,7 +20,7 @@ from pointkd.models import create_model
 from pointkd.records import open_records, read_manifest
 from pointkd.teacher import load_teachers, teacher_kind, unit_sphere_frames
 
-DATA = "synthetic:train_per_class=4,test_per_class=1"  # 48 shapes, 12 classes
+DATA = "synthetic:version=1,train_per_class=4,test_per_class=1"  # 48 shapes, 12 classes
 POINTS = 64
 
 # A user's teacher package, written as a user would have it. Its 12 logits are exact

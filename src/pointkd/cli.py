@@ -10,9 +10,10 @@ import json
 import math
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from pointkd import __version__
-from pointkd.errors import PointKDError, quiet_warnings
+from pointkd.errors import ConfigError, PointKDError, quiet_warnings
 
 EPILOG = """examples:
   pointkd data info ../shared/data/modelnet40_1024
@@ -20,8 +21,10 @@ EPILOG = """examples:
   pointkd eval runs/t/best.pt --data synthetic
   pointkd record --teacher runs/t/best.pt --data synthetic --k 10 --out runs/rec
   pointkd records info runs/rec
-  pointkd distill --records runs/rec --student student_s --data synthetic --out runs/s
-  pointkd demo
+  pointkd distill --records runs/rec --student student_s --out runs/s   (data: the records')
+  pointkd predict runs/s/best.pt cloud.ply other_clouds/
+  pointkd export runs/s/best.pt --onnx student.onnx --check-data synthetic
+  pointkd demo                              (or: pointkd demo --data ../shared/data/modelnet40_1024)
   torchrun --nproc-per-node 2 -m pointkd train ...   (or: pointkd train --nproc 2 ...)
 """
 
@@ -62,11 +65,12 @@ def finite_float(text: str) -> float:
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     """Options shared by `train` and `distill` (both end in the same training loop)."""
     p.add_argument("--config", help="YAML config (see configs/)")
-    p.add_argument("--data", help="dataset: HDF5 folder, class folders, or 'synthetic'")
+    p.add_argument("--data", help="dataset: HDF5 folder, class folders, or 'synthetic' "
+                   "(required unless the config sets data.path)")
     p.add_argument("--out", help="run directory (default: from config)")
     p.add_argument("--epochs", type=int_at_least(1), help="shortcut for train.epochs=N")
     p.add_argument("--seed", type=int_at_least(0), help="shortcut for train.seed=N")
-    p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+    _add_compute_options(p, default_device=None)
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     p.add_argument("--overwrite", action="store_true",
                    help="replace pointkd's own files in an existing run directory (README: "
@@ -74,6 +78,30 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     _add_nproc(p)
     p.add_argument("overrides", nargs="*", metavar="section.key=value",
                    help="dotted config overrides, e.g. train.epochs=5 optim.lr=0.002")
+
+
+def _add_compute_options(p: argparse.ArgumentParser, default_device: str | None = "auto") -> None:
+    """--device and --threads, the same on every command that runs a model."""
+    p.add_argument("--device", default=default_device,
+                   help="auto | cpu | cuda | cuda:N" + (f" (default {default_device})"
+                                                        if default_device else ""))
+    p.add_argument("--threads", type=int_at_least(1), default=None,
+                   help="CPU threads for PyTorch (default: torch's own choice; fewer than the "
+                   "cores on a busy machine)")
+
+
+def _set_threads(threads: int | None) -> None:
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+def _main_process() -> bool:
+    """False in the non-zero ranks of a torchrun job (rank 0 alone reports)."""
+    import os
+
+    return os.environ.get("RANK", "0") == "0"
 
 
 def _add_nproc(p: argparse.ArgumentParser) -> None:
@@ -102,6 +130,7 @@ def _run_config(args: argparse.Namespace, extra: dict[str, object]):
         "train.epochs": args.epochs,
         "train.seed": args.seed,
         "train.device": args.device,
+        "train.threads": args.threads,
         **extra,
     }
     # strings quoted, so that YAML keeps `--out ~` or `--data 123` a path (not null, 123)
@@ -109,6 +138,30 @@ def _run_config(args: argparse.Namespace, extra: dict[str, object]):
                  for k, v in shortcuts.items() if v is not None]
     # explicit dotted overrides win over the shortcuts
     return load_config(args.config, overrides + list(args.overrides))
+
+
+def _say_data(cfg, source: str) -> None:
+    if _main_process():
+        print(f"data: {cfg.data.path} ({source})", flush=True)
+
+
+def _data_source(args: argparse.Namespace, cfg) -> str:
+    """Where the run's dataset came from, for the `data:` line a run starts with."""
+    if args.data or any(o.startswith("data.path=") for o in args.overrides):
+        return "from the command line"
+    if not cfg.data.path:
+        raise ConfigError("no dataset given: pass --data PATH (an HDF5 folder, a class-folder "
+                          "dataset, or 'synthetic')"
+                          + (f"; {args.config} does not set data.path" if args.config else ""))
+    return f"data.path of {args.config}"
+
+
+def _finish(results: dict | None, cfg) -> int:
+    if results is not None and _main_process():
+        from pointkd.engine import result_line
+
+        print(result_line(results, cfg.out), flush=True)
+    return 0
 
 
 def cmd_data_info(args: argparse.Namespace) -> int:
@@ -143,8 +196,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from pointkd.engine import run_training
 
     cfg = _run_config(args, {"model.name": args.model})
-    run_training(cfg, resume=args.resume, overwrite=args.overwrite)
-    return 0
+    _say_data(cfg, _data_source(args, cfg))
+    return _finish(run_training(cfg, resume=args.resume, overwrite=args.overwrite), cfg)
 
 
 def cmd_distill(args: argparse.Namespace) -> int:
@@ -162,13 +215,26 @@ def cmd_distill(args: argparse.Namespace) -> int:
         "distill.tau": args.tau,
     }
     cfg = _run_config(args, extra)
-    run_training(cfg, resume=args.resume, overwrite=args.overwrite)
-    return 0
+    if not cfg.data.path and cfg.distill.records and not cfg.distill.online:
+        from pointkd.records import read_manifest
+
+        # the dataset the records were made for; open_records checks its fingerprint
+        recorded = read_manifest(cfg.distill.records)["data"]["path"]
+        cfg.data.path = recorded
+        source = f"recorded in {cfg.distill.records}/manifest.json"
+        if not recorded.startswith("synthetic") and not Path(recorded).exists():
+            raise ConfigError(f"the records were made for the dataset at {recorded}, which is "
+                              "not there from here: pass --data PATH")
+    else:
+        source = _data_source(args, cfg)
+    _say_data(cfg, source)
+    return _finish(run_training(cfg, resume=args.resume, overwrite=args.overwrite), cfg)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from pointkd.evaluate import evaluate_checkpoint
 
+    _set_threads(args.threads)
     evaluate_checkpoint(
         args.checkpoint, args.data, split=args.split, out=args.out, device=args.device,
         votes=args.votes, batch_size=args.batch_size, latency=not args.no_latency,
@@ -179,14 +245,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_record(args: argparse.Namespace) -> int:
     if (code := _relaunch(args)) is not None:
         return code
-    import torch
 
     from pointkd.records import record
 
-    if args.threads:
-        torch.set_num_threads(args.threads)  # fewer threads than cores on a busy machine
-
-    record(
+    _set_threads(args.threads)
+    was_complete = args.resume and _complete_record_set(args.out)
+    root = record(
         teachers=args.teacher, data=args.data, out=args.out, k=args.k, seed=args.seed,
         logits=args.logits, topk=args.topk, combine=args.combine, batch_size=args.batch_size,
         device=args.device, resume=args.resume, overwrite=args.overwrite,
@@ -194,7 +258,30 @@ def cmd_record(args: argparse.Namespace) -> int:
         weights=args.weights, class_names=args.class_names,
         teacher_normalization=args.teacher_normalization,
     )
+    if _main_process():
+        print(_record_summary(root, was_complete))
     return 0
+
+
+def _complete_record_set(root: str) -> bool:
+    from pointkd.records import read_manifest
+
+    try:
+        return bool(read_manifest(root).get("complete"))
+    except PointKDError:
+        return False
+
+
+def _record_summary(root, was_complete: bool) -> str:
+    """`recorded 98,430 rows (K 10 x 9,843 shapes), 64 bytes/row, 6.30 MB in 366.0 s -> DIR`"""
+    from pointkd.records import read_manifest
+
+    m = read_manifest(root)
+    size = sum((Path(root) / s["file"]).stat().st_size for s in m["shards"])
+    seconds = m.get("recording", {}).get("seconds", 0.0)
+    took = " (already complete)" if was_complete else f" in {seconds:.1f} s"
+    return (f"recorded {m['total_rows']:,} rows (K {m['k']} x {m['data']['num_shapes']:,} "
+            f"shapes), {m['bytes_per_row']} bytes/row, {size / 1e6:.2f} MB{took} -> {root}")
 
 
 def cmd_records_info(args: argparse.Namespace) -> int:
@@ -215,6 +302,7 @@ def cmd_records_verify(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from pointkd.export import predict_files
 
+    _set_threads(args.threads)
     return predict_files(args.checkpoint, args.files, topk=args.topk,
                          batch_size=args.batch_size, device=args.device, as_json=args.json,
                          progress=not args.no_progress, min_points=args.min_points)
@@ -223,9 +311,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from pointkd.export import export_onnx
 
+    _set_threads(args.threads)
     report = export_onnx(args.checkpoint, args.onnx, opset=args.opset,
-                         check_data=args.check_data, check_count=args.check_count)
-    line = f"wrote {report['onnx']} ({report['bytes'] / 1e6:.2f} MB, opset {report['opset']})"
+                         check_data=args.check_data, check_count=args.check_count,
+                         device=args.device)
+    points = "any number of points" if report["dynamic_points"] else (
+        f"exactly {report['num_points']} points")
+    line = (f"wrote {report['onnx']} ({report['bytes'] / 1e6:.2f} MB, opset {report['opset']}; "
+            f"input (batch, points, 3) unit-sphere normalised, {points})")
     if "parity" in report:
         p = report["parity"]
         line += (f"; parity on {p['clouds']} clouds: max |diff| {p['max_abs_diff']:.2e}, "
@@ -237,7 +330,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from pointkd.demo import run_demo
 
-    run_demo(args.out, quick=args.quick, config=args.config)
+    _set_threads(args.threads)
+    run_demo(args.out, quick=args.quick, config=args.config, data=args.data,
+             epochs=args.epochs, device=args.device, overrides=args.overrides)
     return 0
 
 
@@ -303,7 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True)
     p.add_argument("--split", default="test")
     p.add_argument("--out", help="directory for metrics JSON and confusion PNG")
-    p.add_argument("--device", default="auto")
+    _add_compute_options(p)
     p.add_argument("--votes", type=int_at_least(0), default=0,
                    help="extra multi-view votes (0 = off)")
     p.add_argument("--batch-size", type=int_at_least(1), default=32)
@@ -336,9 +431,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="several teachers: store their mean logits, or each one's")
     p.add_argument("--config", help="YAML config whose `augment` section sets the spec")
     p.add_argument("--batch-size", type=int_at_least(1), default=64)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--threads", type=int_at_least(0), default=0,
-                   help="CPU threads (0 = torch default)")
+    _add_compute_options(p)
     p.add_argument("--resume", action="store_true", help="continue the recording in OUT")
     p.add_argument("--overwrite", action="store_true",
                    help="replace the record set in OUT (only its own files)")
@@ -363,7 +456,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     # models
     p = sub.add_parser("models", help="list registered models with parameter counts")
-    p.add_argument("--num-classes", type=int_at_least(1), default=40)
+    p.add_argument("--classes", "--num-classes", dest="num_classes", type=int_at_least(2),
+                   default=40,
+                   help="number of classes the counts are for (default 40, as ModelNet40)")
     p.set_defaults(func=cmd_models)
 
     # predict / export
@@ -376,22 +471,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-points", type=int_at_least(1),
                    help="a point file with fewer points is an error (default 16; meshes are "
                    "sampled on their surface)")
-    p.add_argument("--device", default="auto")
+    _add_compute_options(p)
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=cmd_predict)
-    p = sub.add_parser("export", help="export to ONNX (dynamic batch) with a parity check")
+    p = sub.add_parser("export", help="export to ONNX (dynamic batch, and point count where "
+                       "the model allows) with a parity check")
     p.add_argument("checkpoint")
     p.add_argument("--onnx", required=True, help="output .onnx path")
     p.add_argument("--opset", type=int_at_least(7), default=18)
     p.add_argument("--check-data", help="dataset whose test split is used for the parity check")
     p.add_argument("--check-count", type=int_at_least(1), default=256)
+    _add_compute_options(p, default_device="cpu")
     p.set_defaults(func=cmd_export)
 
     # demo
-    p = sub.add_parser("demo", help="the whole pipeline on the synthetic dataset")
+    p = sub.add_parser("demo", help="the whole pipeline on the synthetic dataset in a few "
+                       "minutes; with --data, distil from the zoo's ModelNet40 records")
     p.add_argument("--out", default="runs/demo")
-    p.add_argument("--config", default="configs/synthetic_demo.yaml", help="demo preset")
+    p.add_argument("--data", help="ModelNet40 (HDF5 folder): distill a student from the "
+                   "committed zoo record set and compare it with no KD (~15 min on 2 cores)")
+    p.add_argument("--config", help="preset (default: configs/synthetic_demo.yaml, or "
+                   "configs/modelnet40_distill_cpu.yaml with --data)")
+    p.add_argument("--epochs", type=int, help="epochs per run instead of the preset's "
+                   "(a shorter check, not the measured protocol)")
     p.add_argument("--quick", action="store_true", help="tiny budget (for tests)")
+    _add_compute_options(p, default_device=None)
+    p.add_argument("overrides", nargs="*", metavar="section.key=value",
+                   help="dotted overrides for every run, e.g. train.max_steps_per_epoch=20")
     p.set_defaults(func=cmd_demo)
     return parser
 
@@ -399,6 +505,7 @@ def build_parser() -> argparse.ArgumentParser:
 def cmd_models(args: argparse.Namespace) -> int:
     from pointkd.models import create_model, list_models
 
+    print(f"parameters with a {args.num_classes}-class head (--classes N for another count)")
     for name in list_models():
         model = create_model(name, num_classes=args.num_classes)
         n = sum(p.numel() for p in model.parameters())

@@ -55,7 +55,9 @@ class Range:
 
 @dataclass
 class DataConfig:
-    path: str = "synthetic"  # HDF5 folder, class-folder dataset, or "synthetic"
+    # HDF5 folder, class-folder dataset, or "synthetic"; no default: a run names its data
+    # (--data, or data.path in a config that means one dataset)
+    path: str = ""
     num_points: int = 1024
     val_fraction: float = 0.1  # stratified validation split carved from train
     normalize: bool = True
@@ -263,6 +265,8 @@ def load_config(
         except yaml.YAMLError as exc:
             first = str(exc).splitlines()[0]
             raise ConfigError(f"config file {p} is not valid YAML: {first}") from None
+        if isinstance(values, dict):
+            values.pop("demo", None)  # the plan of `pointkd demo` (demo.py), not a run setting
         _merge(cfg, values)
     for text in overrides:
         keys, value = parse_override(text)

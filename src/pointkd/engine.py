@@ -40,6 +40,7 @@ from pointkd.errors import ConfigError, DataError
 from pointkd.evaluate import classification_metrics, count_flops, predict_logits
 from pointkd.losses import total_loss
 from pointkd.models import count_parameters, create_model
+from pointkd.progress import track
 from pointkd.teacher import Teacher, attach_frames, load_teachers, match_classes
 
 SINGLE = Dist()  # one process, no torch.distributed
@@ -264,6 +265,9 @@ def run_training(cfg: RunConfig, resume: bool = False, overwrite: bool = False) 
         raise ConfigError("choose either --records (offline) or --online --teacher, not both")
     if cfg.distill.teacher and not cfg.distill.online:
         raise ConfigError("--teacher is for online KD: add --online (offline KD uses --records)")
+    if not cfg.data.path:
+        raise ConfigError("no dataset given: pass --data PATH (an HDF5 folder, a class-folder "
+                          "dataset, or 'synthetic'), or set data.path in the config")
     out = Path(cfg.out)
     dist = distributed.init(cfg.train.device)
     dist.on_main(prepare_run_dir, out, resume, overwrite, run_inputs(cfg))
@@ -323,7 +327,6 @@ def run_training(cfg: RunConfig, resume: bool = False, overwrite: bool = False) 
             "num_classes": data.num_classes, "class_names": data.class_names,
             "num_points": int(data.points.shape[1]), "data_fingerprint": data.fingerprint(),
             "config": to_dict(cfg)}
-    t_start = time.perf_counter()
     for epoch in range(start_epoch, cfg.train.epochs):
         # dropout etc.; its own stream per process
         torch.manual_seed(cfg.train.seed * 1_000_003 + epoch + 7919 * dist.rank)
@@ -405,8 +408,7 @@ def run_training(cfg: RunConfig, resume: bool = False, overwrite: bool = False) 
             _log_epoch(row, cfg)
         dist.barrier()  # last.pt is complete before any process may stop or resume
 
-    seconds = time.perf_counter() - t_start
-    return dist.on_main(finish_run, cfg, out, data, device, best, history, seconds)
+    return dist.on_main(finish_run, cfg, out, data, device, best, history, start_epoch)
 
 
 def _wrap_ddp(model: nn.Module, device: torch.device) -> nn.Module:
@@ -427,19 +429,26 @@ def _validate(model: nn.Module, points: Tensor, data: PointCloudSet, val_idx: np
 
 
 def finish_run(cfg: RunConfig, out: Path, data: PointCloudSet, device: torch.device,
-               best: dict, history: list[dict], seconds: float) -> dict:
-    """Evaluate the best checkpoint on the test split (reporting only) and write results."""
+               best: dict, history: list[dict], start_epoch: int = 0) -> dict:
+    """Evaluate the best checkpoint on the test split (reporting only) and write results.
+
+    Training time counts the epochs' training loops (`epoch_seconds`), in this session (the
+    epochs from `start_epoch` on) and in all. Distillation settings are written only for a
+    run that distilled."""
     model, meta = load_model(out / "best.pt", device)
     results = {"model": cfg.model.name, "params": count_parameters(model),
                "flops": count_flops(model, meta["num_points"], device),
                "best_epoch": best["epoch"],
                "val_oa": best["val_oa"] if "val_oa" in history[-1] else None,
-               "epochs": len(history), "train_seconds_this_session": seconds,
+               "epochs": len(history),
+               "train_seconds_this_session": sum(h["epoch_seconds"]
+                                                 for h in history[start_epoch:]),
                "train_seconds_total": sum(h["epoch_seconds"] for h in history),
-               "seed": cfg.train.seed, "device": str(device),
+               "seed": cfg.train.seed, "device": str(device), "data": cfg.data.path,
                "mode": "offline-kd" if cfg.distill.records else
-                       "online-kd" if cfg.distill.online else "plain",
-               "alpha": cfg.distill.alpha, "beta": cfg.distill.beta, "tau": cfg.distill.tau}
+                       "online-kd" if cfg.distill.online else "plain"}
+    if results["mode"] != "plain":
+        results.update(alpha=cfg.distill.alpha, beta=cfg.distill.beta, tau=cfg.distill.tau)
     try:
         test = load_split(cfg.data.path, "test", num_points=meta["num_points"],
                           normalize=cfg.data.normalize)
@@ -450,12 +459,16 @@ def finish_run(cfg: RunConfig, out: Path, data: PointCloudSet, device: torch.dev
         m = classification_metrics(logits.argmax(1), test.labels, test.num_classes)
         results.update(test_oa=m["oa"], test_macc=m["macc"], test_per_class=m["per_class"])
     (out / "results.json").write_text(json.dumps(results, indent=1))
-    if cfg.train.progress:
-        print(f"done: best val OA {100 * best['val_oa']:.2f}% (epoch {best['epoch']})"
-              + (f", test OA {100 * results['test_oa']:.2f}% mAcc "
-                 f"{100 * results['test_macc']:.2f}%" if "test_oa" in results else "")
-              + f" -> {out}")
     return results
+
+
+def result_line(results: dict, out: str | Path) -> str:
+    """The one line a finished run ends with (printed by the CLI whatever train.progress)."""
+    val = (f"best val OA {100 * results['val_oa']:.2f}% (epoch {results['best_epoch']})"
+           if results.get("val_oa") is not None else f"last epoch {results['best_epoch']}")
+    test = (f", test OA {100 * results['test_oa']:.2f}% mAcc {100 * results['test_macc']:.2f}%"
+            if "test_oa" in results else "")
+    return f"done: {val}{test} -> {out}"
 
 
 def write_history(history: list[dict], out: Path) -> None:
@@ -508,11 +521,8 @@ def _autocast(device: torch.device, cfg: RunConfig):
 
 
 def _progress(it, total: int, desc: str, cfg: RunConfig, dist: Dist = SINGLE):
-    if not cfg.train.progress or not dist.main:
-        return it
-    from tqdm import tqdm
-
-    return tqdm(it, total=total, desc=desc, leave=False, unit="batch", dynamic_ncols=True)
+    """A transient live bar per epoch on a terminal; nothing in a log (the epoch line is)."""
+    return track(it, total, desc, unit="batch", enabled=cfg.train.progress and dist.main)
 
 
 def _log_epoch(row: dict, cfg: RunConfig) -> None:

@@ -22,14 +22,18 @@ from pointkd.errors import DataError
 @torch.inference_mode()
 def predict_logits(
     model: nn.Module, points: np.ndarray | torch.Tensor, batch_size: int = 64,
-    device: torch.device | str = "cpu",
+    device: torch.device | str = "cpu", progress: str = "",
 ) -> torch.Tensor:
-    """Logits (N, C) on CPU for clouds (N, P, 3), in eval mode, batched."""
+    """Logits (N, C) on CPU for clouds (N, P, 3), in eval mode, batched. `progress`: a label
+    for a live bar on a terminal (none elsewhere)."""
+    from pointkd.progress import track
+
     model.eval()
     device = torch.device(device)
     pts = torch.as_tensor(points)
     out = []
-    for start in range(0, len(pts), batch_size):
+    starts = range(0, len(pts), batch_size)
+    for start in track(starts, len(starts), progress, unit="batch", enabled=bool(progress)):
         batch = pts[start : start + batch_size].to(device, non_blocking=True)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
             out.append(model(batch).float().cpu())
@@ -164,7 +168,8 @@ def evaluate_checkpoint(
             f"{data} has {ds.num_classes} classes but the checkpoint was trained on "
             f"{meta['num_classes']}"
         )
-    members = [predict_logits(model, ds.points, batch_size, dev) for model, _ in loaded]
+    members = [predict_logits(model, ds.points, batch_size, dev, progress=f"eval {m['model']}")
+               for model, m in loaded]
     for path, z in zip(paths, members, strict=True):
         require_finite(z, f"checkpoint {path}", ds.shape_ids)
     logits = torch.stack(members).mean(0)

@@ -1,8 +1,15 @@
 """Ship a model: `pointkd predict` on point-cloud files and `pointkd export --onnx`.
 
 Files are read and normalised exactly as in training (`data.read_cloud` +
-`data.normalize_unit_sphere`, the checkpoint's number of points). ONNX export uses a dynamic
-batch axis and is checked against PyTorch with onnxruntime on real clouds.
+`data.normalize_unit_sphere`, the checkpoint's number of points). Prediction is deterministic:
+a file with exactly the model's number of points is used as it is, in file order (so a cloud
+saved from a dataset gets the very logits `pointkd eval` computes for it); other files are
+resampled by a fixed-seed draw (see `data.readers`).
+
+ONNX export uses a dynamic batch axis and, where the traced graph runs correctly at other
+point counts (checked against PyTorch at half and double the count), a dynamic point axis.
+The expected input is written into the model's metadata (`onnx_metadata`), and the export is
+checked against PyTorch with onnxruntime on real clouds.
 """
 
 from __future__ import annotations
@@ -12,16 +19,19 @@ import glob
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from pointkd import __version__
 from pointkd.checkpoint import load_model, resolve_device
 from pointkd.data import normalize_unit_sphere, read_cloud
 from pointkd.data.readers import MIN_POINTS
 from pointkd.errors import DataError, ModelError, PointKDError
 from pointkd.evaluate import predict_logits
+from pointkd.progress import track
 
 POINT_SUFFIXES = {".npy", ".xyz", ".txt", ".pcd", ".ply", ".off"}
 
@@ -58,16 +68,13 @@ def predict_files(
     num_points, names = meta.get("num_points", 1024), meta["class_names"]
     files = expand_inputs(inputs)
     results, failed = [], 0
-    iterator = range(0, len(files), batch_size)
-    if progress and len(files) > batch_size:
-        from tqdm import tqdm
-
-        iterator = tqdm(iterator, desc="predict", unit="batch", file=sys.stderr)
-    for start in iterator:
+    starts = range(0, len(files), batch_size)
+    for start in track(starts, len(starts), "predict", unit="batch",
+                       enabled=progress and len(files) > batch_size):
         clouds, kept = [], []
         for path in files[start : start + batch_size]:
             try:
-                cloud = read_cloud(path, num_points,
+                cloud = read_cloud(path, num_points, keep_order=True,
                                    min_points=MIN_POINTS if min_points is None else min_points)
                 clouds.append(normalize_unit_sphere(cloud))
                 kept.append(path)
@@ -105,28 +112,27 @@ def require_finite(logits: torch.Tensor | np.ndarray, source: str,
                          "reported")
 
 
+NORMALIZATION = ("unit_sphere: subtract the cloud's mean point, then divide by the largest "
+                 "distance of a point from it (pointkd.data.normalize_unit_sphere)")
+
+
 def export_onnx(checkpoint: str, out: str, opset: int = 18, check_data: str | None = None,
-                check_count: int = 256) -> dict:
-    """Export with a dynamic batch axis; with `check_data`, compare onnxruntime to PyTorch."""
-    model, meta = load_model(checkpoint, "cpu")
+                check_count: int = 256, device: str = "cpu") -> dict:
+    """Export with a dynamic batch axis (and point axis where the model allows it) and the
+    expected input in the metadata; with `check_data`, compare onnxruntime to PyTorch."""
+    model, meta = load_model(checkpoint, resolve_device(device))
     num_points = meta.get("num_points", 1024)
-    example = torch.rand(2, num_points, 3) * 2 - 1
     out_path = Path(out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with _native_output_silenced():
-            torch.onnx.export(
-                model, (example,), str(out_path), input_names=["points"],
-                output_names=["logits"], dynamic_axes={"points": {0: "batch"},
-                                                       "logits": {0: "batch"}},
-                opset_version=opset, dynamo=False,
-            )
-    except Exception as exc:  # unsupported op in a model family
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"model '{meta['model']}' cannot be exported to ONNX: {first}") from None
-    _add_metadata(out_path, meta)
+    _export(model, meta, out_path, num_points, opset, dynamic_points=True)
+    model = model.cpu()
+    dynamic = _runs_at_other_point_counts(model, out_path, num_points)
+    if not dynamic:  # the traced graph baked the point count in: say so in the graph
+        _export(model, meta, out_path, num_points, opset, dynamic_points=False)
+    _write_metadata(out_path, onnx_metadata(meta, num_points, dynamic))
     report = {"onnx": str(out_path), "model": meta["model"], "opset": opset,
-              "bytes": out_path.stat().st_size}
+              "bytes": out_path.stat().st_size, "num_points": num_points,
+              "dynamic_points": dynamic}
     if check_data:
         from pointkd.data import load_split
 
@@ -154,19 +160,72 @@ def _native_output_silenced():
             os.close(fd)
 
 
-def _add_metadata(path: Path, meta: dict) -> None:
-    """Class names (JSON) and the input contract in the ONNX metadata, so that `pointkd
-    record --teacher model.onnx` maps classes by name (see `pointkd.teacher`)."""
+def _export(model: torch.nn.Module, meta: dict, path: Path, num_points: int, opset: int,
+            dynamic_points: bool) -> None:
+    device = next(model.parameters()).device
+    example = torch.rand(2, num_points, 3, device=device) * 2 - 1
+    axes = {0: "batch", 1: "points"} if dynamic_points else {0: "batch"}
+    try:
+        # the tracer's notes on shape-dependent Python code: what they warn about is exactly
+        # what `_runs_at_other_point_counts` checks
+        with warnings.catch_warnings(), _native_output_silenced():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                model, (example,), str(path), input_names=["points"], output_names=["logits"],
+                dynamic_axes={"points": axes, "logits": {0: "batch"}}, opset_version=opset,
+                dynamo=False,
+            )
+    except Exception as exc:  # unsupported op in a model family
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"model '{meta['model']}' cannot be exported to ONNX: {first}") from None
+
+
+def _runs_at_other_point_counts(model: torch.nn.Module, path: Path, num_points: int) -> bool:
+    """Whether the exported graph matches PyTorch at half and double the point count."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 4  # a failing run is an expected answer here, not news
+    try:
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception:  # a graph onnxruntime rejects with a free point axis
+        return False
+    rng = np.random.default_rng(0)
+    for n in (max(1, num_points // 2), 2 * num_points):
+        x = normalize_unit_sphere(rng.normal(size=(2, n, 3))).astype(np.float32)
+        try:
+            got = session.run(None, {"points": x})[0]
+        except Exception:  # e.g. a reshape to the traced size
+            return False
+        ref = predict_logits(model, x, 2, "cpu").numpy()
+        if got.shape != ref.shape or not np.allclose(got, ref, atol=1e-3, rtol=1e-3):
+            return False
+    return True
+
+
+def onnx_metadata(meta: dict, num_points: int, dynamic_points: bool) -> dict[str, str]:
+    """What a user of the .onnx file needs to feed it correctly (ONNX metadata_props)."""
+    return {
+        "pointkd_version": __version__,
+        "model": meta["model"],
+        "input": "points: float32 (batch, points, 3), x y z per point",
+        "num_points": str(num_points),
+        "points_axis": (f"dynamic (trained at {num_points}; checked against PyTorch at "
+                        f"{max(1, num_points // 2)} and {2 * num_points})" if dynamic_points
+                        else f"fixed: exactly {num_points} points"),
+        "normalization": NORMALIZATION,
+        "output": "logits: float32 (batch, classes); softmax for probabilities",
+        "class_names": json.dumps(list(meta.get("class_names") or [])),
+        # read by `pointkd record --teacher model.onnx` (pointkd.teacher)
+        "input_normalization": "pointkd", "pointkd_model": meta["model"],
+    }
+
+
+def _write_metadata(path: Path, props: dict[str, str]) -> None:
     import onnx
 
     model = onnx.load(str(path))
-    props = {"class_names": json.dumps(list(meta.get("class_names") or [])),
-             "input_normalization": "pointkd", "pointkd_model": meta["model"]}
-    if not meta.get("class_names"):
-        del props["class_names"]
-    for key, value in props.items():
-        entry = model.metadata_props.add()
-        entry.key, entry.value = key, value
+    onnx.helper.set_model_props(model, props)
     onnx.save(model, str(path))
 
 

@@ -13,7 +13,11 @@ points kept, the rest drawn at random). A point file needs at least min(`min_poi
 shape, and resampling them would only fake a cloud. Coordinates must be finite and within
 float32 range (|x| <= 3.4e38), headers must agree with the data they announce, and mesh faces
 need >= 3 vertices that all exist. The result is always in seeded random order, as
-ModelNet40's HDF5 clouds are (students take the first M points as a uniform subsample).
+ModelNet40's HDF5 clouds are (students take the first M points as a uniform subsample) —
+except with `keep_order=True` (`pointkd predict`): a file with exactly `num_points` points is
+returned as it is, a larger one keeps a seeded random subset in file order, a smaller one all
+its points in file order followed by seeded repeats, so a cloud saved from a dataset is
+classified exactly as `pointkd eval` sees it.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ def file_seed(path: str | Path) -> int:
 
 
 def read_cloud(path: str | Path, num_points: int = 1024, seed: int = 0,
-               min_points: int = MIN_POINTS) -> np.ndarray:
+               min_points: int = MIN_POINTS, keep_order: bool = False) -> np.ndarray:
     """One file -> (num_points, 3) float32 in its own units (not normalised); see the module
     docstring for formats, sampling and `min_points`. Same (file, num_points, seed) -> same
     array."""
@@ -70,6 +74,8 @@ def read_cloud(path: str | Path, num_points: int = 1024, seed: int = 0,
     if len(points) < needed:
         raise DataError(f"{path}: {len(points)} point(s), fewer than the minimum {needed} "
                         "(see --min-points)")
+    if keep_order:
+        return _resample_in_order(points.astype(np.float32), num_points, rng)
     return _resample(points.astype(np.float32), num_points, rng)
 
 
@@ -85,6 +91,17 @@ def _resample(points: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarra
     else:
         idx = rng.permutation(np.concatenate([np.arange(len(points)),
                                               rng.integers(0, len(points), n - len(points))]))
+    return np.ascontiguousarray(points[idx])
+
+
+def _resample_in_order(points: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    if len(points) == n:
+        return np.ascontiguousarray(points)
+    if len(points) > n:
+        idx = np.sort(rng.choice(len(points), n, replace=False))
+    else:
+        idx = np.concatenate([np.arange(len(points)),
+                              rng.integers(0, len(points), n - len(points))])
     return np.ascontiguousarray(points[idx])
 
 

@@ -27,6 +27,7 @@ import torch
 from pointkd import __version__, augment, distributed, rundir
 from pointkd.checkpoint import file_sha256, resolve_device
 from pointkd.errors import RecordError
+from pointkd.progress import Progress
 from pointkd.records.format import (
     ENCODINGS,
     FORMAT,
@@ -155,25 +156,19 @@ def record(teachers: list[str], data: str, out: str, k: int = 10, seed: int = 0,
         lo, n = mine["row_start"], mine["rows"]
         writer = ShardWriter(root / mine["file"], dtype, n, batch_size, resume)
         first = writer.done
-        bar = None
-        if progress and dist.main:
-            from tqdm import tqdm
-
-            bar = tqdm(total=n, initial=writer.done, unit="row", unit_scale=True,
-                       desc="record" if not dist.active else f"record (rank 0 of {dist.world})",
-                       dynamic_ncols=True)
+        # a live bar on a terminal, a plain line per tenth of the rows in a log
+        bar = Progress(n, "record" if not dist.active else f"record (rank 0 of {dist.world})",
+                       unit="row", initial=writer.done, enabled=progress and dist.main)
         points = torch.from_numpy(ds.points).to(dev)  # the whole split: ~120 MB (ModelNet40)
         with torch.inference_mode(), _deterministic(dev):
             for rows, z in _teacher_batches(models, points, spec, seed, range(lo, lo + n),
                                             writer.done, batch_size, combine, dev, dtype):
                 encode_logits(rows, z, encoding, topk)
                 writer.write(rows)
-                if bar is not None:
-                    bar.update(len(rows))
+                bar.update(len(rows))
                 if _TEST_DELAY:
                     time.sleep(_TEST_DELAY)
-        if bar is not None:
-            bar.close()
+        bar.close()
         writer.finalize()
     written = dist.sum([n - first if mine is not None else 0])[0]
     dist.barrier()  # every shard is final

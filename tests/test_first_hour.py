@@ -1,0 +1,213 @@
+"""What a new user meets first (issue 16): where a run's data comes from, progress output in
+a log, the lines runs end with, results.json, predict == eval, ONNX metadata, the demo table."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from pointkd.checkpoint import load_model
+from pointkd.data import load_split
+from pointkd.demo import format_table, plot_summary, summarize, verdict
+from pointkd.evaluate import predict_logits
+from pointkd.progress import Progress
+
+DATA = "synthetic:train_per_class=3,test_per_class=2"  # 60 / 40 shapes, 20 classes
+TINY = ["--device", "cpu", "--threads", "1", "data.num_points=64", "train.epochs=2",
+        "train.max_steps_per_epoch=2", "train.batch_size=16", "optim.warmup_epochs=0"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A plain student run through the CLI with train.progress=false, and its records."""
+    from pointkd.cli import main
+
+    root = tmp_path_factory.mktemp("first_hour")
+    assert main(["train", "--model", "student_xs", "--data", DATA, "--out", str(root / "t"),
+                 "train.progress=false", *TINY]) == 0
+    assert main(["record", "--teacher", str(root / "t" / "best.pt"), "--data", DATA, "--k", "2",
+                 "--out", str(root / "rec"), "--device", "cpu", "--threads", "1"]) == 0
+    return root
+
+
+def test_a_quiet_run_still_ends_with_its_result_line(cli, tmp_path):
+    code, out, err = cli("train", "--model", "student_xs", "--data", DATA, "--out",
+                         tmp_path / "r", "train.progress=false", *TINY)
+    assert code == 0, err
+    lines = out.strip().splitlines()
+    assert lines[0] == f"data: {DATA} (from the command line)"
+    assert lines[-1].startswith("done: best val OA") and "test OA" in lines[-1]
+    assert len(lines) == 2  # progress=false: no per-epoch lines, but the result line
+
+
+def test_a_logged_run_has_one_plain_line_per_epoch_and_no_bars(cli, tmp_path):
+    code, out, err = cli("train", "--model", "student_xs", "--data", DATA, "--out",
+                         tmp_path / "r", *TINY)  # capsys: stdout/stderr are not terminals
+    assert code == 0, err
+    assert "\r" not in out + err and "\x1b" not in out + err
+    assert [line.split()[:2] for line in out.splitlines() if line.startswith("epoch")] == [
+        ["epoch", "1/2"], ["epoch", "2/2"]]
+
+
+def test_progress_helper_prints_tenths_off_a_terminal(capsys):
+    with Progress(200, "record", unit="row") as bar:
+        for _ in range(20):
+            bar.update(10)
+    out, err = capsys.readouterr()
+    lines = out.strip().splitlines()
+    assert len(lines) == 10 and lines[0].startswith("record: 10% (20/200 rows")
+    assert lines[-1].startswith("record: 100%") and err == "" and "\r" not in out
+    with Progress(200, "quiet", enabled=False) as bar:
+        bar.update(200)
+    assert capsys.readouterr() == ("", "")
+
+
+def test_data_is_required_and_presets_do_not_name_a_dataset(cli, tmp_path):
+    code, _, err = cli("train", "--model", "student_xs", "--out", tmp_path / "r")
+    assert code == 2 and "no dataset given: pass --data" in err
+    code, _, err = cli("train", "--config", "configs/modelnet40_cpu.yaml", "--model",
+                       "student_xs", "--out", tmp_path / "r")
+    assert code == 2 and "does not set data.path" in err and "Traceback" not in err
+    for preset in ("modelnet40_cpu", "modelnet40_distill_cpu", "modelnet40_gpu"):
+        text = open(f"configs/{preset}.yaml").read()
+        assert "path:" not in text, preset
+
+
+def test_record_ends_with_a_summary_and_distill_defaults_to_the_recorded_data(
+        trained, cli, capsys):
+    from pointkd.cli import main
+
+    main(["record", "--teacher", str(trained / "t" / "best.pt"), "--data", DATA, "--k", "2",
+          "--out", str(trained / "rec"), "--device", "cpu", "--resume"])
+    out = capsys.readouterr().out
+    assert out.startswith("recorded 120 rows (K 2 x 60 shapes), 44 bytes/row") and \
+        "already complete" in out
+    code, out, err = cli("distill", "--records", trained / "rec", "--student", "student_xs",
+                         "--out", trained / "d", "train.progress=false", *TINY)
+    assert code == 0, err
+    assert out.startswith(f"data: {DATA} (recorded in {trained / 'rec'}/manifest.json)")
+    results = json.loads((trained / "d" / "results.json").read_text())
+    assert results["mode"] == "offline-kd" and results["data"] == DATA
+    assert {"alpha", "beta", "tau"} <= set(results)
+    # another dataset than the records were made for is refused (fingerprint)
+    code, _, err = cli("distill", "--records", trained / "rec", "--student", "student_xs",
+                       "--data", "synthetic:train_per_class=4", "--out", trained / "e", *TINY)
+    assert code == 2 and "pointkd: error:" in err
+
+
+def test_plain_results_json_has_no_distillation_settings_and_consistent_times(trained, cli):
+    results = json.loads((trained / "t" / "results.json").read_text())
+    assert results["mode"] == "plain" and not {"alpha", "beta", "tau"} & set(results)
+    assert results["train_seconds_this_session"] == results["train_seconds_total"]
+    code, _, err = cli("train", "--model", "student_xs", "--data", DATA, "--out", trained / "t",
+                       "--resume", "train.progress=false", *TINY, "train.epochs=3")
+    assert code == 0, err
+    resumed = json.loads((trained / "t" / "results.json").read_text())
+    assert resumed["epochs"] == 3
+    assert 0 < resumed["train_seconds_this_session"] < resumed["train_seconds_total"]
+
+
+def test_predict_is_deterministic_and_equals_eval(trained, cli, tmp_path):
+    ckpt = trained / "t" / "best.pt"
+    model, meta = load_model(ckpt, "cpu")
+    test = load_split(DATA, "test", num_points=meta["num_points"])
+    for i in range(3):
+        np.save(tmp_path / f"c{i}.npy", test.points[i])
+    np.save(tmp_path / "big.npy", np.random.default_rng(0).normal(size=(500, 3)))
+    code, out, err = cli("predict", ckpt, tmp_path, "--json", "--topk", "20", "--threads", "1")
+    assert code == 0, err
+    got = {r["file"].rsplit("/", 1)[-1]: r["top"] for r in json.loads(out)}
+    expected = torch.softmax(predict_logits(model, test.points[:3]), dim=1)
+    for i in range(3):
+        probs = np.zeros(test.num_classes)
+        for t in got[f"c{i}.npy"]:
+            probs[t["index"]] = t["prob"]
+        np.testing.assert_allclose(probs, expected[i].numpy(), atol=1e-5)
+    _, again, _ = cli("predict", ckpt, tmp_path, "--json", "--topk", "20")
+    assert json.loads(again) == json.loads(out)  # the 500-point file too: a fixed-seed draw
+
+
+def test_onnx_records_its_input_and_takes_other_point_counts(trained, cli, tmp_path):
+    import onnxruntime as ort
+
+    from pointkd.checkpoint import save_checkpoint
+    from pointkd.models import create_model
+
+    # 64 points is fewer than student_xs's first 256 anchors: only exactly 64 can work
+    ckpt, onnx_path = trained / "t" / "best.pt", tmp_path / "m.onnx"
+    code, out, err = cli("export", ckpt, "--onnx", onnx_path, "--threads", "1")
+    assert code == 0 and "exactly 64 points" in out, err
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    props = session.get_modelmeta().custom_metadata_map
+    assert props["num_points"] == "64" and props["normalization"].startswith("unit_sphere")
+    assert json.loads(props["class_names"]) == load_split(DATA, "test", 8).class_names
+    assert props["points_axis"] == "fixed: exactly 64 points"
+    # at 1,024 points it runs at other counts too; the README's onnxruntime example, on a raw
+    # cloud in other units and of another size
+    torch.manual_seed(0)
+    model = create_model("student_xs", 3).eval()
+    save_checkpoint({"model": "student_xs", "model_kwargs": {}, "num_classes": 3,
+                     "class_names": ["a", "b", "c"], "num_points": 1024,
+                     "state_dict": model.state_dict()}, tmp_path / "big.pt")
+    code, out, err = cli("export", tmp_path / "big.pt", "--onnx", onnx_path)
+    assert code == 0 and "any number of points" in out, err
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    assert session.get_modelmeta().custom_metadata_map["points_axis"].startswith("dynamic")
+    cloud = np.random.default_rng(1).normal(size=(700, 3)) * 1e3 + 5e3
+    x = cloud - cloud.mean(0)
+    x /= np.linalg.norm(x, axis=1).max()
+    logits = session.run(None, {"points": x[None].astype(np.float32)})[0]
+    np.testing.assert_allclose(logits, predict_logits(model, x[None].astype(np.float32)),
+                               atol=1e-4)
+
+
+def test_models_says_what_the_counts_are_for(cli):
+    code, out, _ = cli("models", "--classes", "12")
+    assert code == 0 and out.splitlines()[0].startswith("parameters with a 12-class head")
+
+
+def _fake_summary(kd_diffs):
+    runs = []
+    for seed in (0, 1):
+        runs.append({"run": "no KD", "seed": seed, "model": "s", "test_oa": 0.80 + seed / 100,
+                     "params": 40_000, "seconds": 10.0})
+        runs.append({"run": "offline KD", "seed": seed, "model": "s", "params": 40_000,
+                     "test_oa": 0.80 + seed / 100 + kd_diffs[seed] / 100, "seconds": 11.0})
+    rows = summarize(runs, ["no KD", "offline KD"])
+    teacher = {"run": "teacher (t)", "seeds": [0], "test_oa": [0.86], "mean": 0.86, "std": 0.0,
+               "params": 500_000, "seconds": 60.0}
+    summary = {"rows": [teacher, *rows], "teacher": {"model": "t"}, "test_shapes": 1200,
+               "recording": {"rows": 6000, "k": 8, "bytes_per_row": 44, "bytes": 264_000,
+                             "seconds": 12.5}, "config": "x.yaml"}
+    summary["verdict"] = verdict(summary)
+    return summary
+
+
+def test_demo_table_pairs_seeds_and_says_plainly_when_a_gain_did_not_hold(tmp_path):
+    held = _fake_summary([1.5, 0.5])
+    assert held["rows"][2]["paired_diff"] == pytest.approx([1.5, 0.5])
+    table = format_table(held)
+    assert "| offline KD | s | 0.040M | 0, 1 | 81.50 ± 0.00% | 81.50, 81.50 | +1.50, +0.50 |" \
+        " +1.00 |" in table and "better on every seed" in table
+    assert "1 point = 12 shapes" in table and "recorded once in 12.5 s" in table
+    not_held = format_table(_fake_summary([1.5, -0.5]))
+    assert "NOT better on every seed" in not_held and "does NOT show" in not_held
+    plot_summary(held, tmp_path / "s.png")
+    assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_demo_runs_end_to_end_on_a_tiny_budget(cli, tmp_path):
+    code, out, err = cli("demo", "--quick", "--out", tmp_path / "demo", "--threads", "1",
+                         "data.path=synthetic:train_per_class=2,test_per_class=1",
+                         "data.num_points=64")
+    assert code == 0, err
+    assert "\r" not in out and "| offline KD + NWSD |" in out and "teacher vs no-KD" in out
+    summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
+    assert [r["run"] for r in summary["rows"]][1:] == ["no KD", "offline KD",
+                                                        "offline KD + NWSD"]
+    for name in ("summary.png", "summary.md", "samples.png", "teacher.log", "no-kd-s0.log"):
+        assert (tmp_path / "demo" / name).is_file(), name
+    assert "epoch   1/2" in (tmp_path / "demo" / "no-kd-s0.log").read_text()
