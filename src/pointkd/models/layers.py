@@ -31,6 +31,41 @@ def _pre_activation(x, weight, bias, index, centre, sl: slice) -> Tensor:
     return x[sl]
 
 
+def _gathered_backward(x, index, centre, top, alpha, offset, sparse, winner, zsum, tied,
+                       dx, dc) -> None:
+    """Backward of the gathered pool, z = x[index] + centre, without making z again.
+
+    dz = alpha·z + offset + sparse·[selected] (see `_BatchNormActMax`) sums, per table row j
+    and per group g, to
+        dx_j = cnt_j·(alpha·x_j + offset) + alpha·Σ_{g,k: index=j} centre_g + selected terms
+        dc_g = alpha·Σ_k z_gk + K·offset + sparse_g
+    with cnt_j the times row j is a neighbour and Σ_k z_gk kept by forward. The selected
+    terms go to the winning row of each (group, channel) that forward kept, except in groups
+    with tied maxima, whose share (split evenly, as amax does) comes from their z, made again
+    for those few groups only. Fills `dx` (zeros) and `dc` (empty) in place."""
+    g, k = index.shape
+    c = x.shape[1]
+    if dc is not None:
+        torch.addcmul(sparse + k * offset, zsum, alpha, out=dc)
+    if dx is None:
+        return
+    cnt = torch.bincount(index.reshape(-1), minlength=x.shape[0]).to(x.dtype).unsqueeze(1)
+    dx.addcmul_(x, alpha).add_(offset).mul_(cnt)
+    scaled = centre * alpha
+    for j in range(k):  # k row-scatters of (G, C): no (G, K, C) tensor
+        dx.index_add_(0, index[:, j], scaled)
+    lone = sparse.masked_fill(tied.unsqueeze(1), 0)
+    flat = winner.mul(c).add_(torch.arange(c, device=x.device))
+    dx.view(-1).index_add_(0, flat.view(-1), lone.view(-1))
+    if bool(tied.any()):
+        rows = tied.nonzero().squeeze(1)
+        sub = index[rows]
+        z = x.index_select(0, sub.reshape(-1)).view(*sub.shape, c) + centre[rows].unsqueeze(1)
+        hit = (z == top[rows].unsqueeze(1)).to(x.dtype)
+        share = hit * (sparse[rows] / hit.sum(1)).unsqueeze(1)
+        dx.index_add_(0, sub.reshape(-1), share.view(-1, c))
+
+
 class _BatchNormActMax(torch.autograd.Function):
     """Training-mode `act(BN(z)).amax(-2)` for z `(G, K, C)` without BN/act outputs.
 
@@ -60,26 +95,53 @@ class _BatchNormActMax(torch.autograd.Function):
         s1 = torch.zeros(c, dtype=torch.float64, device=x.device)
         s2 = torch.zeros_like(s1)
         top = x.new_empty(g, c)
-        low = x.new_empty(g, c) if bool((gamma < 0).any()) else None  # gain sign = γ sign
+        negative = bool((gamma < 0).any())  # gain sign = γ sign: those channels take the min
+        low = x.new_empty(g, c) if negative else None
+        # gathered z: remember which neighbour won each (group, channel), so that backward
+        # need not make z again (see _gathered_backward)
+        gathered = index is not None and x.is_cpu
+        if gathered:
+            zsum = x.new_empty(g, c)
+            hit = x.new_empty(min(step, g), k, c)
+            found = x.new_empty(g, 2, c)
+            # (2, K): one matmul gives, per (group, channel), the number of neighbours at
+            # the max and the sum of their positions, which is the winner when it is alone
+            count_pos = torch.stack([torch.ones(k), torch.arange(k)]).to(x)
         for s in range(0, g, step):
             sl = slice(s, s + step)
             zc = _pre_activation(*inputs, sl)
-            top[sl] = zc.amax(1)
-            if low is not None:
-                low[sl] = zc.amin(1)
+            if gathered:
+                tc = zc.amax(1)
+                if negative:
+                    tc = torch.where(gamma >= 0, tc, zc.amin(1))
+                top[sl] = tc
+                # a float `out` is several times faster than a bool comparison result
+                h = torch.eq(zc, tc.unsqueeze(1), out=hit[: zc.shape[0]])
+                torch.matmul(count_pos, h, out=found[sl])  # (g, 2, C)
+            else:
+                top[sl] = zc.amax(1)
+                if low is not None:
+                    low[sl] = zc.amin(1)
             zc = zc.sub_(shift) if fresh else zc - shift
-            s1 += zc.sum((0, 1))
+            zs = zc.sum(1)
+            s1 += zs.sum(0)
+            if gathered:
+                torch.add(zs, shift, alpha=k, out=zsum[sl])
             s2 += zc.mul_(zc).sum((0, 1))
+        if gathered:
+            tied = found[:, 0].gt(1.5).any(1)
+            winner = index.gather(1, found[:, 1].long().clamp_max_(k - 1))  # tied: unused
         m1 = s1 / rows
         var = (s2 / rows - m1 * m1).clamp_min_(0).to(x.dtype)
         mean = (m1 + shift).to(x.dtype)
         invstd = torch.rsqrt(var + eps)
-        if low is not None:
+        if low is not None and not gathered:
             top = torch.where(gamma >= 0, top, low)
         pre = (top - mean) * (gamma * invstd) + beta
         if running_mean is not None:
             running_mean.lerp_(mean, momentum)
             running_var.lerp_(var * (rows / (rows - 1)), momentum)
+        ctx.gathered = (winner, zsum, tied) if gathered else None
         ctx.save_for_backward(*inputs, top, pre, mean, invstd, gamma)
         ctx.slope, ctx.step, ctx.shape = slope, step, (g, k, c)
         return F.leaky_relu(pre, slope)
@@ -107,6 +169,10 @@ class _BatchNormActMax(torch.autograd.Function):
             dc = torch.empty_like(centre)
         if dx is None and dw is None and dc is None:
             return None, None, None, None, None, d_gamma, d_beta, *[None] * 5
+        if ctx.gathered is not None:
+            _gathered_backward(x, index, centre, top, alpha, offset, sparse, *ctx.gathered,
+                               dx, dc)
+            return dx, None, None, None, dc, d_gamma, d_beta, *[None] * 5
         for s in range(0, g, ctx.step):
             sl = slice(s, s + ctx.step)
             zc = _pre_activation(*inputs, sl)

@@ -71,10 +71,11 @@ class LocalStage(nn.Module):
             inv = rel.square().reshape(bsz, -1).mean(-1).clamp_min(1e-4).rsqrt().view(-1, 1, 1)
         weight, bias = self.group.weight_bias()
         d = 3 + c_in
-        w_xyz = weight[:, :3]
-        table = F.linear(xyz * inv, w_xyz) + F.linear(feats, weight[:, 3:d])  # (B, N, C')
-        centre = F.linear(torch.cat([anchor_xyz, anchor_f], dim=-1), weight[:, d:], bias)
-        centre = centre - F.linear(anchor_xyz * inv, w_xyz)  # (B, M, C')
+        # one matmul per term (a 3-wide matmul costs about as much as a 64-wide one)
+        table = F.linear(torch.cat([xyz * inv, feats], dim=-1), weight[:, :d])  # (B, N, C')
+        w_centre = torch.cat([weight[:, d:], -weight[:, :3]], dim=1)
+        centre = F.linear(torch.cat([anchor_xyz, anchor_f, anchor_xyz * inv], dim=-1),
+                          w_centre, bias)  # (B, M, C')
         if self.group.folded():
             pooled = self.group.activate(gather_max(table, nbr) + centre)
         else:
