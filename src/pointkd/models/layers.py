@@ -42,7 +42,7 @@ def _gathered_backward(x, index, centre, top, alpha, offset, sparse, winner, zsu
     with cnt_j the times row j is a neighbour and Σ_k z_gk kept by forward. The selected
     terms go to the winning row of each (group, channel) that forward kept, except in groups
     with tied maxima, whose share (split evenly, as amax does) comes from their z, made again
-    for those few groups only. Fills `dx` (zeros) and `dc` (empty) in place."""
+    for those few groups only. Fills `dx` and `dc` (both empty) in place."""
     g, k = index.shape
     c = x.shape[1]
     if dc is not None:
@@ -50,7 +50,7 @@ def _gathered_backward(x, index, centre, top, alpha, offset, sparse, winner, zsu
     if dx is None:
         return
     cnt = torch.bincount(index.reshape(-1), minlength=x.shape[0]).to(x.dtype).unsqueeze(1)
-    dx.addcmul_(x, alpha).add_(offset).mul_(cnt)
+    torch.addcmul(offset, x, alpha, out=dx).mul_(cnt)
     scaled = centre * alpha
     for j in range(k):  # k row-scatters of (G, C): no (G, K, C) tensor
         dx.index_add_(0, index[:, j], scaled)
@@ -161,7 +161,8 @@ class _BatchNormActMax(torch.autograd.Function):
         need = ctx.needs_input_grad
         dx = dw = db = dc = None
         if need[0]:
-            dx = torch.zeros_like(x) if index is not None else torch.empty_like(x)
+            dx = torch.zeros_like(x) if index is not None and ctx.gathered is None else \
+                torch.empty_like(x)
         if weight is not None:
             dw = torch.zeros_like(weight)
             db = torch.zeros_like(bias) if bias is not None else None

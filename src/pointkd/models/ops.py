@@ -77,8 +77,9 @@ def _timed(fn: _F) -> _F:
         start = time.perf_counter()
         try:
             out = fn(*args, **kwargs)
-            if out.is_cuda:  # kernels are asynchronous: wait so the time is real
-                torch.cuda.synchronize(out.device)
+            first = out[0] if isinstance(out, tuple) else out
+            if first.is_cuda:  # kernels are asynchronous: wait so the time is real
+                torch.cuda.synchronize(first.device)
             return out
         finally:
             _depth -= 1
