@@ -287,3 +287,23 @@ def test_export_forms_match(monkeypatch):
     monkeypatch.setattr(ops, "_tracing", lambda: True)
     for a, b in zip(eager, run(), strict=True):
         assert torch.equal(a, b)
+
+
+@pytest.mark.slow
+def test_native_fps_knn_matches_the_torch_ops(monkeypatch):
+    """The optional C++ kernel (POINTKD_NATIVE_OPS=1; compiled once, then cached) gives the
+    same samples and distance rows bit for bit, and the same neighbour sets and distances."""
+    from pointkd.models import native
+
+    monkeypatch.setenv("POINTKD_NATIVE_OPS", "1")
+    if not native.available():
+        pytest.skip("the C++ kernel could not be built here (see the warning)")
+    xyz = _cloud(3, 500, seed=4)
+    xyz[1, 10] = xyz[1, 20]  # a duplicate point: distance ties
+    idx, table = ops.fps_with_distances(xyz, 64)
+    nbr, sq = ops.nearest(table, 12)
+    n_idx, n_nbr, n_sq, n_table = native.fps_knn(xyz, 64, 12, 16)
+    assert torch.equal(n_idx, idx)
+    assert torch.equal(n_table, table[:, :16])
+    assert torch.equal(n_sq.sort(-1).values, sq.sort(-1).values)
+    assert torch.equal(n_sq, table.gather(2, n_nbr))  # the neighbours have those distances

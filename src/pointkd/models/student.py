@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pointkd.models import register_model
+from pointkd.models import native, ops, register_model
 from pointkd.models.layers import SharedMLP
 from pointkd.models.ops import (
     check_points,
@@ -149,14 +149,19 @@ class PointStudent(nn.Module):
         the sample). So no stage builds another distance table, and the distances come
         exact, (x − y)² summed, as FPS has them."""
         bsz, n, _ = points.shape
-        idx, table = fps_with_distances(points, min(self.anchors[0], n))
+        m0, k0 = min(self.anchors[0], n), min(self.stages[0].k, n)
+        rows = min(self.anchors[1], m0) if len(self.anchors) > 1 else 0  # used by stage 2+
+        if native.available() and points.is_cpu and not ops._tracing():
+            idx, nbr0, sq0, table = native.fps_knn(points, m0, k0, rows)
+        else:
+            idx, table = fps_with_distances(points, m0)
+            nbr0, sq0 = nearest(table, k0)
         points, position = _put_first(points, idx)
         hoods, refs = [], n
         for i, stage in enumerate(self.stages):
             m, k = min(stage.num_anchors, refs), min(stage.k, refs)
             if i == 0:  # columns are input points: renumber them to their new positions
-                nbr, sq = nearest(table[:, :m], k)
-                nbr = position.gather(1, nbr.view(bsz, -1)).view(bsz, m, k)
+                nbr, sq = position.gather(1, nbr0.view(bsz, -1)).view(bsz, m, k), sq0
             else:  # columns of the first `refs` samples, which are this stage's points
                 cols = idx[:, None, :refs].expand(-1, m, -1)
                 nbr, sq = nearest(table[:, :m].gather(2, cols), k)
