@@ -107,10 +107,10 @@ _failed = False
 def available() -> bool:
     """Whether the kernel is enabled (POINTKD_NATIVE_OPS=1) and built; builds it once."""
     global _module, _failed
+    if os.environ.get("POINTKD_NATIVE_OPS", "0") != "1" or _failed:
+        return False
     if _module is not None:
         return True
-    if _failed or os.environ.get("POINTKD_NATIVE_OPS", "0") != "1":
-        return False
     try:
         from torch.utils.cpp_extension import load_inline
 
