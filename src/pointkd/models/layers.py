@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pointkd.models import ops
+from pointkd.models import native, ops
 
 __all__ = ["SharedMLP", "chain_max", "map_chunks"]
 
@@ -50,13 +50,18 @@ def _gathered_backward(x, index, centre, top, alpha, offset, sparse, winner, zsu
     if dx is None:
         return
     cnt = torch.bincount(index.reshape(-1), minlength=x.shape[0]).to(x.dtype).unsqueeze(1)
-    torch.addcmul(offset, x, alpha, out=dx).mul_(cnt)
-    scaled = centre * alpha
-    for j in range(k):  # k row-scatters of (G, C): no (G, K, C) tensor
-        dx.index_add_(0, index[:, j], scaled)
-    lone = sparse.masked_fill(tied.unsqueeze(1), 0)
-    flat = winner.mul(c).add_(torch.arange(c, device=x.device))
-    dx.view(-1).index_add_(0, flat.view(-1), lone.view(-1))
+    if x.dtype == torch.float32 and native.available():  # the same sums in one C++ pass
+        torch.mul(x, alpha, out=dx).mul_(cnt)
+        native.gathered_scatter(dx, index, torch.addcmul(offset, centre, alpha), winner, tied,
+                                sparse)
+    else:
+        torch.addcmul(offset, x, alpha, out=dx).mul_(cnt)
+        scaled = centre * alpha
+        for j in range(k):  # k row-scatters of (G, C): no (G, K, C) tensor
+            dx.index_add_(0, index[:, j], scaled)
+        lone = sparse.masked_fill(tied.unsqueeze(1), 0)
+        flat = winner.mul(c).add_(torch.arange(c, device=x.device))
+        dx.view(-1).index_add_(0, flat.view(-1), lone.view(-1))
     if bool(tied.any()):
         rows = tied.nonzero().squeeze(1)
         sub = index[rows]
@@ -107,7 +112,11 @@ class _BatchNormActMax(torch.autograd.Function):
             # (2, K): one matmul gives, per (group, channel), the number of neighbours at
             # the max and the sum of their positions, which is the winner when it is alone
             count_pos = torch.stack([torch.ones(k), torch.arange(k)]).to(x)
-        for s in range(0, g, step):
+        use_native = gathered and x.dtype == torch.float32 and native.available()
+        if use_native:  # the loop below in one C++ pass
+            top, winner, tied, zsum, s1, s2 = native.gathered_max(x, index, centre, gamma,
+                                                                  shift)
+        for s in range(0, 0 if use_native else g, step):
             sl = slice(s, s + step)
             zc = _pre_activation(*inputs, sl)
             if gathered:
@@ -128,7 +137,7 @@ class _BatchNormActMax(torch.autograd.Function):
             if gathered:
                 torch.add(zs, shift, alpha=k, out=zsum[sl])
             s2 += zc.mul_(zc).sum((0, 1))
-        if gathered:
+        if gathered and not use_native:
             tied = found[:, 0].gt(1.5).any(1)
             winner = index.gather(1, found[:, 1].long().clamp_max_(k - 1))  # tied: unused
         m1 = s1 / rows
