@@ -306,7 +306,10 @@ def main(argv: list[str] | None = None) -> int:
         report = side_by_side(args, names)
         report["config"] = {"points": args.points, "train_batch": args.train_batch,
                             "infer_batch": args.infer_batch, "optimizer": "AdamW",
-                            "input": source, "rounds": args.rounds, "iters": args.iters}
+                            "input": source, "rounds": args.rounds, "iters": args.iters,
+                            "threads": torch.get_num_threads(),
+                            # the optional C++ kernels of pointkd.models.native (new tree only)
+                            "native_ops": os.environ.get("POINTKD_NATIVE_OPS") == "1"}
         report["command"] = "python " + " ".join(sys.argv)
         out = args.out or REPO / "bench/results/speed_vs_ref.json"
         previous = json.loads(out.read_text()) if out.is_file() else {}
