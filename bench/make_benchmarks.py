@@ -581,6 +581,50 @@ def section_speed() -> list[str]:
     return lines + [""]
 
 
+def section_speed_vs_ref() -> list[str]:
+    """Old/new ratios measured side by side (bench_speed.py --ref), one table per JSON."""
+    lines = ["## Speed of this code against an older commit, side by side", ""]
+    files = sorted(RESULTS.glob("speed_vs_ref*.json"))
+    if not files:
+        return lines + ["_not measured yet_", ""]
+    lines += ["Each ratio is old time / new time, measured **side by side in one run**: the two "
+              "source trees alternate, each in its own process, over the same inputs and "
+              "thread count; the median of the per-round ratios is shown (rounds in the JSON). "
+              "Train = forward + backward + AdamW step; infer = eval mode under "
+              "`torch.inference_mode`. max |Δ| compares the two trees' eval logits and one "
+              "training step's gradients for the same weights and input.", ""]
+    for path in files:
+        d = json.loads(path.read_text())
+        c, m = d["config"], d["machine"]
+        native = "on" if c.get("native_ops") else "off"
+        lines += [f"**{path.name}** — command: `{d['command']}` · machine: {m['cpu']}, "
+                  f"{c.get('threads', m['threads'])} thread(s), {m['omp_wait_policy']} OpenMP "
+                  f"wait, {m['date']} · old tree `{d['trees']['ref']}` · native C++ ops (new "
+                  f"tree): {native} · train batch {c['train_batch']}, inference batch 1 and "
+                  f"{c['infer_batch']}, {c['rounds']} rounds × {c['iters']} timed calls, "
+                  f"input {c['input']}", "",
+                  "| model | train × (wall) | train × (CPU) | new train samples/s | "
+                  "infer b1 × | new ms/cloud b1 | infer b" + str(c["infer_batch"]) + " × | "
+                  "new ms/cloud b" + str(c["infer_batch"]) + " | max \\|Δ logits\\| | "
+                  "max \\|Δ grad\\| / max \\|grad\\| | 1-min load per round |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+        for name, r in d["models"].items():
+            lines.append(
+                f"| {name} | {r['train_speedup_wall']:.2f} | {r['train_speedup_cpu']:.2f} | "
+                f"{c['train_batch'] / r['train_seconds_new']:.1f} | "
+                f"{r['infer_b1_speedup_wall']:.2f} | {1000 * r['infer_b1_seconds_new']:.2f} | "
+                f"{r['infer_speedup_wall']:.2f} | "
+                f"{1000 * r['infer_seconds_new'] / c['infer_batch']:.2f} | "
+                f"{r['max_abs_diff_eval_logits']:.1e} | "
+                f"{r['max_abs_diff_grads'] / max(r['max_abs_grad'], 1e-30):.1e} | "
+                f"{', '.join(str(x) for x in r['loadavg_1min_per_round'])} |")
+        lines.append("")
+    lines += ["The table in the next section (`speed.json`) holds absolute throughputs from "
+              "one run; its \"public\" ratios are against figures measured on another day "
+              "(issue #3), **not** side by side.", ""]
+    return lines
+
+
 def _x(ratio: float | None) -> str:
     if ratio is None:
         return "–"
@@ -592,9 +636,15 @@ def section_latency() -> list[str]:
     lines = ["## Student inference latency (`pointkd export` path)", ""]
     if d is None:
         return lines + ["_not measured yet_", ""]
-    lines += [f"Command: `{d['command']}` · machine: {d['machine']['cpu']}, "
-              f"{d['machine']['threads']} threads · {d['model']} ({d['params'] / 1e6:.3f}M "
-              f"params), {d['num_points']} points; backends alternated in each round", "",
+    mach = d["machine"]
+    load_note = (f", 1-min load {mach['loadavg_1min_at_start']} → "
+                 f"{mach['loadavg_1min_at_end']}" if "loadavg_1min_at_start" in mach else "")
+    native = ("; eager uses the native C++ ops" if mach.get("native_ops")
+              else "; PyTorch ops only" if "native_ops" in mach else "")
+    lines += [f"Command: `{d['command']}` · machine: {mach['cpu']}, "
+              f"{mach['threads']} threads{load_note} · {d['model']} ({d['params'] / 1e6:.3f}M "
+              f"params), {d['num_points']} points; backends alternated in each round{native}",
+              "",
               "| backend | batch 1: ms/cloud | batch 32: ms/cloud | batch 32: clouds/s |",
               "|---|---:|---:|---:|"]
     for name, v in d["latency"].items():
@@ -637,7 +687,8 @@ def main() -> None:
     for section in (section_demo, section_teacher, section_students, section_teachers,
                     section_records,
                     section_encodings, section_distill,
-                    section_latency, section_speed, section_gpu, section_anchors):
+                    section_latency, section_speed_vs_ref, section_speed, section_gpu,
+                    section_anchors):
         parts += section()
     OUT.write_text("\n".join(parts))
     print(f"wrote {OUT}")
