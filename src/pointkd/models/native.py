@@ -31,10 +31,69 @@ __all__ = ["available", "fps_knn", "gathered_max", "gathered_scatter"]
 _SOURCE = r"""
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <mutex>
 #include <vector>
+
+static inline void update_min(float* __restrict__ mind, const float* __restrict__ d, int64_t n,
+                              float& best_out) {
+  // 16 running maxima (one per vector lane): a plain max reduction would not be vectorised
+  // without -ffast-math; the max of a set does not depend on the order anyway
+  float lanes[16];
+  for (int t = 0; t < 16; ++t) lanes[t] = best_out;
+  int64_t j = 0;
+  for (; j + 16 <= n; j += 16) {
+    for (int t = 0; t < 16; ++t) {
+      const float v = mind[j + t] < d[j + t] ? mind[j + t] : d[j + t];
+      mind[j + t] = v;
+      lanes[t] = v > lanes[t] ? v : lanes[t];
+    }
+  }
+  float best = best_out;
+  for (; j < n; ++j) {
+    const float v = mind[j] < d[j] ? mind[j] : d[j];
+    mind[j] = v;
+    best = v > best ? v : best;
+  }
+  for (int t = 0; t < 16; ++t) best = lanes[t] > best ? lanes[t] : best;
+  best_out = best;
+}
+
+static inline bool any_at_most(const float* __restrict__ d, int64_t n, float thr) {
+  int hit = 0;
+  for (int64_t j = 0; j < n; ++j) hit |= d[j] <= thr;
+  return hit != 0;
+}
+
+// Minima of the blocks of 16 of d[0:n] (the last block may be shorter).
+static inline void block_min(const float* __restrict__ d, int64_t n, float* __restrict__ out) {
+  int64_t b = 0, j = 0;
+  for (; j + 16 <= n; j += 16, ++b) {
+    float v = d[j];
+    for (int t = 1; t < 16; ++t) v = d[j + t] < v ? d[j + t] : v;
+    out[b] = v;
+  }
+  if (j < n) {
+    float v = d[j];
+    for (; j < n; ++j) v = d[j] < v ? d[j] : v;
+    out[b] = v;
+  }
+}
+
+// Insert (v, j) into the ascending list bd/bj of `filled` <= k entries (ties: earlier first).
+static inline void insert(float* bd, int64_t* bj, int64_t& filled, int64_t k, float v,
+                          int64_t j) {
+  int64_t pos = filled < k ? filled++ : k - 1;
+  while (pos > 0 && v < bd[pos - 1]) {
+    bd[pos] = bd[pos - 1];
+    bj[pos] = bj[pos - 1];
+    --pos;
+  }
+  bd[pos] = v;
+  bj[pos] = j;
+}
 
 // Per cloud: FPS from point 0 (ties: lowest index), the k nearest points of every sample
 // (insertion into a sorted list; ties: lowest index), and the first `rows` distance rows.
@@ -54,7 +113,7 @@ std::vector<torch::Tensor> fps_knn(torch::Tensor xyz, int64_t m, int64_t k, int6
   float* SQ = sq.data_ptr<float>();
   float* T = table.data_ptr<float>();
   at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
-    std::vector<float> x(N), y(N), z(N), mind(N), d(N), bd(k);
+    std::vector<float> x(N), y(N), z(N), mind(N), d(N), bd(k), bm((N + 15) / 16);
     std::vector<int64_t> bj(k);
     for (int64_t b = b0; b < b1; ++b) {
       const float* p = P + b * N * 3;
@@ -74,25 +133,31 @@ std::vector<torch::Tensor> fps_knn(torch::Tensor xyz, int64_t m, int64_t k, int6
           t = z[j] - cz;
           d[j] = std::fma(t, t, e);
         }
+        // the min update with a max reduction (vectorised), then the first index at the max
         float best = -std::numeric_limits<float>::infinity();
+        update_min(mind.data(), d.data(), N, best);
         int64_t next = 0;
-        for (int64_t j = 0; j < N; ++j) {
-          const float v = mind[j] < d[j] ? mind[j] : d[j];
-          mind[j] = v;
-          if (v > best) { best = v; next = j; }
-        }
+        while (next < N - 1 && mind[next] != best) ++next;  // bounded even with NaNs
         if (i < rows) std::copy(d.begin(), d.end(), T + (b * rows + i) * N);
+        // k smallest. tau, the k-th smallest of the minima of blocks of 16, bounds the k-th
+        // smallest distance (k blocks hold a value <= tau), so only blocks holding a value
+        // <= tau are read one by one, in index order (ties: lowest indices kept)
+        const int64_t nb = (N + 15) / 16;
+        float tau = std::numeric_limits<float>::infinity();
+        if (nb >= k) {
+          block_min(d.data(), N, bm.data());
+          std::nth_element(bm.begin(), bm.begin() + (k - 1), bm.begin() + nb);
+          tau = bm[k - 1];
+        }
         int64_t filled = 0;
-        for (int64_t j = 0; j < N; ++j) {
-          const float v = d[j];
-          if (filled == k && !(v < bd[k - 1])) continue;
-          int64_t pos = filled < k ? filled++ : k - 1;
-          while (pos > 0 && v < bd[pos - 1]) {
-            bd[pos] = bd[pos - 1];
-            bj[pos] = bj[pos - 1];
-            --pos;
+        for (int64_t j0 = 0; j0 < N; j0 += 16) {
+          const int64_t j1 = j0 + 16 < N ? j0 + 16 : N;
+          if (!any_at_most(d.data() + j0, j1 - j0, tau)) continue;
+          for (int64_t j = j0; j < j1; ++j) {
+            const float v = d[j];
+            if (v <= tau && (filled < k || v < bd[k - 1]))
+              insert(bd.data(), bj.data(), filled, k, v, j);
           }
-          bd[pos] = v; bj[pos] = j;
         }
         for (int64_t q = 0; q < k; ++q) {
           NB[(b * m + i) * k + q] = bj[q];
@@ -255,7 +320,7 @@ def available() -> bool:
         from torch.utils.cpp_extension import load_inline
 
         _module = load_inline(
-            name="pointkd_native_v7", cpp_sources=[_SOURCE],
+            name="pointkd_native_v10", cpp_sources=[_SOURCE],
             functions=["fps_knn", "gathered_max", "gathered_scatter"],
             extra_cflags=["-O3", "-march=native", "-ffp-contract=off", "-fopenmp"],
             extra_ldflags=["-fopenmp"], verbose=False)

@@ -159,7 +159,13 @@ def _fps(xyz: Tensor, m: int, start: int | None, keep_distances: bool
     far = far.random_(0, n) if start is None else far.add_(int(start))
     mind = torch.full_like(planes[0], float("inf"))
     if _tracing():
-        return _fps_traceable(planes, far, mind, m, keep_distances)
+        idx = _fps_traceable(planes, far, mind, m)
+        if not keep_distances:
+            return idx, None
+        # the table in one broadcast (B, m, N) per coordinate instead of m stacked rows
+        c = torch.gather(planes, 2, idx.unsqueeze(0).expand(3, -1, -1))  # (3, B, m)
+        diff = planes.unsqueeze(2) - c.unsqueeze(3)  # (3, B, m, N)
+        return idx, (diff * diff).sum(0)
     idx = torch.empty(bsz, m, dtype=torch.long, device=xyz.device)
     table = planes.new_empty(bsz, m, n) if keep_distances else None
     d = torch.empty_like(mind)
@@ -179,19 +185,15 @@ def _fps(xyz: Tensor, m: int, start: int | None, keep_distances: bool
     return idx, table
 
 
-def _fps_traceable(planes: Tensor, far: Tensor, mind: Tensor, m: int, keep_distances: bool
-                   ) -> tuple[Tensor, Tensor | None]:
+def _fps_traceable(planes: Tensor, far: Tensor, mind: Tensor, m: int) -> Tensor:
     """The same loop without `out=`/in-place writes, for export."""
-    chosen, rows = [], []
+    chosen = []
     for _ in range(m):
         chosen.append(far)
         c = torch.gather(planes, 2, far.unsqueeze(0).expand(3, -1, 1))
-        d = planes - c
-        d = d[0] * d[0] + d[1] * d[1] + d[2] * d[2]
-        rows.append(d)
-        mind = torch.minimum(mind, d)
+        mind = torch.minimum(mind, (planes - c).pow(2).sum(0))
         far = mind.argmax(-1, keepdim=True)
-    return torch.cat(chosen, dim=1), torch.stack(rows, dim=1) if keep_distances else None
+    return torch.cat(chosen, dim=1)
 
 
 @_timed

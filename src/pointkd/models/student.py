@@ -25,6 +25,13 @@ subset, test OA: fps 78.9%, fps_coarse 76.4%, first 71.8%; training throughput (
 fps ≈ 6-10% lower than first. The FPS loop dominates batch-1 latency, though (~7 ms vs ~3 ms
 for `first`, eager, this 2-core CPU) and exports to ONNX as an unrolled loop: pick `first`
 (or `fps_coarse`) where latency or a small export matters more than accuracy.
+
+Neighbourhoods (`sampler="fps"`): the FPS loop computes the distance from every sample to
+every point anyway; kept as a table, it *is* the kNN table of all stages (stage 1: samples ×
+all points; later stages: shorter FPS prefixes × FPS prefixes), so no stage runs its own
+distance matmul, and σ comes from the neighbours' distances without a gather. With
+`POINTKD_NATIVE_OPS=1` (`models/native.py`) the loop and the stage-1 selection, and the
+training-mode gathered max-pool, run as C++ kernels with the same results.
 Every matmul runs on channels-last (rows, C) matrices, which CPUs run fast and ONNX exports
 as-is.
 """
