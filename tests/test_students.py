@@ -101,3 +101,17 @@ def test_nearest_agrees_with_knn_and_brute_force():
     torch.testing.assert_close(sq.sort(-1).values.double(), exact.sort(-1).values[..., :10],
                                rtol=1e-6, atol=1e-7)
     assert torch.equal(nbr.sort(-1).values, ops.knn(anchors, pts, 10).sort(-1).values)
+
+
+@pytest.mark.parametrize("native", ["0", "1"])
+def test_student_trains_under_bf16_autocast(native, monkeypatch):
+    """Mixed dtypes reach the fused gathered pool (float table, bf16 centre): both the
+    PyTorch path and the optional C++ one (which then leaves the forward to PyTorch) run."""
+    monkeypatch.setenv("POINTKD_NATIVE_OPS", native)
+    torch.manual_seed(0)
+    model = create_model("student_xs", 5)
+    x, y = torch.rand(4, 128, 3) * 2 - 1, torch.arange(4) % 5
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(x)
+    torch.nn.functional.cross_entropy(out.float(), y).backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)

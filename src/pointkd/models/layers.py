@@ -112,7 +112,8 @@ class _BatchNormActMax(torch.autograd.Function):
             # (2, K): one matmul gives, per (group, channel), the number of neighbours at
             # the max and the sum of their positions, which is the winner when it is alone
             count_pos = torch.stack([torch.ones(k), torch.arange(k)]).to(x)
-        use_native = gathered and x.dtype == torch.float32 and native.available()
+        use_native = (gathered and x.dtype == torch.float32 and centre.dtype == torch.float32
+                      and native.available())
         if use_native:  # the loop below in one C++ pass
             top, winner, tied, zsum, s1, s2 = native.gathered_max(x, index, centre, gamma,
                                                                   shift)
