@@ -158,7 +158,7 @@ class PointStudent(nn.Module):
         bsz, n, _ = points.shape
         m0, k0 = min(self.anchors[0], n), min(self.stages[0].k, n)
         rows = min(self.anchors[1], m0) if len(self.anchors) > 1 else 0  # used by stage 2+
-        if native.available() and points.is_cpu and not ops._tracing():
+        if native.available() and points.is_cpu:
             idx, nbr0, sq0, table = native.fps_knn(points, m0, k0, rows)
         else:
             idx, table = fps_with_distances(points, m0)
@@ -181,7 +181,11 @@ class PointStudent(nn.Module):
         check_points(points)
         n = points.shape[1]
         hoods: list = [None] * len(self.stages)
-        if self.sampler == "fps" and n > 1:
+        if self.sampler == "fps" and n > 1 and ops._tracing():
+            # export: FPS, then a kNN per stage, as before; a table built from unrolled FPS
+            # steps made ONNX Runtime ~20% slower (measured)
+            points = fps_first(points, min(self.anchors[0], n))
+        elif self.sampler == "fps" and n > 1:
             points, hoods = self._fps_neighbourhoods(points)
         elif self.sampler == "fps_coarse" and len(self.anchors) > 1 and n > 1:
             m0 = min(self.anchors[0], n)
