@@ -133,10 +133,9 @@ class _BatchNormActMax(torch.autograd.Function):
                 if low is not None:
                     low[sl] = zc.amin(1)
             zc = zc.sub_(shift) if fresh else zc - shift
-            zs = zc.sum(1)
-            s1 += zs.sum(0)
+            s1 += zc.sum((0, 1))  # (as before, so that the statistics are bit for bit equal)
             if gathered:
-                torch.add(zs, shift, alpha=k, out=zsum[sl])
+                torch.add(zc.sum(1), shift, alpha=k, out=zsum[sl])
             s2 += zc.mul_(zc).sum((0, 1))
         if gathered and not use_native:
             tied = found[:, 0].gt(1.5).any(1)
