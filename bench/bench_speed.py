@@ -248,7 +248,9 @@ def side_by_side(args, names: list[str]) -> dict:
                 (ref["eval_logits"] - new["eval_logits"]).abs().max()),
             "max_abs_diff_grads": float((ref["grads"] - new["grads"]).abs().max()),
             "max_abs_grad": float(ref["grads"].abs().max()),
-            "loadavg_1min_per_round": load}
+            "loadavg_1min_per_round": load,
+            "command": "python " + " ".join(sys.argv),
+            "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
         for key in ("train", "infer_b1", "infer"):
             for i, clock in enumerate(("wall", "cpu")):
                 per_round = [a[key][i] / b[key][i] for a, b in zip(runs["ref"], runs["new"],

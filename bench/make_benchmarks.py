@@ -597,7 +597,9 @@ def section_speed_vs_ref() -> list[str]:
         d = json.loads(path.read_text())
         c, m = d["config"], d["machine"]
         native = "on" if c.get("native_ops") else "off"
-        lines += [f"**{path.name}** — command: `{d['command']}` · machine: {m['cpu']}, "
+        commands = sorted({r.get("command", d["command"]) for r in d["models"].values()})
+        lines += [f"**{path.name}** — command(s): {'; '.join(f'`{x}`' for x in commands)} · "
+                  f"machine: {m['cpu']}, "
                   f"{c.get('threads', m['threads'])} thread(s), {m['omp_wait_policy']} OpenMP "
                   f"wait, {m['date']} · old tree `{d['trees']['ref']}` · native C++ ops (new "
                   f"tree): {native} · train batch {c['train_batch']}, inference batch 1 and "
