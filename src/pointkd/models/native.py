@@ -4,17 +4,24 @@ gathered max-pool of their local stages (and of DGCNN's EdgeConv) in training.
 `fps_knn` runs farthest-point sampling and, inside the same loop, keeps each sample's k
 nearest points and the first rows of the distance table — what `ops.fps_with_distances` +
 `ops.nearest` compute with one PyTorch op per step, in one pass per sample. The results are
-the same: distances are summed in the same order, without fused multiply-adds
-(`-ffp-contract=off`), so the samples are identical and the neighbours are the same set
-(among points at exactly the k-th distance it keeps the lowest indices; topk keeps any).
+the same: distances are summed in the same order with the same fused multiply-adds as
+PyTorch's vectorised `addcmul_` (explicit `std::fma`, no other contraction:
+`-ffp-contract=off`), so the table and the samples are bit for bit equal (tested) and the
+neighbours are the same set (among points at exactly the k-th distance it keeps the lowest
+indices; topk keeps any).
 
 `gathered_max` / `gathered_scatter` are the forward and backward of that pool's chunked
 PyTorch loops in `layers._BatchNormActMax`, one pass each; they agree within float rounding
-(the batch statistics are summed in float64 instead of per-chunk float32 sums).
+(the batch statistics are summed in float64 instead of per-chunk float32 sums). Students
+stay within the model's own float noise (gradients of student_l differ from the PyTorch ops
+by less than they differ between 1 and 2 threads); DGCNN, whose later kNN runs in feature
+space, turns such rounding into a few different neighbours (≈1e-3 in its logits in training).
 
 Off unless `POINTKD_NATIVE_OPS=1`: it is compiled with the system C++ compiler on first use
-(torch.utils.cpp_extension, cached under ~/.cache/torch_extensions; tens of seconds once).
-If that fails, a warning says why and the PyTorch ops are used.
+(torch.utils.cpp_extension, cached under ~/.cache/torch_extensions; about a minute once) for
+this CPU (`-march=native`: do not share that cache between machines of different CPUs). If
+the build fails, a warning says why and the PyTorch ops are used. Traced/exported graphs
+(TorchScript, ONNX) always hold the PyTorch ops.
 """
 
 from __future__ import annotations
