@@ -603,8 +603,8 @@ def section_speed_vs_ref() -> list[str]:
                   f"{c.get('threads', m['threads'])} thread(s), {m['omp_wait_policy']} OpenMP "
                   f"wait, {m['date']} · old tree `{d['trees']['ref']}` · native C++ ops (new "
                   f"tree): {native} · train batch {c['train_batch']}, inference batch 1 and "
-                  f"{c['infer_batch']}, {c['rounds']} rounds × {c['iters']} timed calls, "
-                  f"input {c['input']}", "",
+                  f"{c['infer_batch']}, {c['rounds']} rounds × {c['iters']} timed calls "
+                  f"(settings of the last command), input {c['input']}", "",
                   "| model | train × (wall) | train × (CPU) | new train samples/s | "
                   "infer b1 × | new ms/cloud b1 | infer b" + str(c["infer_batch"]) + " × | "
                   "new ms/cloud b" + str(c["infer_batch"]) + " | max \\|Δ logits\\| | "
@@ -622,8 +622,9 @@ def section_speed_vs_ref() -> list[str]:
                 f"{', '.join(str(x) for x in r['loadavg_1min_per_round'])} |")
         lines.append("")
     lines += ["The table in the next section (`speed.json`) holds absolute throughputs from "
-              "one run; its \"public\" ratios are against figures measured on another day "
-              "(issue #3), **not** side by side.", ""]
+              "one earlier run, of the code before these changes (see its date); its "
+              "\"public\" ratios are against figures measured on another day (issue #3), "
+              "**not** side by side.", ""]
     return lines
 
 
