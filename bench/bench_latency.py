@@ -3,12 +3,17 @@ ONNX Runtime, measured side by side in one run (backends alternate within each r
 
     python bench/bench_latency.py --model student_s            # random weights: same speed
     python bench/bench_latency.py --checkpoint runs/s/best.pt
+    POINTKD_NATIVE_OPS=1 python bench/bench_latency.py ...      # eager with the C++ kernels
+
+Old/new ratios of the eager path at batch 1 and 32 are measured side by side by
+`bench_speed.py --ref` (its infer_b1 / infer columns); this script compares backends.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -48,6 +53,7 @@ def main() -> None:
     ap.add_argument("--json", default="bench/results/latency.json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    load_start = round(os.getloadavg()[0], 2)
     import onnxruntime as ort
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -92,6 +98,9 @@ def main() -> None:
     out = {"model": meta["model"], "params": count_parameters(model),
            "num_points": args.num_points,
            "machine": {"cpu": cpu_name(), "threads": args.threads,
+                       "loadavg_1min_at_start": load_start,
+                       "loadavg_1min_at_end": round(os.getloadavg()[0], 2),
+                       "native_ops": os.environ.get("POINTKD_NATIVE_OPS") == "1",
                        "python": platform.python_version(), "torch": torch.__version__,
                        "onnxruntime": ort.__version__},
            "latency": table, "command": "python " + " ".join(sys.argv)}

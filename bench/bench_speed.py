@@ -11,6 +11,14 @@ counts depend on the point distribution), else points on a noisy unit sphere.
 
     python bench/bench_speed.py                      # all models → bench/results/speed.json
     python bench/bench_speed.py --models dgcnn pointnet2_ssg --budget 20
+    python bench/bench_speed.py --ref ../wt-ref/src --models student_s --threads 1
+        # side by side against another source tree → bench/results/speed_vs_ref.json
+
+With `--ref`, each model is timed by both source trees in turn (separate processes, the
+order alternating every round, same inputs, same threads): train step at the train batch,
+inference at batch 1 and at the inference batch. Ratios are old time / new time per round,
+reported as medians; both processes also write the model's logits for the same weights and
+input (eval mode, and train mode for one step's gradients), compared as max |difference|.
 
 Results for models not re-run are kept from the existing JSON, so families can be measured
 separately. Timings need a quiet machine: each model records the 1-minute load average, and
@@ -25,7 +33,10 @@ import datetime as dt
 import json
 import os
 import platform
+import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -167,6 +178,95 @@ def bench_model(name: str, x_train, y_train, x_infer, budget: float, max_iters: 
     return result
 
 
+def _seconds(fn, iters: int) -> tuple[float, float]:
+    """Median wall and median CPU seconds of fn over iters calls, after one warm-up call."""
+    fn()
+    wall, cpu = [], []
+    for _ in range(iters):
+        t, c = time.perf_counter(), time.process_time()
+        fn()
+        wall.append(time.perf_counter() - t)
+        cpu.append(time.process_time() - c)
+    return statistics.median(wall), statistics.median(cpu)
+
+
+def worker(name: str, x_train, y_train, x_infer, iters: int, out: Path) -> None:
+    """One side of a side-by-side round: times and outputs of `name` in this source tree."""
+    torch.manual_seed(0)
+    model = create_model(name, 40)
+    # the same weights in both trees: a checksum of the state dict proves it
+    checksum = sum(float(v.double().sum()) for v in model.state_dict().values())
+    model.eval()
+    with torch.inference_mode():
+        eval_logits = model(x_infer)
+    model.train()
+    torch.manual_seed(1)
+    F.cross_entropy(model(x_train), y_train).backward()
+    grads = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+
+    def train_step() -> None:
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x_train), y_train).backward()
+        opt.step()
+
+    result = {"checksum": checksum, "train": _seconds(train_step, iters)}
+    model.eval()
+    for key, x in (("infer_b1", x_infer[:1]), ("infer", x_infer)):
+        def infer(x=x) -> None:
+            with torch.inference_mode():
+                model(x)
+        result[key] = _seconds(infer, iters)
+    torch.save({"eval_logits": eval_logits, "grads": grads, **result}, out)
+
+
+def side_by_side(args, names: list[str]) -> dict:
+    """Alternating rounds of `worker` in the reference tree and in this one."""
+    trees = {"ref": str(Path(args.ref).resolve()), "new": str(REPO / "src")}
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # recorded by machine_info
+    env = dict(os.environ)
+    report: dict = {"machine": machine_info(), "trees": trees, "models": {}}
+    for name in names:
+        runs: dict[str, list[dict]] = {"ref": [], "new": []}
+        load = [round(os.getloadavg()[0], 2)]
+        with tempfile.TemporaryDirectory() as tmp:
+            for r in range(args.rounds):
+                for side in (("ref", "new") if r % 2 == 0 else ("new", "ref")):
+                    out = Path(tmp) / f"{side}{r}.pt"
+                    cmd = [sys.executable, __file__, "--worker", name, "--worker-out", str(out),
+                           "--iters", str(args.iters), "--train-batch", str(args.train_batch),
+                           "--infer-batch", str(args.infer_batch), "--points", str(args.points)]
+                    if args.threads:
+                        cmd += ["--threads", str(args.threads)]
+                    subprocess.run(cmd, env={**env, "PYTHONPATH": trees[side]}, check=True)
+                    runs[side].append(torch.load(out))
+                load.append(round(os.getloadavg()[0], 2))
+        ref, new = runs["ref"][0], runs["new"][0]
+        entry: dict = {
+            "same_weights": ref["checksum"] == new["checksum"],
+            "max_abs_diff_eval_logits": float(
+                (ref["eval_logits"] - new["eval_logits"]).abs().max()),
+            "max_abs_diff_grads": float((ref["grads"] - new["grads"]).abs().max()),
+            "max_abs_grad": float(ref["grads"].abs().max()),
+            "loadavg_1min_per_round": load,
+            "command": "python " + " ".join(sys.argv),
+            "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
+        for key in ("train", "infer_b1", "infer"):
+            for i, clock in enumerate(("wall", "cpu")):
+                per_round = [a[key][i] / b[key][i] for a, b in zip(runs["ref"], runs["new"],
+                                                                   strict=True)]
+                entry[f"{key}_speedup_{clock}"] = statistics.median(per_round)
+                entry[f"{key}_speedup_{clock}_rounds"] = [round(v, 3) for v in per_round]
+            for side in ("ref", "new"):
+                entry[f"{key}_seconds_{side}"] = statistics.median(x[key][0] for x in runs[side])
+        report["models"][name] = entry
+        print(f"{name:16s} train ×{entry['train_speedup_wall']:.2f} (cpu ×"
+              f"{entry['train_speedup_cpu']:.2f})  infer b1 ×{entry['infer_b1_speedup_wall']:.2f}"
+              f"  infer b{args.infer_batch} ×{entry['infer_speedup_wall']:.2f}  "
+              f"max|Δlogits| {entry['max_abs_diff_eval_logits']:.1e}", flush=True)
+    return report
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--models", nargs="*", help="default: every registered model")
@@ -178,7 +278,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     p.add_argument("--keep-freed-memory", action="store_true",
                    help="glibc mallopt: reuse freed heap memory (see keep_freed_memory)")
-    p.add_argument("--out", type=Path, default=REPO / "bench/results/speed.json")
+    p.add_argument("--out", type=Path, help="default: bench/results/speed.json, or "
+                   "speed_vs_ref.json with --ref")
+    p.add_argument("--ref", help="source tree (…/src) of the code to compare with, side by side")
+    p.add_argument("--rounds", type=int, default=4, help="--ref: alternating rounds")
+    p.add_argument("--iters", type=int, default=5, help="--ref: timed calls per round")
+    p.add_argument("--worker", help=argparse.SUPPRESS)
+    p.add_argument("--worker-out", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -195,6 +301,25 @@ def main(argv: list[str] | None = None) -> int:
     x, source = load_points(max(args.train_batch, args.infer_batch), args.points)
     x_train, x_infer = x[: args.train_batch].contiguous(), x[: args.infer_batch].contiguous()
     y_train = torch.arange(args.train_batch) % 40
+    if args.worker:
+        worker(args.worker, x_train, y_train, x_infer, args.iters, args.worker_out)
+        return 0
+    if args.ref:
+        report = side_by_side(args, names)
+        report["config"] = {"points": args.points, "train_batch": args.train_batch,
+                            "infer_batch": args.infer_batch, "optimizer": "AdamW",
+                            "input": source, "rounds": args.rounds, "iters": args.iters,
+                            "threads": torch.get_num_threads(),
+                            # the optional C++ kernels of pointkd.models.native (new tree only)
+                            "native_ops": os.environ.get("POINTKD_NATIVE_OPS") == "1"}
+        report["command"] = "python " + " ".join(sys.argv)
+        out = args.out or REPO / "bench/results/speed_vs_ref.json"
+        previous = json.loads(out.read_text()) if out.is_file() else {}
+        for name, entry in previous.get("models", {}).items():  # keep models not re-run
+            report["models"].setdefault(name, entry)
+        out.write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+        return 0
+    args.out = args.out or REPO / "bench/results/speed.json"
 
     report = {"models": {}}
     if args.out.is_file():

@@ -596,6 +596,53 @@ def section_speed() -> list[str]:
     return lines + [""]
 
 
+def section_speed_vs_ref() -> list[str]:
+    """Old/new ratios measured side by side (bench_speed.py --ref), one table per JSON."""
+    lines = ["## Speed of this code against an older commit, side by side", ""]
+    files = sorted(RESULTS.glob("speed_vs_ref*.json"))
+    if not files:
+        return lines + ["_not measured yet_", ""]
+    lines += ["Each ratio is old time / new time, measured **side by side in one run**: the two "
+              "source trees alternate, each in its own process, over the same inputs and "
+              "thread count; the median of the per-round ratios is shown (rounds in the JSON). "
+              "Train = forward + backward + AdamW step; infer = eval mode under "
+              "`torch.inference_mode`. max |Δ| compares the two trees' eval logits and one "
+              "training step's gradients for the same weights and input.", ""]
+    for path in files:
+        d = json.loads(path.read_text())
+        c, m = d["config"], d["machine"]
+        native = "on" if c.get("native_ops") else "off"
+        commands = sorted({r.get("command", d["command"]) for r in d["models"].values()})
+        lines += [f"**{path.name}** — command(s): {'; '.join(f'`{x}`' for x in commands)} · "
+                  f"machine: {m['cpu']}, "
+                  f"{c.get('threads', m['threads'])} thread(s), {m['omp_wait_policy']} OpenMP "
+                  f"wait, {m['date']} · old tree `{d['trees']['ref']}` · native C++ ops (new "
+                  f"tree): {native} · train batch {c['train_batch']}, inference batch 1 and "
+                  f"{c['infer_batch']}, {c['rounds']} rounds × {c['iters']} timed calls "
+                  f"(settings of the last command), input {c['input']}", "",
+                  "| model | train × (wall) | train × (CPU) | new train samples/s | "
+                  "infer b1 × | new ms/cloud b1 | infer b" + str(c["infer_batch"]) + " × | "
+                  "new ms/cloud b" + str(c["infer_batch"]) + " | max \\|Δ logits\\| | "
+                  "max \\|Δ grad\\| / max \\|grad\\| | 1-min load per round |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+        for name, r in d["models"].items():
+            lines.append(
+                f"| {name} | {r['train_speedup_wall']:.2f} | {r['train_speedup_cpu']:.2f} | "
+                f"{c['train_batch'] / r['train_seconds_new']:.1f} | "
+                f"{r['infer_b1_speedup_wall']:.2f} | {1000 * r['infer_b1_seconds_new']:.2f} | "
+                f"{r['infer_speedup_wall']:.2f} | "
+                f"{1000 * r['infer_seconds_new'] / c['infer_batch']:.2f} | "
+                f"{r['max_abs_diff_eval_logits']:.1e} | "
+                f"{r['max_abs_diff_grads'] / max(r['max_abs_grad'], 1e-30):.1e} | "
+                f"{', '.join(str(x) for x in r['loadavg_1min_per_round'])} |")
+        lines.append("")
+    lines += ["The table in the next section (`speed.json`) holds absolute throughputs from "
+              "one earlier run, of the code before these changes (see its date); its "
+              "\"public\" ratios are against figures measured on another day (issue #3), "
+              "**not** side by side.", ""]
+    return lines
+
+
 def _x(ratio: float | None) -> str:
     if ratio is None:
         return "–"
@@ -603,19 +650,34 @@ def _x(ratio: float | None) -> str:
 
 
 def section_latency() -> list[str]:
-    d = load("latency.json")
     lines = ["## Student inference latency (`pointkd export` path)", ""]
-    if d is None:
+    found = [(n, load(n)) for n in ("latency.json", "latency_torch_ops.json")]
+    found = [(n, d) for n, d in found if d is not None]
+    if not found:
         return lines + ["_not measured yet_", ""]
-    lines += [f"Command: `{d['command']}` · machine: {d['machine']['cpu']}, "
-              f"{d['machine']['threads']} threads · {d['model']} ({d['params'] / 1e6:.3f}M "
-              f"params), {d['num_points']} points; backends alternated in each round", "",
-              "| backend | batch 1: ms/cloud | batch 32: ms/cloud | batch 32: clouds/s |",
-              "|---|---:|---:|---:|"]
-    for name, v in d["latency"].items():
-        lines.append(f"| {name} | {v['batch1']['ms_per_cloud']:.2f} | "
-                     f"{v['batch32']['ms_per_cloud']:.2f} | {v['batch32']['clouds_per_s']:.0f} |")
-    return lines + [""]
+    for name, d in found:
+        mach = d["machine"]
+        load_note = (f", 1-min load {mach['loadavg_1min_at_start']} → "
+                     f"{mach['loadavg_1min_at_end']}" if "loadavg_1min_at_start" in mach else "")
+        native = ("; eager uses the native C++ ops (`POINTKD_NATIVE_OPS=1`)"
+                  if mach.get("native_ops") else "; PyTorch ops only" if "native_ops" in mach
+                  else "")
+        lines += [f"**{name}** — command: `{d['command']}` · machine: {mach['cpu']}, "
+                  f"{mach['threads']} threads{load_note} · {d['model']} "
+                  f"({d['params'] / 1e6:.3f}M params), {d['num_points']} points; backends "
+                  f"alternated in each round{native}", "",
+                  "| backend | batch 1: ms/cloud | batch 32: ms/cloud | batch 32: clouds/s |",
+                  "|---|---:|---:|---:|"]
+        for backend, v in d["latency"].items():
+            lines.append(f"| {backend} | {v['batch1']['ms_per_cloud']:.2f} | "
+                         f"{v['batch32']['ms_per_cloud']:.2f} | "
+                         f"{v['batch32']['clouds_per_s']:.0f} |")
+        lines.append("")
+    lines += ["TorchScript and ONNX graphs are traced, so they hold the PyTorch ops (the FPS "
+              "loop unrolled); the C++ kernels serve eager PyTorch only. These latencies were "
+              "measured on a shared, busy 2-core machine (load above): absolute times there "
+              "vary by ±50% between runs.", ""]
+    return lines
 
 
 def section_gpu() -> list[str]:
@@ -652,7 +714,8 @@ def main() -> None:
     for section in (section_demo, section_teacher, section_students, section_teachers,
                     section_records,
                     section_encodings, section_distill,
-                    section_latency, section_speed, section_gpu, section_anchors):
+                    section_latency, section_speed_vs_ref, section_speed, section_gpu,
+                    section_anchors):
         parts += section()
     OUT.write_text("\n".join(parts))
     print(f"wrote {OUT}")

@@ -227,6 +227,38 @@ def test_pool_gathered_matches_reference(small_tiles):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize("ties", [False, True])
+def test_pool_gathered_backward_without_remaking_z(ties, small_tiles):
+    """The gathered backward (winners kept by forward, ties made again) against autograd
+    through the unfused ops: mixed-sign gains, rows used by many groups, some tied groups."""
+    torch.manual_seed(5)
+    c = 7
+    fused = layers.SharedMLP(4, c, bias=False)
+    with torch.no_grad():
+        fused.bn.weight.copy_(torch.randn(c))
+        fused.bn.bias.copy_(torch.randn(c))
+    plain = layers.SharedMLP(4, c, bias=False)
+    plain.load_state_dict(fused.state_dict())
+    table, centre = torch.randn(50, c), torch.randn(40, c)
+    index = torch.randint(0, 50, (40, 9))
+    if ties:
+        index[::3, 4] = index[::3, 2]  # a third of the groups repeat a neighbour
+        table[7] = table[3]  # two rows with equal values
+    tf, cf = table.clone().requires_grad_(), centre.clone().requires_grad_()
+    tp, cp = table.clone().requires_grad_(), centre.clone().requires_grad_()
+    out_f = fused.pool_gathered(tf, index, cf)
+    z = tp[index] + cp.unsqueeze(1)
+    out_p = torch.relu(plain.bn(z.reshape(-1, c))).view(40, 9, c).amax(1)
+    torch.testing.assert_close(out_f, out_p, atol=1e-5, rtol=1e-4)
+    w = torch.randn_like(out_p)
+    (out_f * w).sum().backward()
+    (out_p * w).sum().backward()
+    torch.testing.assert_close(tf.grad, tp.grad, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(cf.grad, cp.grad, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(fused.bn.weight.grad, plain.bn.weight.grad, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(fused.bn.bias.grad, plain.bn.bias.grad, atol=1e-5, rtol=1e-4)
+
+
 def test_op_timing_only_when_active():
     xyz = _cloud(2, 200)
     ops.farthest_point_sample(xyz, 10)
@@ -255,3 +287,23 @@ def test_export_forms_match(monkeypatch):
     monkeypatch.setattr(ops, "_tracing", lambda: True)
     for a, b in zip(eager, run(), strict=True):
         assert torch.equal(a, b)
+
+
+@pytest.mark.slow
+def test_native_fps_knn_matches_the_torch_ops(monkeypatch):
+    """The optional C++ kernel (POINTKD_NATIVE_OPS=1; compiled once, then cached) gives the
+    same samples and distance rows bit for bit, and the same neighbour sets and distances."""
+    from pointkd.models import native
+
+    monkeypatch.setenv("POINTKD_NATIVE_OPS", "1")
+    if not native.available():
+        pytest.skip("the C++ kernel could not be built here (see the warning)")
+    xyz = _cloud(3, 500, seed=4)
+    xyz[1, 10] = xyz[1, 20]  # a duplicate point: distance ties
+    idx, table = ops.fps_with_distances(xyz, 64)
+    nbr, sq = ops.nearest(table, 12)
+    n_idx, n_nbr, n_sq, n_table = native.fps_knn(xyz, 64, 12, 16)
+    assert torch.equal(n_idx, idx)
+    assert torch.equal(n_table, table[:, :16])
+    assert torch.equal(n_sq.sort(-1).values, sq.sort(-1).values)
+    assert torch.equal(n_sq, table.gather(2, n_nbr))  # the neighbours have those distances

@@ -50,3 +50,68 @@ def test_fps_sampler_option_and_bad_arguments():
     with pytest.raises(ModelError):
         create_model("student_xs", 5, sampler="magic")
     assert set(NOMINAL) <= set(list_models())
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_fps_table_neighbourhoods_match_a_knn_per_stage(train):
+    """The student takes every stage's neighbours and σ from the FPS distance table; the same
+    model running a separate kNN per stage (the reference ops) gives the same logits and
+    gradients."""
+    from pointkd.models.student import fps_first
+
+    torch.manual_seed(3)
+    model = create_model("student_xs", 6, anchors=(64, 16), k=8)
+    x = torch.rand(3, 200, 3) * 2 - 1
+    model(x)  # non-trivial running statistics
+    model.train(train)
+
+    def reference(points):  # the model's forward with hood=None: kNN and σ per stage
+        xyz = fps_first(points, 64)
+        feats = model.embed(xyz)
+        for stage in model.stages:
+            xyz, feats = stage(xyz, feats)
+        return model.head(torch.cat([feats.amax(1), feats.mean(1)], -1))
+
+    outs, grads = [], []
+    for fn in (model, reference):
+        torch.manual_seed(0)  # same dropout mask
+        model.zero_grad()
+        out = fn(x)
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        outs.append(out.detach())
+        grads.append([p.grad.clone() for p in model.parameters()])
+    torch.testing.assert_close(outs[0], outs[1], rtol=1e-4, atol=1e-5)
+    for a, b in zip(*grads, strict=True):  # float32 sums through BatchNorm over 3 clouds
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=2e-4 * float(b.abs().max()))
+
+
+def test_nearest_agrees_with_knn_and_brute_force():
+    from pointkd.models import ops
+
+    g = torch.Generator().manual_seed(1)
+    pts = torch.rand(2, 300, 3, generator=g)
+    idx, table = ops.fps_with_distances(pts, 40)
+    assert torch.equal(idx, ops.farthest_point_sample(pts, 40))
+    anchors = ops.gather_points(pts, idx)
+    exact = (anchors[:, :, None].double() - pts[:, None].double()).square().sum(-1)
+    torch.testing.assert_close(table.double(), exact, rtol=1e-6, atol=1e-7)
+    nbr, sq = ops.nearest(table, 10)
+    torch.testing.assert_close(sq.double(), exact.gather(2, nbr), rtol=1e-6, atol=1e-7)
+    # the k smallest distances, as a sorted kNN by brute force has them
+    torch.testing.assert_close(sq.sort(-1).values.double(), exact.sort(-1).values[..., :10],
+                               rtol=1e-6, atol=1e-7)
+    assert torch.equal(nbr.sort(-1).values, ops.knn(anchors, pts, 10).sort(-1).values)
+
+
+@pytest.mark.parametrize("native", ["0", "1"])
+def test_student_trains_under_bf16_autocast(native, monkeypatch):
+    """Mixed dtypes reach the fused gathered pool (float table, bf16 centre): both the
+    PyTorch path and the optional C++ one (which then leaves the forward to PyTorch) run."""
+    monkeypatch.setenv("POINTKD_NATIVE_OPS", native)
+    torch.manual_seed(0)
+    model = create_model("student_xs", 5)
+    x, y = torch.rand(4, 128, 3) * 2 - 1, torch.arange(4) % 5
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(x)
+    torch.nn.functional.cross_entropy(out.float(), y).backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pointkd.models import ops
+from pointkd.models import native, ops
 
 __all__ = ["SharedMLP", "chain_max", "map_chunks"]
 
@@ -29,6 +29,46 @@ def _pre_activation(x, weight, bias, index, centre, sl: slice) -> Tensor:
         z = x.index_select(0, rows.reshape(-1)).view(*rows.shape, x.shape[-1])
         return z.add_(centre[sl].unsqueeze(1))
     return x[sl]
+
+
+def _gathered_backward(x, index, centre, top, alpha, offset, sparse, winner, zsum, tied,
+                       dx, dc) -> None:
+    """Backward of the gathered pool, z = x[index] + centre, without making z again.
+
+    dz = alpha·z + offset + sparse·[selected] (see `_BatchNormActMax`) sums, per table row j
+    and per group g, to
+        dx_j = cnt_j·(alpha·x_j + offset) + alpha·Σ_{g,k: index=j} centre_g + selected terms
+        dc_g = alpha·Σ_k z_gk + K·offset + sparse_g
+    with cnt_j the times row j is a neighbour and Σ_k z_gk kept by forward. The selected
+    terms go to the winning row of each (group, channel) that forward kept, except in groups
+    with tied maxima, whose share (split evenly, as amax does) comes from their z, made again
+    for those few groups only. Fills `dx` and `dc` (both empty) in place."""
+    g, k = index.shape
+    c = x.shape[1]
+    if dc is not None:
+        torch.addcmul(sparse + k * offset, zsum, alpha, out=dc)
+    if dx is None:
+        return
+    cnt = torch.bincount(index.reshape(-1), minlength=x.shape[0]).to(x.dtype).unsqueeze(1)
+    if x.dtype == torch.float32 and native.available():  # the same sums in one C++ pass
+        torch.mul(x, alpha, out=dx).mul_(cnt)
+        native.gathered_scatter(dx, index, torch.addcmul(offset, centre, alpha), winner, tied,
+                                sparse)
+    else:
+        torch.addcmul(offset, x, alpha, out=dx).mul_(cnt)
+        scaled = centre * alpha
+        for j in range(k):  # k row-scatters of (G, C): no (G, K, C) tensor
+            dx.index_add_(0, index[:, j], scaled)
+        lone = sparse.masked_fill(tied.unsqueeze(1), 0)
+        flat = winner.mul(c).add_(torch.arange(c, device=x.device))
+        dx.view(-1).index_add_(0, flat.view(-1), lone.view(-1))
+    if bool(tied.any()):
+        rows = tied.nonzero().squeeze(1)
+        sub = index[rows]
+        z = x.index_select(0, sub.reshape(-1)).view(*sub.shape, c) + centre[rows].unsqueeze(1)
+        hit = (z == top[rows].unsqueeze(1)).to(x.dtype)
+        share = hit * (sparse[rows] / hit.sum(1)).unsqueeze(1)
+        dx.index_add_(0, sub.reshape(-1), share.view(-1, c))
 
 
 class _BatchNormActMax(torch.autograd.Function):
@@ -60,26 +100,57 @@ class _BatchNormActMax(torch.autograd.Function):
         s1 = torch.zeros(c, dtype=torch.float64, device=x.device)
         s2 = torch.zeros_like(s1)
         top = x.new_empty(g, c)
-        low = x.new_empty(g, c) if bool((gamma < 0).any()) else None  # gain sign = γ sign
-        for s in range(0, g, step):
+        negative = bool((gamma < 0).any())  # gain sign = γ sign: those channels take the min
+        low = x.new_empty(g, c) if negative else None
+        # gathered z: remember which neighbour won each (group, channel), so that backward
+        # need not make z again (see _gathered_backward)
+        gathered = index is not None and x.is_cpu
+        if gathered:
+            zsum = x.new_empty(g, c)
+            hit = x.new_empty(min(step, g), k, c)
+            found = x.new_empty(g, 2, c)
+            # (2, K): one matmul gives, per (group, channel), the number of neighbours at
+            # the max and the sum of their positions, which is the winner when it is alone
+            count_pos = torch.stack([torch.ones(k), torch.arange(k)]).to(x)
+        use_native = (gathered and x.dtype == torch.float32 and centre.dtype == torch.float32
+                      and native.available())
+        if use_native:  # the loop below in one C++ pass
+            top, winner, tied, zsum, s1, s2 = native.gathered_max(x, index, centre, gamma,
+                                                                  shift)
+        for s in range(0, 0 if use_native else g, step):
             sl = slice(s, s + step)
             zc = _pre_activation(*inputs, sl)
-            top[sl] = zc.amax(1)
-            if low is not None:
-                low[sl] = zc.amin(1)
+            if gathered:
+                tc = zc.amax(1)
+                if negative:
+                    tc = torch.where(gamma >= 0, tc, zc.amin(1))
+                top[sl] = tc
+                # a float `out` is several times faster than a bool comparison result
+                h = torch.eq(zc, tc.unsqueeze(1), out=hit[: zc.shape[0]])
+                torch.matmul(count_pos, h, out=found[sl])  # (g, 2, C)
+            else:
+                top[sl] = zc.amax(1)
+                if low is not None:
+                    low[sl] = zc.amin(1)
             zc = zc.sub_(shift) if fresh else zc - shift
-            s1 += zc.sum((0, 1))
+            s1 += zc.sum((0, 1))  # (as before, so that the statistics are bit for bit equal)
+            if gathered:
+                torch.add(zc.sum(1), shift, alpha=k, out=zsum[sl])
             s2 += zc.mul_(zc).sum((0, 1))
+        if gathered and not use_native:
+            tied = found[:, 0].gt(1.5).any(1)
+            winner = index.gather(1, found[:, 1].long().clamp_max_(k - 1))  # tied: unused
         m1 = s1 / rows
         var = (s2 / rows - m1 * m1).clamp_min_(0).to(x.dtype)
         mean = (m1 + shift).to(x.dtype)
         invstd = torch.rsqrt(var + eps)
-        if low is not None:
+        if low is not None and not gathered:
             top = torch.where(gamma >= 0, top, low)
         pre = (top - mean) * (gamma * invstd) + beta
         if running_mean is not None:
             running_mean.lerp_(mean, momentum)
             running_var.lerp_(var * (rows / (rows - 1)), momentum)
+        ctx.gathered = (winner, zsum, tied) if gathered else None
         ctx.save_for_backward(*inputs, top, pre, mean, invstd, gamma)
         ctx.slope, ctx.step, ctx.shape = slope, step, (g, k, c)
         return F.leaky_relu(pre, slope)
@@ -99,7 +170,8 @@ class _BatchNormActMax(torch.autograd.Function):
         need = ctx.needs_input_grad
         dx = dw = db = dc = None
         if need[0]:
-            dx = torch.zeros_like(x) if index is not None else torch.empty_like(x)
+            dx = torch.zeros_like(x) if index is not None and ctx.gathered is None else \
+                torch.empty_like(x)
         if weight is not None:
             dw = torch.zeros_like(weight)
             db = torch.zeros_like(bias) if bias is not None else None
@@ -107,6 +179,10 @@ class _BatchNormActMax(torch.autograd.Function):
             dc = torch.empty_like(centre)
         if dx is None and dw is None and dc is None:
             return None, None, None, None, None, d_gamma, d_beta, *[None] * 5
+        if ctx.gathered is not None:
+            _gathered_backward(x, index, centre, top, alpha, offset, sparse, *ctx.gathered,
+                               dx, dc)
+            return dx, None, None, None, dc, d_gamma, d_beta, *[None] * 5
         for s in range(0, g, ctx.step):
             sl = slice(s, s + ctx.step)
             zc = _pre_activation(*inputs, sl)

@@ -31,9 +31,11 @@ __all__ = [
     "ball_query",
     "check_points",
     "farthest_point_sample",
+    "fps_with_distances",
     "gather_max",
     "gather_points",
     "knn",
+    "nearest",
     "op_timing",
     "square_distance",
 ]
@@ -75,8 +77,9 @@ def _timed(fn: _F) -> _F:
         start = time.perf_counter()
         try:
             out = fn(*args, **kwargs)
-            if out.is_cuda:  # kernels are asynchronous: wait so the time is real
-                torch.cuda.synchronize(out.device)
+            first = out[0] if isinstance(out, tuple) else out
+            if first.is_cuda:  # kernels are asynchronous: wait so the time is real
+                torch.cuda.synchronize(first.device)
             return out
         finally:
             _depth -= 1
@@ -134,6 +137,20 @@ def farthest_point_sample(xyz: Tensor, m: int, start: int | None = 0) -> Tensor:
     works on per-coordinate `(B, N)` planes with preallocated buffers, which on CPU runs about
     3× faster than the usual `((xyz - c) ** 2).sum(-1)` while giving identical distances.
     """
+    return _fps(xyz, m, start, keep_distances=False)[0]
+
+
+@_timed
+@torch.no_grad()
+def fps_with_distances(xyz: Tensor, m: int) -> tuple[Tensor, Tensor]:
+    """`farthest_point_sample(xyz, m)` and the squared distances `(B, m, N)` from each sample
+    to every point, which the loop computes anyway: kept, they are the kNN distance table of
+    the samples (`nearest`), at the cost of writing them."""
+    return _fps(xyz, m, 0, keep_distances=True)
+
+
+def _fps(xyz: Tensor, m: int, start: int | None, keep_distances: bool
+         ) -> tuple[Tensor, Tensor | None]:
     bsz, n, _ = xyz.shape
     if not 0 < m <= n:
         raise ValueError(f"cannot sample {m} of {n} points")
@@ -142,13 +159,22 @@ def farthest_point_sample(xyz: Tensor, m: int, start: int | None = 0) -> Tensor:
     far = far.random_(0, n) if start is None else far.add_(int(start))
     mind = torch.full_like(planes[0], float("inf"))
     if _tracing():
-        return _fps_traceable(planes, far, mind, m)
+        idx = _fps_traceable(planes, far, mind, m)
+        if not keep_distances:
+            return idx, None
+        # the table in one broadcast (B, m, N) per coordinate instead of m stacked rows
+        c = torch.gather(planes, 2, idx.unsqueeze(0).expand(3, -1, -1))  # (3, B, m)
+        diff = planes.unsqueeze(2) - c.unsqueeze(3)  # (3, B, m, N)
+        return idx, (diff * diff).sum(0)
     idx = torch.empty(bsz, m, dtype=torch.long, device=xyz.device)
+    table = planes.new_empty(bsz, m, n) if keep_distances else None
     d = torch.empty_like(mind)
     t = torch.empty_like(mind)
     for i in range(m):
         idx[:, i : i + 1] = far
         c = torch.gather(planes, 2, far.unsqueeze(0).expand(3, bsz, 1))  # (3, B, 1)
+        if table is not None:
+            d = table[:, i]  # write this row of the table in place
         torch.sub(planes[0], c[0], out=d).mul_(d)
         torch.sub(planes[1], c[1], out=t)
         d.addcmul_(t, t)
@@ -156,7 +182,7 @@ def farthest_point_sample(xyz: Tensor, m: int, start: int | None = 0) -> Tensor:
         d.addcmul_(t, t)
         torch.minimum(mind, d, out=mind)
         far = mind.argmax(-1, keepdim=True)
-    return idx
+    return idx, table
 
 
 def _fps_traceable(planes: Tensor, far: Tensor, mind: Tensor, m: int) -> Tensor:
@@ -168,6 +194,25 @@ def _fps_traceable(planes: Tensor, far: Tensor, mind: Tensor, m: int) -> Tensor:
         mind = torch.minimum(mind, (planes - c).pow(2).sum(0))
         far = mind.argmax(-1, keepdim=True)
     return torch.cat(chosen, dim=1)
+
+
+@_timed
+@torch.no_grad()
+def nearest(table: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """Column indices `(B, M, k)` of the k smallest entries of each row of a distance table
+    `(B, M, N)`, and those entries. Unordered, like `knn`; tiled the same way."""
+    bsz, m, n = table.shape
+    if not 0 < k <= n:
+        raise ValueError(f"cannot take {k} neighbours of {n} points")
+    if _tracing():
+        found = table.topk(k, dim=-1, largest=False, sorted=False)
+        return found.indices, found.values
+    out = torch.empty(bsz, m, k, dtype=torch.long, device=table.device)
+    for bs, ms in _tiles(bsz, m, n, table.device):
+        tile = table[bs, ms]
+        out[bs, ms] = _topk_indices(tile.reshape(-1, n), k, largest=False).view(
+            *tile.shape[:2], k)
+    return out, table.gather(2, out)
 
 
 @_timed
@@ -195,8 +240,9 @@ def knn(query: Tensor, ref: Tensor, k: int) -> Tensor:
     return out
 
 
-def _topk_indices(score: Tensor, k: int) -> Tensor:
-    """Column indices of the k largest entries of each row of `score (R, N)`, unordered.
+def _topk_indices(score: Tensor, k: int, largest: bool = True) -> Tensor:
+    """Column indices of the k largest (or smallest) entries of each row of `score (R, N)`,
+    unordered.
 
     Two-stage, exact: split rows into blocks of s, keep the k blocks with the largest
     maxima, take the top k of those k·s candidates. Every true top-k entry lies in a kept
@@ -205,12 +251,13 @@ def _topk_indices(score: Tensor, k: int) -> Tensor:
     rows, n = score.shape
     s = next((s for s in (8, 4) if n % s == 0 and n // s >= 2 * k), 0) if score.is_cpu else 0
     if not s:
-        return score.topk(k, dim=-1, sorted=False).indices
+        return score.topk(k, dim=-1, largest=largest, sorted=False).indices
     nblocks = n // s
-    blocks = score.view(rows, nblocks, s)
-    best = blocks.amax(-1).topk(k, dim=-1, sorted=False).indices  # (R, k) block numbers
+    blocks = score.reshape(rows, nblocks, s)
+    extreme = blocks.amax(-1) if largest else blocks.amin(-1)
+    best = extreme.topk(k, dim=-1, largest=largest, sorted=False).indices  # (R, k) blocks
     cand = torch.gather(blocks, 1, best.unsqueeze(-1).expand(rows, k, s)).view(rows, k * s)
-    pick = cand.topk(k, dim=-1, sorted=False).indices
+    pick = cand.topk(k, dim=-1, largest=largest, sorted=False).indices
     return best.gather(1, pick // s).mul_(s).add_(pick % s)
 
 

@@ -25,6 +25,13 @@ subset, test OA: fps 78.9%, fps_coarse 76.4%, first 71.8%; training throughput (
 fps ≈ 6-10% lower than first. The FPS loop dominates batch-1 latency, though (~7 ms vs ~3 ms
 for `first`, eager, this 2-core CPU) and exports to ONNX as an unrolled loop: pick `first`
 (or `fps_coarse`) where latency or a small export matters more than accuracy.
+
+Neighbourhoods (`sampler="fps"`): the FPS loop computes the distance from every sample to
+every point anyway; kept as a table, it *is* the kNN table of all stages (stage 1: samples ×
+all points; later stages: shorter FPS prefixes × FPS prefixes), so no stage runs its own
+distance matmul, and σ comes from the neighbours' distances without a gather. With
+`POINTKD_NATIVE_OPS=1` (`models/native.py`) the loop and the stage-1 selection, and the
+training-mode gathered max-pool, run as C++ kernels with the same results.
 Every matmul runs on channels-last (rows, C) matrices, which CPUs run fast and ONNX exports
 as-is.
 """
@@ -35,9 +42,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pointkd.models import register_model
+from pointkd.models import native, ops, register_model
 from pointkd.models.layers import SharedMLP
-from pointkd.models.ops import check_points, farthest_point_sample, gather_max, gather_points, knn
+from pointkd.models.ops import (
+    check_points,
+    farthest_point_sample,
+    fps_with_distances,
+    gather_max,
+    gather_points,
+    knn,
+    nearest,
+)
 
 __all__ = ["LocalStage", "PointStudent"]
 
@@ -60,21 +75,31 @@ class LocalStage(nn.Module):
         self.group = SharedMLP(2 * (3 + c_in), c_out, bias=False)  # [A | B]
         self.post = SharedMLP(c_out, c_out, bias=False)
 
-    def forward(self, xyz: Tensor, feats: Tensor) -> tuple[Tensor, Tensor]:
-        """`xyz (B, N, 3)`, `feats (B, N, C)` → anchors `(B, M, 3)`, features `(B, M, C')`."""
+    def forward(self, xyz: Tensor, feats: Tensor, hood: tuple[Tensor, Tensor] | None = None
+                ) -> tuple[Tensor, Tensor]:
+        """`xyz (B, N, 3)`, `feats (B, N, C)` → anchors `(B, M, 3)`, features `(B, M, C')`.
+
+        `hood`: the anchors' k nearest points `(B, M, k)` and their squared distances, when
+        the caller has them (`PointStudent` takes them from the FPS loop); else a kNN here."""
         bsz, n, c_in = feats.shape
         m = min(self.num_anchors, n)
         anchor_xyz, anchor_f = xyz[:, :m], feats[:, :m]
-        nbr = knn(anchor_xyz, xyz, min(self.k, n))  # (B, M, k)
-        with torch.no_grad():  # 1/σ per cloud; floored so degenerate clouds stay finite
-            rel = gather_points(xyz, nbr) - anchor_xyz.unsqueeze(2)
-            inv = rel.square().reshape(bsz, -1).mean(-1).clamp_min(1e-4).rsqrt().view(-1, 1, 1)
+        if hood is None:
+            nbr = knn(anchor_xyz, xyz, min(self.k, n))  # (B, M, k)
+            with torch.no_grad():
+                sq = (gather_points(xyz, nbr) - anchor_xyz.unsqueeze(2)).square().sum(-1)
+        else:
+            nbr, sq = hood
+        # 1/σ per cloud (no gradient), σ² the mean squared coordinate offset to a neighbour;
+        # floored so that degenerate clouds stay finite
+        inv = (sq.reshape(bsz, -1).mean(-1) / 3).clamp_min(1e-4).rsqrt().view(-1, 1, 1)
         weight, bias = self.group.weight_bias()
         d = 3 + c_in
-        w_xyz = weight[:, :3]
-        table = F.linear(xyz * inv, w_xyz) + F.linear(feats, weight[:, 3:d])  # (B, N, C')
-        centre = F.linear(torch.cat([anchor_xyz, anchor_f], dim=-1), weight[:, d:], bias)
-        centre = centre - F.linear(anchor_xyz * inv, w_xyz)  # (B, M, C')
+        # one matmul per term (a 3-wide matmul costs about as much as a 64-wide one)
+        table = F.linear(torch.cat([xyz * inv, feats], dim=-1), weight[:, :d])  # (B, N, C')
+        w_centre = torch.cat([weight[:, d:], -weight[:, :3]], dim=1)
+        centre = F.linear(torch.cat([anchor_xyz, anchor_f, anchor_xyz * inv], dim=-1),
+                          w_centre, bias)  # (B, M, C')
         if self.group.folded():
             pooled = self.group.activate(gather_max(table, nbr) + centre)
         else:
@@ -87,13 +112,21 @@ class LocalStage(nn.Module):
 
 def fps_first(points: Tensor, m: int) -> Tensor:
     """`points` reordered so that their FPS sample of size m comes first, in FPS order."""
+    return _put_first(points, farthest_point_sample(points, m))[0]
+
+
+def _put_first(points: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
+    """`points` with `idx (B, m)` first (in that order), then the rest in input order; and the
+    new position of every input point `(B, N)`."""
     bsz, n, _ = points.shape
-    idx = farthest_point_sample(points, m)  # (B, m)
+    m = idx.shape[1]
     # rank: FPS position for the sampled points, m + original index for the rest
     rank = torch.arange(m, m + n, device=points.device).expand(bsz, n).clone()
     rank.scatter_(1, idx, torch.arange(m, device=points.device).expand(bsz, m))
     order = rank.argsort(dim=1)
-    return torch.gather(points, 1, order.unsqueeze(-1).expand(-1, -1, 3))
+    position = torch.empty_like(order).scatter_(
+        1, order, torch.arange(n, device=points.device).expand(bsz, n))
+    return torch.gather(points, 1, order.unsqueeze(-1).expand(-1, -1, 3)), position
 
 
 class PointStudent(nn.Module):
@@ -114,19 +147,53 @@ class PointStudent(nn.Module):
             SharedMLP(2 * dims[-1], head, bias=False), nn.Dropout(dropout),
             nn.Linear(head, num_classes))
 
+    def _fps_neighbourhoods(self, points: Tensor) -> tuple[Tensor, list]:
+        """The cloud with its FPS sample first, and every stage's neighbourhood.
+
+        The FPS loop computes the distance from each sample to every point; kept, they are
+        the kNN table of stage 1 (anchors: the samples; points: all), and, restricted to
+        shorter FPS prefixes, of every later stage (anchors and points are both prefixes of
+        the sample). So no stage builds another distance table, and the distances come
+        exact, (x − y)² summed, as FPS has them."""
+        bsz, n, _ = points.shape
+        m0, k0 = min(self.anchors[0], n), min(self.stages[0].k, n)
+        rows = min(self.anchors[1], m0) if len(self.anchors) > 1 else 0  # used by stage 2+
+        if native.available() and points.is_cpu:
+            idx, nbr0, sq0, table = native.fps_knn(points, m0, k0, rows)
+        else:
+            idx, table = fps_with_distances(points, m0)
+            nbr0, sq0 = nearest(table, k0)
+        points, position = _put_first(points, idx)
+        hoods, refs = [], n
+        for i, stage in enumerate(self.stages):
+            m, k = min(stage.num_anchors, refs), min(stage.k, refs)
+            if i == 0:  # columns are input points: renumber them to their new positions
+                nbr, sq = position.gather(1, nbr0.view(bsz, -1)).view(bsz, m, k), sq0
+            else:  # columns of the first `refs` samples, which are this stage's points
+                cols = idx[:, None, :refs].expand(-1, m, -1)
+                nbr, sq = nearest(table[:, :m].gather(2, cols), k)
+            hoods.append((nbr, sq))
+            refs = m
+        return points, hoods
+
     def forward(self, points: Tensor) -> Tensor:
         """`(B, P, 3)` → logits `(B, num_classes)`."""
         check_points(points)
         n = points.shape[1]
-        if self.sampler == "fps" and n > 1:
+        hoods: list = [None] * len(self.stages)
+        if self.sampler == "fps" and n > 1 and ops._tracing():
+            # export: FPS, then a kNN per stage, as before; a table built from unrolled FPS
+            # steps made ONNX Runtime ~20% slower (measured)
             points = fps_first(points, min(self.anchors[0], n))
+        elif self.sampler == "fps" and n > 1:
+            points, hoods = self._fps_neighbourhoods(points)
         elif self.sampler == "fps_coarse" and len(self.anchors) > 1 and n > 1:
             m0 = min(self.anchors[0], n)
             head = fps_first(points[:, :m0], min(self.anchors[1], m0))
             points = torch.cat([head, points[:, m0:]], dim=1)
         xyz, feats = points, self.embed(points)
-        for stage in self.stages:
-            xyz, feats = stage(xyz, feats)
+        for stage, hood in zip(self.stages, hoods, strict=True):
+            xyz, feats = stage(xyz, feats, hood)
         pooled = torch.cat([feats.amax(dim=1), feats.mean(dim=1)], dim=-1)
         return self.head(pooled)
 

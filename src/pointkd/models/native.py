@@ -1,0 +1,362 @@
+"""Optional C++ kernels: the students' sampling and stage-1 neighbour search, and the
+gathered max-pool of their local stages (and of DGCNN's EdgeConv) in training.
+
+`fps_knn` runs farthest-point sampling and, inside the same loop, keeps each sample's k
+nearest points and the first rows of the distance table — what `ops.fps_with_distances` +
+`ops.nearest` compute with one PyTorch op per step, in one pass per sample. The results are
+the same: distances are summed in the same order with the same fused multiply-adds as
+PyTorch's vectorised `addcmul_` (explicit `std::fma`, no other contraction:
+`-ffp-contract=off`), so the table and the samples are bit for bit equal (tested) and the
+neighbours are the same set (among points at exactly the k-th distance it keeps the lowest
+indices; topk keeps any).
+
+`gathered_max` / `gathered_scatter` are the forward and backward of that pool's chunked
+PyTorch loops in `layers._BatchNormActMax`, one pass each; they agree within float rounding
+(the batch statistics are summed in float64 instead of per-chunk float32 sums). Students
+stay within the model's own float noise (gradients of student_l differ from the PyTorch ops
+by less than they differ between 1 and 2 threads); DGCNN, whose later kNN runs in feature
+space, turns such rounding into a few different neighbours (≈1e-3 in its logits in training).
+
+Off unless `POINTKD_NATIVE_OPS=1`: it is compiled with the system C++ compiler on first use
+(torch.utils.cpp_extension, cached under ~/.cache/torch_extensions; about a minute once) for
+this CPU (`-march=native`: do not share that cache between machines of different CPUs). If
+the build fails, a warning says why and the PyTorch ops are used. Traced/exported graphs
+(TorchScript, ONNX) always hold the PyTorch ops.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+from torch import Tensor
+
+from pointkd.models.ops import _timed
+
+__all__ = ["available", "fps_knn", "gathered_max", "gathered_scatter"]
+
+_SOURCE = r"""
+#include <torch/extension.h>
+#include <ATen/Parallel.h>
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <mutex>
+#include <vector>
+
+static inline void update_min(float* __restrict__ mind, const float* __restrict__ d, int64_t n,
+                              float& best_out) {
+  // 16 running maxima (one per vector lane): a plain max reduction would not be vectorised
+  // without -ffast-math; the max of a set does not depend on the order anyway
+  float lanes[16];
+  for (int t = 0; t < 16; ++t) lanes[t] = best_out;
+  int64_t j = 0;
+  for (; j + 16 <= n; j += 16) {
+    for (int t = 0; t < 16; ++t) {
+      const float v = mind[j + t] < d[j + t] ? mind[j + t] : d[j + t];
+      mind[j + t] = v;
+      lanes[t] = v > lanes[t] ? v : lanes[t];
+    }
+  }
+  float best = best_out;
+  for (; j < n; ++j) {
+    const float v = mind[j] < d[j] ? mind[j] : d[j];
+    mind[j] = v;
+    best = v > best ? v : best;
+  }
+  for (int t = 0; t < 16; ++t) best = lanes[t] > best ? lanes[t] : best;
+  best_out = best;
+}
+
+static inline bool any_at_most(const float* __restrict__ d, int64_t n, float thr) {
+  int hit = 0;
+  for (int64_t j = 0; j < n; ++j) hit |= d[j] <= thr;
+  return hit != 0;
+}
+
+// Minima of the blocks of 16 of d[0:n] (the last block may be shorter).
+static inline void block_min(const float* __restrict__ d, int64_t n, float* __restrict__ out) {
+  int64_t b = 0, j = 0;
+  for (; j + 16 <= n; j += 16, ++b) {
+    float v = d[j];
+    for (int t = 1; t < 16; ++t) v = d[j + t] < v ? d[j + t] : v;
+    out[b] = v;
+  }
+  if (j < n) {
+    float v = d[j];
+    for (; j < n; ++j) v = d[j] < v ? d[j] : v;
+    out[b] = v;
+  }
+}
+
+// Insert (v, j) into the ascending list bd/bj of `filled` <= k entries (ties: earlier first).
+static inline void insert(float* bd, int64_t* bj, int64_t& filled, int64_t k, float v,
+                          int64_t j) {
+  int64_t pos = filled < k ? filled++ : k - 1;
+  while (pos > 0 && v < bd[pos - 1]) {
+    bd[pos] = bd[pos - 1];
+    bj[pos] = bj[pos - 1];
+    --pos;
+  }
+  bd[pos] = v;
+  bj[pos] = j;
+}
+
+// Per cloud: FPS from point 0 (ties: lowest index), the k nearest points of every sample
+// (insertion into a sorted list; ties: lowest index), and the first `rows` distance rows.
+std::vector<torch::Tensor> fps_knn(torch::Tensor xyz, int64_t m, int64_t k, int64_t rows) {
+  TORCH_CHECK(xyz.dim() == 3 && xyz.size(2) == 3 && xyz.scalar_type() == torch::kFloat,
+              "fps_knn: expected float (B, N, 3)");
+  auto pts = xyz.contiguous();
+  const int64_t B = pts.size(0), N = pts.size(1);
+  TORCH_CHECK(0 < m && m <= N && 0 < k && k <= N && 0 <= rows && rows <= m, "fps_knn: sizes");
+  auto idx = torch::empty({B, m}, torch::kLong);
+  auto nbr = torch::empty({B, m, k}, torch::kLong);
+  auto sq = torch::empty({B, m, k}, torch::kFloat);
+  auto table = torch::empty({B, rows, N}, torch::kFloat);
+  const float* P = pts.data_ptr<float>();
+  int64_t* I = idx.data_ptr<int64_t>();
+  int64_t* NB = nbr.data_ptr<int64_t>();
+  float* SQ = sq.data_ptr<float>();
+  float* T = table.data_ptr<float>();
+  at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+    std::vector<float> x(N), y(N), z(N), mind(N), d(N), bd(k), bm((N + 15) / 16);
+    std::vector<int64_t> bj(k);
+    for (int64_t b = b0; b < b1; ++b) {
+      const float* p = P + b * N * 3;
+      for (int64_t j = 0; j < N; ++j) {
+        x[j] = p[3 * j]; y[j] = p[3 * j + 1]; z[j] = p[3 * j + 2];
+        mind[j] = std::numeric_limits<float>::infinity();
+      }
+      int64_t far = 0;
+      for (int64_t i = 0; i < m; ++i) {
+        I[b * m + i] = far;
+        const float cx = x[far], cy = y[far], cz = z[far];
+        for (int64_t j = 0; j < N; ++j) {
+          float t = x[j] - cx;
+          float e = t * t;
+          t = y[j] - cy;
+          e = std::fma(t, t, e);  // as torch's vectorised addcmul_: one rounding
+          t = z[j] - cz;
+          d[j] = std::fma(t, t, e);
+        }
+        // the min update with a max reduction (vectorised), then the first index at the max
+        float best = -std::numeric_limits<float>::infinity();
+        update_min(mind.data(), d.data(), N, best);
+        int64_t next = 0;
+        while (next < N - 1 && mind[next] != best) ++next;  // bounded even with NaNs
+        if (i < rows) std::copy(d.begin(), d.end(), T + (b * rows + i) * N);
+        // k smallest. tau, the k-th smallest of the minima of blocks of 16, bounds the k-th
+        // smallest distance (k blocks hold a value <= tau), so only blocks holding a value
+        // <= tau are read one by one, in index order (ties: lowest indices kept)
+        const int64_t nb = (N + 15) / 16;
+        float tau = std::numeric_limits<float>::infinity();
+        if (nb >= k) {
+          block_min(d.data(), N, bm.data());
+          std::nth_element(bm.begin(), bm.begin() + (k - 1), bm.begin() + nb);
+          tau = bm[k - 1];
+        }
+        int64_t filled = 0;
+        for (int64_t j0 = 0; j0 < N; j0 += 16) {
+          const int64_t j1 = j0 + 16 < N ? j0 + 16 : N;
+          if (!any_at_most(d.data() + j0, j1 - j0, tau)) continue;
+          for (int64_t j = j0; j < j1; ++j) {
+            const float v = d[j];
+            if (v <= tau && (filled < k || v < bd[k - 1]))
+              insert(bd.data(), bj.data(), filled, k, v, j);
+          }
+        }
+        for (int64_t q = 0; q < k; ++q) {
+          NB[(b * m + i) * k + q] = bj[q];
+          SQ[(b * m + i) * k + q] = bd[q];
+        }
+        far = next;
+      }
+    }
+  });
+  return {idx, nbr, sq, table};
+}
+
+// One neighbour's row z of a group: count the channels where it reaches the group's max,
+// keep the first k that does, and add it to the sums. A separate function, so that its
+// unaliased pointers let the compiler vectorise the loop.
+static inline void hit_pass(const float* __restrict__ z, const float* __restrict__ tp,
+                            const float* __restrict__ sh, float* __restrict__ cnt,
+                            float* __restrict__ wk, float* __restrict__ zs,
+                            float* __restrict__ f1, float* __restrict__ f2, float kf,
+                            float kmax, int64_t C) {
+  for (int64_t c = 0; c < C; ++c) {
+    const float v = z[c];
+    const bool hit = v == tp[c];
+    cnt[c] += hit ? 1.f : 0.f;
+    const float cand = hit ? kf : kmax;
+    wk[c] = cand < wk[c] ? cand : wk[c];
+    zs[c] += v;
+    const float d = v - sh[c];
+    f1[c] += d;
+    f2[c] += d * d;
+  }
+}
+
+// Training forward of the gathered pool z[g, k] = x[index[g, k]] + centre[g]: per (group,
+// channel) the max (gamma >= 0) or min of z over k and the x row it came from, whether
+// another k reached the same value (a tie), the sum over k, and per channel the sums of
+// (z - shift) and (z - shift)^2 in double.
+std::vector<torch::Tensor> gathered_max(torch::Tensor x, torch::Tensor index,
+                                        torch::Tensor centre, torch::Tensor gamma,
+                                        torch::Tensor shift) {
+  TORCH_CHECK(x.scalar_type() == torch::kFloat && x.is_contiguous() && index.is_contiguous() &&
+              centre.is_contiguous(), "gathered_max: expected contiguous float tensors");
+  const int64_t G = index.size(0), K = index.size(1), C = x.size(1);
+  auto top = torch::empty({G, C}, torch::kFloat);
+  auto winner = torch::empty({G, C}, torch::kLong);
+  auto zsum = torch::empty({G, C}, torch::kFloat);
+  auto tied = torch::zeros({G}, torch::kBool);
+  auto s1 = torch::zeros({C}, torch::kDouble);
+  auto s2 = torch::zeros({C}, torch::kDouble);
+  auto neg = gamma.lt(0).contiguous();
+  auto sh = shift.contiguous();
+  const float* X = x.data_ptr<float>();
+  const int64_t* IX = index.data_ptr<int64_t>();
+  const float* CE = centre.data_ptr<float>();
+  const bool* NEG = neg.data_ptr<bool>();
+  const float* SH = sh.data_ptr<float>();
+  float* TP = top.data_ptr<float>();
+  int64_t* WN = winner.data_ptr<int64_t>();
+  float* ZS = zsum.data_ptr<float>();
+  bool* TD = tied.data_ptr<bool>();
+  double* S1 = s1.data_ptr<double>();
+  double* S2 = s2.data_ptr<double>();
+  std::mutex lock;
+  // loops over channels with simple bodies and unaliased (__restrict__) pointers, so that
+  // the compiler vectorises them
+  at::parallel_for(0, G, 64, [&](int64_t g0, int64_t g1) {
+    std::vector<double> a1(C, 0.0), a2(C, 0.0);
+    std::vector<float> zbuf(K * C), mxv(C), f1v(C), f2v(C), tpv(C), zsv(C);
+    std::vector<float> cntv(C), wkv(C), sgnv(C);
+    float* __restrict__ zb = zbuf.data();
+    float* __restrict__ mx = mxv.data();
+    float* __restrict__ f1 = f1v.data();
+    float* __restrict__ f2 = f2v.data();
+    float* __restrict__ tp = tpv.data();
+    float* __restrict__ zs = zsv.data();
+    float* __restrict__ cnt = cntv.data();  // float counters: one vector type per loop
+    float* __restrict__ wk = wkv.data();
+    float* __restrict__ sgn = sgnv.data();  // +1, or -1 where the min is taken
+    const float* __restrict__ sh = SH;
+    for (int64_t c = 0; c < C; ++c) sgn[c] = NEG[c] ? -1.f : 1.f;
+    const float kmax = (float)K;
+    for (int64_t g = g0; g < g1; ++g) {
+      const float* __restrict__ ce = CE + g * C;
+      for (int64_t k = 0; k < K; ++k) {
+        const float* __restrict__ row = X + IX[g * K + k] * C;
+        float* __restrict__ zk = zb + k * C;
+        for (int64_t c = 0; c < C; ++c) zk[c] = row[c] + ce[c];
+      }
+      // max of sgn·z, times sgn: the max or the min of z, exactly (sign flips are exact)
+      for (int64_t c = 0; c < C; ++c) mx[c] = sgn[c] * zb[c];
+      for (int64_t k = 1; k < K; ++k) {
+        const float* __restrict__ zk = zb + k * C;
+        for (int64_t c = 0; c < C; ++c) {
+          const float v = sgn[c] * zk[c];
+          mx[c] = v > mx[c] ? v : mx[c];
+        }
+      }
+      for (int64_t c = 0; c < C; ++c) tp[c] = sgn[c] * mx[c];
+      std::fill(cnt, cnt + C, 0.f);
+      std::fill(wk, wk + C, kmax);
+      std::fill(zs, zs + C, 0.f);
+      std::fill(f1, f1 + C, 0.f);
+      std::fill(f2, f2 + C, 0.f);
+      for (int64_t k = 0; k < K; ++k) {
+        hit_pass(zb + k * C, tp, sh, cnt, wk, zs, f1, f2, (float)k, kmax, C);
+      }
+      int64_t* wn = WN + g * C;
+      bool t = false;
+      for (int64_t c = 0; c < C; ++c) {
+        wn[c] = IX[g * K + (int64_t)wk[c]];
+        a1[c] += f1[c];
+        a2[c] += f2[c];
+        t |= cnt[c] > 1.5f;
+      }
+      std::copy(tp, tp + C, TP + g * C);
+      std::copy(zs, zs + C, ZS + g * C);
+      TD[g] = t;
+    }
+    std::lock_guard<std::mutex> guard(lock);
+    for (int64_t c = 0; c < C; ++c) { S1[c] += a1[c]; S2[c] += a2[c]; }
+  });
+  return {top, winner, tied, zsum, s1, s2};
+}
+
+// Backward scatter of the gathered pool: dx[index[g, k]] += add[g] for every slot, and
+// dx[winner[g, c], c] += sparse[g, c] for groups without ties. Serial (no write races).
+void gathered_scatter(torch::Tensor dx, torch::Tensor index, torch::Tensor add,
+                      torch::Tensor winner, torch::Tensor tied, torch::Tensor sparse) {
+  const int64_t G = index.size(0), K = index.size(1), C = dx.size(1);
+  float* DX = dx.data_ptr<float>();
+  const int64_t* IX = index.data_ptr<int64_t>();
+  const float* AD = add.data_ptr<float>();
+  const int64_t* WN = winner.data_ptr<int64_t>();
+  const bool* TD = tied.data_ptr<bool>();
+  const float* SP = sparse.data_ptr<float>();
+  for (int64_t g = 0; g < G; ++g) {
+    const float* ad = AD + g * C;
+    for (int64_t k = 0; k < K; ++k) {
+      float* row = DX + IX[g * K + k] * C;
+      for (int64_t c = 0; c < C; ++c) row[c] += ad[c];
+    }
+    if (TD[g]) continue;
+    for (int64_t c = 0; c < C; ++c) DX[WN[g * C + c] * C + c] += SP[g * C + c];
+  }
+}
+"""
+
+_module = None
+_failed = False
+
+
+def available() -> bool:
+    """Whether the kernel is enabled (POINTKD_NATIVE_OPS=1) and built; builds it once."""
+    global _module, _failed
+    if os.environ.get("POINTKD_NATIVE_OPS", "0") != "1" or _failed:
+        return False
+    if _module is not None:
+        return True
+    try:
+        from torch.utils.cpp_extension import load_inline
+
+        _module = load_inline(
+            name="pointkd_native_v10", cpp_sources=[_SOURCE],
+            functions=["fps_knn", "gathered_max", "gathered_scatter"],
+            extra_cflags=["-O3", "-march=native", "-ffp-contract=off", "-fopenmp"],
+            extra_ldflags=["-fopenmp"], verbose=False)
+    except Exception as exc:  # no compiler, no headers: the PyTorch ops do the same work
+        _failed = True
+        warnings.warn(f"pointkd: native ops unavailable ({type(exc).__name__}: {exc}); "
+                      "using the PyTorch ops", stacklevel=2)
+        return False
+    return True
+
+
+@_timed
+def fps_knn(xyz: Tensor, m: int, k: int, rows: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """FPS indices `(B, m)`, each sample's k nearest points `(B, m, k)` and their squared
+    distances, and the distance rows of the first `rows` samples `(B, rows, N)`."""
+    idx, nbr, sq, table = _module.fps_knn(xyz.detach().float().contiguous(), m, k, rows)
+    return idx, nbr, sq.to(xyz.dtype), table.to(xyz.dtype)
+
+
+def gathered_max(x: Tensor, index: Tensor, centre: Tensor, gamma: Tensor, shift: Tensor
+                 ) -> list[Tensor]:
+    """Forward of the training-mode gathered pool (`layers._BatchNormActMax`): top, winner
+    rows, tied groups, Σ_k z, and per channel Σ(z − shift), Σ(z − shift)² in float64."""
+    return _module.gathered_max(x.contiguous(), index.contiguous(), centre.contiguous(),
+                                gamma.detach().float(), shift.float())
+
+
+def gathered_scatter(dx: Tensor, index: Tensor, add: Tensor, winner: Tensor, tied: Tensor,
+                     sparse: Tensor) -> None:
+    """dx[index[g, k]] += add[g] for every slot; dx[winner, c] += sparse for untied groups."""
+    _module.gathered_scatter(dx, index.contiguous(), add.contiguous(), winner, tied,
+                             sparse.contiguous())
