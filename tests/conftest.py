@@ -56,3 +56,24 @@ def run_cli_subprocess(*args: str, timeout: float = 300, **kw) -> subprocess.Com
         [sys.executable, "-m", "pointkd", *map(str, args)],
         capture_output=True, text=True, timeout=timeout, cwd=kw.pop("cwd", REPO), **kw,
     )
+
+
+def tear_shard(reference: Path, out: Path, rows: int) -> tuple[bytes, dict]:
+    """Copy the one-shard record set `reference` to `out` as a recording killed mid-write:
+    manifest incomplete, the shard back to `.partial` with `rows` whole rows and half a row of
+    garbage. Returns (the complete shard's bytes, the torn manifest)."""
+    import json
+    import shutil
+
+    from pointkd.records import read_manifest
+
+    ref = (reference / "shard-00000.bin").read_bytes()
+    bpr = read_manifest(reference)["bytes_per_row"]
+    shutil.copytree(reference, out)
+    m = json.loads((out / "manifest.json").read_text())
+    m.update(complete=False)
+    m["shards"][0]["sha256"] = None
+    (out / "manifest.json").write_text(json.dumps(m))
+    (out / "shard-00000.bin").unlink()
+    (out / "shard-00000.bin.partial").write_bytes(ref[: rows * bpr] + b"\xff" * (bpr // 2))
+    return ref, m

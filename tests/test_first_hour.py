@@ -130,21 +130,27 @@ def test_predict_is_deterministic_and_equals_eval(trained, cli, tmp_path):
     assert json.loads(again) == json.loads(out)  # the 500-point file too: a fixed-seed draw
 
 
-def test_onnx_records_its_input_and_takes_other_point_counts(trained, cli, tmp_path):
+def test_onnx_records_its_input_and_takes_other_point_counts(trained, cli, tmp_path,
+                                                            monkeypatch):
     import onnxruntime as ort
 
+    from pointkd import export
     from pointkd.checkpoint import save_checkpoint
     from pointkd.models import create_model
 
-    # 64 points is fewer than student_xs's first 256 anchors: only exactly 64 can work
+    # a graph that fails at other point counts is re-exported with a fixed point axis and
+    # says so (forced here: the students' graphs now pass the check even at 64 points)
     ckpt, onnx_path = trained / "t" / "best.pt", tmp_path / "m.onnx"
+    monkeypatch.setattr(export, "_runs_at_other_point_counts", lambda *a: False)
     code, out, err = cli("export", ckpt, "--onnx", onnx_path, "--threads", "1")
+    monkeypatch.undo()
     assert code == 0 and "exactly 64 points" in out, err
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     props = session.get_modelmeta().custom_metadata_map
     assert props["num_points"] == "64" and props["normalization"].startswith("unit_sphere")
     assert json.loads(props["class_names"]) == load_split(DATA, "test", 8).class_names
     assert props["points_axis"] == "fixed: exactly 64 points"
+    assert session.get_inputs()[0].shape[1] == 64
     # at 1,024 points it runs at other counts too; the README's onnxruntime example, on a raw
     # cloud in other units and of another size
     torch.manual_seed(0)

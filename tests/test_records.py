@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import tear_shard
 from torch import nn
 
 from pointkd import augment
@@ -323,17 +324,9 @@ def test_resume_cuts_back_a_torn_partial_shard(setup, tmp_path):
     """A kill mid-write leaves part of a batch (or of a row): resume drops it and recomputes
     whole batches; also a kill between shard rename and manifest."""
     _, teacher, reference = setup
-    ref = (reference / "shard-00000.bin").read_bytes()
-    bpr = read_manifest(reference)["bytes_per_row"]
     out = tmp_path / "r"
-    shutil.copytree(reference, out)
-    m = json.loads((out / "manifest.json").read_text())
-    m.update(complete=False)
-    m["shards"][0]["sha256"] = None
-    (out / "manifest.json").write_text(json.dumps(m))
-    (out / "shard-00000.bin").unlink()
     # 2 whole batches, 5 rows and half a row of the third (with garbage in the torn part)
-    (out / "shard-00000.bin.partial").write_bytes(ref[: 37 * bpr] + b"\xff" * (bpr // 2))
+    ref, m = tear_shard(reference, out, rows=37)
     assert "INCOMPLETE: 37 of 144 rows" in info(str(out))
     with pytest.raises(RecordError, match="incomplete"):
         open_records(out)

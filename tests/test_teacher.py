@@ -5,11 +5,11 @@ hashes and `records verify` on each kind; one-line errors for bad teachers."""
 from __future__ import annotations
 
 import json
-import shutil
 
 import numpy as np
 import pytest
 import torch
+from conftest import tear_shard
 from safetensors.torch import save_file
 
 from pointkd import augment
@@ -330,16 +330,8 @@ def test_onnx_recording_resumes_byte_identical(cli, tmp_path, pointkd_and_onnx):
     _, onnx_file = pointkd_and_onnx
     ref = tmp_path / "ref"
     assert cli(*record_args(ref, onnx_file, logits="int8"))[0] == 0
-    data = (ref / "shard-00000.bin").read_bytes()
-    bpr = read_manifest(ref)["bytes_per_row"]
     out = tmp_path / "torn"
-    shutil.copytree(ref, out)
-    m = json.loads((out / "manifest.json").read_text())
-    m.update(complete=False)
-    m["shards"][0]["sha256"] = None
-    (out / "manifest.json").write_text(json.dumps(m))
-    (out / "shard-00000.bin").unlink()
-    (out / "shard-00000.bin.partial").write_bytes(data[: 37 * bpr] + b"\xff" * (bpr // 2))
+    data, _ = tear_shard(ref, out, rows=37)
     code, _, err = cli(*record_args(out, onnx_file, logits="int8", extra=["--resume"]))
     assert code == 0, err
     assert (out / "shard-00000.bin").read_bytes() == data
@@ -347,13 +339,16 @@ def test_onnx_recording_resumes_byte_identical(cli, tmp_path, pointkd_and_onnx):
 
 
 def test_onnx_teacher_for_other_cloud_sizes_is_a_one_line_error(cli, tmp_path, ds,
-                                                                pointkd_and_onnx):
+                                                                pointkd_and_onnx, monkeypatch):
+    from pointkd import export
     ckpt, _ = pointkd_and_onnx
     small = tmp_path / "small.pt"
     save_checkpoint({"model": "student_xs", "model_kwargs": {}, "num_classes": 12,
                      "class_names": ds.class_names, "num_points": 32,
                      "state_dict": create_model("student_xs", 12).state_dict()}, small)
+    monkeypatch.setattr(export, "_runs_at_other_point_counts", lambda *a: False)
     export_onnx(str(small), str(tmp_path / "small.onnx"))  # a static input of 32 points
+    monkeypatch.undo()
     code, _, err = cli(*record_args(tmp_path / "r", ckpt, tmp_path / "small.onnx"))
     assert code == 2 and "small.onnx fails on a batch of shape (16, 64, 3)" in err, err
     assert len(err.strip().splitlines()) == 1

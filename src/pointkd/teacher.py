@@ -284,7 +284,9 @@ def _load_onnx(path: str, device: torch.device) -> Teacher:
     if norm is not None and norm not in NORMALIZATIONS:
         raise ModelError(f"{path}: metadata input_normalization '{norm}' is not one of "
                          f"{', '.join(NORMALIZATIONS)}")
-    num_points = shape[1] if isinstance(shape[1], int) else None
+    # a fixed point axis says it; a dynamic one (pointkd's exports) runs at any count, and
+    # the count the model was trained at is in the metadata `num_points`
+    num_points = shape[1] if isinstance(shape[1], int) else _metadata_points(meta, path)
     entry = {"kind": "onnx", "file": Path(path).name, "model": "onnx",
              "sha256": _sha256(path, "teacher"), "normalization_declared": norm is not None}
     t = Teacher("onnx", path, forward, 0, names, num_points, norm or "pointkd", entry)
@@ -409,6 +411,16 @@ def _probe_classes(t: Teacher, label: str, device: torch.device) -> int:
         raise ModelError(f"teacher {label}: output must be (B, C) logits, got {shape} for a "
                          "batch of 2")
     return int(z.shape[1])
+
+
+def _metadata_points(meta: dict[str, str], path: str) -> int | None:
+    """The point count in an ONNX file's metadata (`num_points`), if it declares one."""
+    value = meta.get("num_points")
+    if value is None:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise ModelError(f"{path}: metadata num_points must be a positive integer, got {value!r}")
+    return int(value)
 
 
 def _json_names(text: str | None, path: str) -> list[str] | None:

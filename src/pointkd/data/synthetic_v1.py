@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import numpy as np
 
+# the same random upright pose as the current set (proper rotations, z-up)
+from pointkd.data.synthetic import _rotation
+
 DEFAULTS = {"train_per_class": 80, "test_per_class": 25}
 
 
@@ -138,19 +141,6 @@ CLASSES = {
     "cylinder": _cylinder, "capsule": _capsule, "cone": _cone, "pyramid": _pyramid,
     "torus": _torus, "disk": _disk, "helix": _helix, "dumbbell": _dumbbell,
 }
-
-
-# +90 degrees about x: (x, y, z) -> (x, -z, y), a proper rotation taking y-up to z-up
-Y_UP_TO_Z_UP = np.array([[1.0, 0, 0], [0, 0, -1], [0, 1, 0]])
-
-
-def _rotation(rng: np.random.Generator) -> np.ndarray:
-    """Random rotation about the (y-up) building frame's up axis, then a small tilt about x,
-    then the turn to z-up."""
-    a, t = rng.uniform(0, 2 * np.pi), rng.normal(0, 0.15)
-    ry = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
-    rx = np.array([[1, 0, 0], [0, np.cos(t), -np.sin(t)], [0, np.sin(t), np.cos(t)]])
-    return Y_UP_TO_Z_UP @ rx @ ry
 
 
 def make_shape(cls: int, rng: np.random.Generator, num_points: int) -> np.ndarray:
