@@ -63,8 +63,9 @@ def section_demo() -> list[str]:
               "The demo's verdict on this run, and its plot "
               "([bench/results/demo_summary.png](bench/results/demo_summary.png)):", ""]
     lines += [f"- {v}" for v in demo["verdict"]]
-    if demo.get("tuning"):
-        lines += ["", demo["tuning"]]
+    for key in ("earlier_runs", "tuning"):
+        if demo.get(key):
+            lines += ["", demo[key]]
     return lines + [""]
 
 
