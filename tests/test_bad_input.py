@@ -387,6 +387,26 @@ def test_non_finite_outputs_are_never_printed(cli, tmp_path):
         assert code == 2 and err.count("\n") == 1 and "non-finite outputs" in err, (args, err)
         assert "nan" not in out.lower() and "inf" not in out.lower(), out
     assert not (tmp_path / "ev" / "eval_test.json").exists()
+    assert not list(tmp_path.glob("*onnx*")), "a failed export leaves no file behind"
+
+
+def test_single_output_files_are_never_silently_replaced(cli, tmp_path):
+    """`export --onnx` and `data preview --out` replace an existing file only with
+    --overwrite, never write onto a directory or their own input."""
+    ckpt = checkpoint(tmp_path / "ok.pt")
+    precious = tmp_path / "precious.onnx"
+    precious.write_text("a user's file")
+    data = "synthetic:version=1,train_per_class=1,test_per_class=1"
+    for args in (["export", ckpt, "--onnx", precious],
+                 ["export", ckpt, "--onnx", tmp_path],
+                 ["export", ckpt, "--onnx", ckpt],
+                 ["data", "preview", data, "--num-points", "32", "--out", precious]):
+        code, _, err = cli(*args)
+        assert code == 2 and err.count("\n") == 1, (args, err)
+    assert precious.read_text() == "a user's file" and ckpt.stat().st_size > 100
+    code, _, err = cli("export", ckpt, "--onnx", precious, "--overwrite")
+    assert code == 0, err
+    assert precious.read_bytes()[:1] != b"a"
 
 
 BAD_OPTIONS = [

@@ -158,7 +158,9 @@ def test_onnx_records_its_input_and_takes_other_point_counts(trained, cli, tmp_p
     save_checkpoint({"model": "student_xs", "model_kwargs": {}, "num_classes": 3,
                      "class_names": ["a", "b", "c"], "num_points": 1024,
                      "state_dict": model.state_dict()}, tmp_path / "big.pt")
-    code, out, err = cli("export", tmp_path / "big.pt", "--onnx", onnx_path)
+    code, _, err = cli("export", tmp_path / "big.pt", "--onnx", onnx_path)
+    assert code == 2 and "exists; pass --overwrite" in err, err
+    code, out, err = cli("export", tmp_path / "big.pt", "--onnx", onnx_path, "--overwrite")
     assert code == 0 and "any number of points" in out, err
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     assert session.get_modelmeta().custom_metadata_map["points_axis"].startswith("dynamic")

@@ -172,8 +172,10 @@ def cmd_data_info(args: argparse.Namespace) -> int:
 
 
 def cmd_data_preview(args: argparse.Namespace) -> int:
+    from pointkd import rundir
     from pointkd.data import load_split, save_preview
 
+    rundir.check_output_file(args.out, args.overwrite, inputs=[args.path])
     ds = load_split(args.path, args.split, num_points=args.num_points)
     save_preview(ds, args.out, per_class=args.per_class)
     print(f"wrote {args.out}")
@@ -309,8 +311,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from pointkd import rundir
     from pointkd.export import export_onnx
 
+    rundir.check_output_file(args.onnx, args.overwrite, inputs=[args.checkpoint],
+                             option="--onnx")
     _set_threads(args.threads)
     report = export_onnx(args.checkpoint, args.onnx, opset=args.opset,
                          check_data=args.check_data, check_count=args.check_count,
@@ -360,6 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path")
     p.add_argument("--split", default="train")
     p.add_argument("--out", default="preview.png")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.add_argument("--per-class", type=int_at_least(1), default=3)
     p.add_argument("--num-points", type=int_at_least(1), default=None)
     p.set_defaults(func=cmd_data_preview)
@@ -478,6 +484,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "the model allows) with a parity check")
     p.add_argument("checkpoint")
     p.add_argument("--onnx", required=True, help="output .onnx path")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --onnx file")
     p.add_argument("--opset", type=int_at_least(7), default=18)
     p.add_argument("--check-data", help="dataset whose test split is used for the parity check")
     p.add_argument("--check-count", type=int_at_least(1), default=256)

@@ -124,20 +124,27 @@ def export_onnx(checkpoint: str, out: str, opset: int = 18, check_data: str | No
     num_points = meta.get("num_points", 1024)
     out_path = Path(out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    _export(model, meta, out_path, num_points, opset, dynamic_points=True)
-    model = model.cpu()
-    dynamic = _runs_at_other_point_counts(model, out_path, num_points)
-    if not dynamic:  # the traced graph baked the point count in: say so in the graph
-        _export(model, meta, out_path, num_points, opset, dynamic_points=False)
-    _write_metadata(out_path, onnx_metadata(meta, num_points, dynamic))
-    report = {"onnx": str(out_path), "model": meta["model"], "opset": opset,
-              "bytes": out_path.stat().st_size, "num_points": num_points,
-              "dynamic_points": dynamic}
-    if check_data:
-        from pointkd.data import load_split
+    # written beside the target and moved over it only once every check has passed, so a
+    # failed export never leaves a file behind nor clobbers an existing one
+    tmp = out_path.with_name(f".{out_path.name}.partial")
+    try:
+        _export(model, meta, tmp, num_points, opset, dynamic_points=True)
+        model = model.cpu()
+        dynamic = _runs_at_other_point_counts(model, tmp, num_points)
+        if not dynamic:  # the traced graph baked the point count in: say so in the graph
+            _export(model, meta, tmp, num_points, opset, dynamic_points=False)
+        _write_metadata(tmp, onnx_metadata(meta, num_points, dynamic))
+        report = {"onnx": str(out_path), "model": meta["model"], "opset": opset,
+                  "bytes": tmp.stat().st_size, "num_points": num_points,
+                  "dynamic_points": dynamic}
+        if check_data:
+            from pointkd.data import load_split
 
-        ds = load_split(check_data, "test", num_points=num_points)
-        report["parity"] = check_parity(model, out_path, ds.points[:check_count])
+            ds = load_split(check_data, "test", num_points=num_points)
+            report["parity"] = check_parity(model, tmp, ds.points[:check_count])
+        os.replace(tmp, out_path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return report
 
 

@@ -13,6 +13,9 @@
    naming the holder's PID. The OS drops the lock when the holder exits or is killed (even
    SIGKILL), so `--resume` after a crash never finds a stale lock.
 
+Single output files (`export --onnx`, `data preview --out`) go through `check_output_file`:
+an existing file is replaced only with `--overwrite`, and never a directory or an input.
+
 Paths are refused before anything happens when they are empty, `/`, the home directory, the
 current directory or one of its parents, a regular file, or overlap an input of the command.
 """
@@ -72,6 +75,25 @@ def check_output_path(out: str | Path, inputs: Iterable[str | Path | None] = (),
         if source == full or full in source.parents or source in full.parents:
             raise OutputError(f"{option} {text} overlaps the input {item}: an output can "
                               "never be an input")
+    return path
+
+
+def check_output_file(out: str | Path, overwrite: bool = False,
+                      inputs: Iterable[str | Path | None] = (), option: str = "--out") -> Path:
+    """A single output file (`export --onnx`, `data preview --out`): an existing file is
+    replaced only with `--overwrite`, never a directory or an input; returns it as a Path."""
+    text = str(out).strip()
+    if not text:
+        raise OutputError(f"{option} is empty: name the file to write")
+    path = Path(text)
+    if path.is_dir():
+        raise OutputError(f"{option} {text} is a directory; name a file")
+    for item in inputs:
+        if item and Path(str(item)).exists() and Path(str(item)).resolve() == path.resolve():
+            raise OutputError(f"{option} {text} is the input {item}: an output can never be "
+                              "an input")
+    if path.exists() and not overwrite:
+        raise OutputError(f"{option} {text} exists; pass --overwrite to replace it")
     return path
 
 
