@@ -529,6 +529,16 @@ def test_bad_manifests_are_one_line_errors(cli, tmp_path):
         assert not (tmp_path / f"s_{name}" / "last.pt").exists()
     code, _, err = cli("records", "verify", rec, "--teacher", tmp_path / "nope.pt")
     assert code == 2 and "teacher file not found or unreadable" in err and "nope.pt" in err
+    # a plain shard name that is a symbolic link to a file outside the set
+    linked = tmp_path / "linked"
+    shutil.copytree(rec, linked)
+    (linked / "shard-00000.bin").unlink()
+    (linked / "shard-00000.bin").symlink_to(tmp_path / "outside.bin")
+    for args in (["records", "verify", linked],
+                 ["distill", "--records", linked, "--student", "student_xs", "--data", data,
+                  "--out", tmp_path / "s_linked", "train.epochs=1"]):
+        code, _, err = cli(*args)
+        assert code == 2 and err.count("\n") == 1 and "symbolic link" in err, (args, err)
 
 
 def test_library_warnings_never_reach_the_user(tmp_path):

@@ -108,6 +108,9 @@ class RecordSet:
 def check_shard_files(rs: RecordSet) -> None:
     for s in rs.shards:
         path = rs.root / s["file"]
+        if path.is_symlink():  # it could lead anywhere: a shard is a file of the set itself
+            raise RecordError(f"{rs.root}: shard {s['file']} is a symbolic link, not a file "
+                              "of the record set")
         if not path.is_file():
             raise RecordError(f"{rs.root}: shard {s['file']} is missing")
         size, expected = path.stat().st_size, s["rows"] * rs.dtype.itemsize
