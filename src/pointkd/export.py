@@ -28,12 +28,10 @@ import torch
 from pointkd import __version__
 from pointkd.checkpoint import load_model, resolve_device
 from pointkd.data import normalize_unit_sphere, read_cloud
-from pointkd.data.readers import MIN_POINTS
+from pointkd.data.readers import MIN_POINTS, POINT_SUFFIXES
 from pointkd.errors import DataError, ModelError, PointKDError
 from pointkd.evaluate import predict_logits
 from pointkd.progress import track
-
-POINT_SUFFIXES = {".npy", ".xyz", ".txt", ".pcd", ".ply", ".off"}
 
 
 def expand_inputs(inputs: list[str]) -> list[Path]:
