@@ -77,3 +77,26 @@ def tear_shard(reference: Path, out: Path, rows: int) -> tuple[bytes, dict]:
     (out / "shard-00000.bin").unlink()
     (out / "shard-00000.bin.partial").write_bytes(ref[: rows * bpr] + b"\xff" * (bpr // 2))
     return ref, m
+
+
+def best_checkpoint_test_oa(run_dir: Path, data: str, batch_size: int,
+                            threads: int | None = None) -> float:
+    """OA of `run_dir/best.pt` on the test split of `data`, counted here (argmax == label).
+
+    A finished run reports this as `test_oa`; computed with the run's eval batch size (and,
+    for runs in child processes, their thread count) it must agree exactly."""
+    import numpy as np
+
+    from pointkd.checkpoint import load_model
+    from pointkd.data import load_split
+    from pointkd.evaluate import predict_logits
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads or before)
+    try:
+        model, meta = load_model(run_dir / "best.pt", "cpu")
+        test = load_split(data, "test", num_points=meta["num_points"])
+        pred = predict_logits(model, test.points, batch_size, "cpu").argmax(1).numpy()
+    finally:
+        torch.set_num_threads(before)
+    return float(np.mean(pred == test.labels))

@@ -301,3 +301,35 @@ def test_real_modelnet40(modelnet_path, cli):
     code, out, _ = cli("data", "info", modelnet_path)
     assert code == 0 and "9843 shapes" in out and "2468 shapes" in out and "40 classes" in out
     assert out.count("fingerprint sha256:") == 2
+
+
+def test_data_submodules_never_import_the_package_init():
+    # The sources take the shared types from data/_core.py (and load_split from _load.py), so
+    # none of them needs a half-initialised `pointkd.data`: no import cycle with __init__.
+    import ast
+    from pathlib import Path
+
+    import pointkd.data
+
+    package = Path(pointkd.data.__file__).parent
+    submodules = {p.stem for p in package.glob("*.py")}
+    for path in sorted(package.glob("*.py")):
+        if path.name == "__init__.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module == "pointkd.data":
+                names = {a.name for a in node.names} - submodules
+                assert not names, f"{path.name} imports {sorted(names)} from pointkd.data"
+            if isinstance(node, ast.Import):
+                assert "pointkd.data" not in {a.name for a in node.names}, path.name
+
+
+def test_public_data_names_stay_importable_from_the_package():
+    import pointkd.data
+
+    public = {"PointCloudSet", "MissingSplitError", "load_split", "stratified_split",
+              "normalize_unit_sphere", "read_cloud", "describe", "save_preview", "validate_set"}
+    assert public <= set(pointkd.data.__all__)
+    for name in (*public, "DEGENERATE_RADIUS"):
+        assert hasattr(pointkd.data, name), name
+    assert issubclass(pointkd.data.MissingSplitError, DataError)

@@ -8,13 +8,16 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import best_checkpoint_test_oa
 
 import pointkd.checkpoint
 import pointkd.engine
 from pointkd.config import load_config
 from pointkd.engine import run_training
 from pointkd.errors import ConfigError, RecordError
-from pointkd.records import record
+from pointkd.evaluate import classification_metrics
+from pointkd.records import open_records, record
+from pointkd.records.reader import RecordSet
 
 STUDENT = "student_xs"
 TEACHER = "student_s"
@@ -45,7 +48,8 @@ def test_plain_training_writes_a_complete_run_dir(tmp_path):
     for name in ("config.yaml", "last.pt", "best.pt", "metrics.json", "metrics.csv",
                  "curves.png", "results.json"):
         assert (run / name).is_file(), name
-    assert 0.0 <= results["test_oa"] <= 1.0 and results["mode"] == "plain"
+    assert results["mode"] == "plain"
+    assert results["test_oa"] == best_checkpoint_test_oa(run, DATA, 128)
     history = json.loads((run / "metrics.json").read_text())
     assert [h["epoch"] for h in history] == [1, 2] and "val_oa" in history[0]
     ckpt = torch.load(run / "best.pt", weights_only=True)
@@ -87,28 +91,93 @@ def test_offline_kd_never_builds_or_loads_the_teacher(tmp_path, teacher_and_reco
                                     "distill.nwsd_warmup_epochs=1"))
     assert set(built) == {STUDENT} and results["mode"] == "offline-kd"
     history = json.loads((tmp_path / "s" / "metrics.json").read_text())
-    assert history[0]["beta"] == 0.0 and history[1]["beta"] == -0.2
     assert all("train_kd" in h for h in history)
 
 
+# Full epochs over every recorded row: after one epoch each shape and each row has a self target.
+FULL_EPOCHS = ["distill.rows_per_epoch=all", "train.max_steps_per_epoch=0", "train.epochs=2",
+               "train.batch_size=64", "distill.nwsd_warmup_epochs=1"]
+
+
+@pytest.fixture(scope="module")
+def kd_without_nwsd(tmp_path_factory, teacher_and_records):
+    _, rec = teacher_and_records
+    out = tmp_path_factory.mktemp("kd") / "s"
+    run_training(tiny_cfg(out, f"model.name={STUDENT}", f"distill.records={rec}",
+                          "distill.beta=0", *FULL_EPOCHS))
+    return json.loads((out / "metrics.json").read_text())
+
+
 @pytest.mark.parametrize("self_target", ["shape", "row", "ema"])
-def test_nwsd_self_targets_train(tmp_path, teacher_and_records, self_target):
+def test_nwsd_changes_training_after_its_warm_up(tmp_path, teacher_and_records,
+                                                 kd_without_nwsd, self_target):
     _, rec = teacher_and_records
-    results = run_training(tiny_cfg(tmp_path / "s", f"model.name={STUDENT}",
-                                    f"distill.records={rec}", "distill.beta=-0.3",
-                                    "distill.nwsd_warmup_epochs=0",
-                                    f"distill.self_target={self_target}"))
-    assert results["beta"] == -0.3
-
-
-def test_rows_per_epoch_all_visits_every_row(tmp_path, teacher_and_records):
-    _, rec = teacher_and_records
-    cfg = tiny_cfg(tmp_path / "s", f"model.name={STUDENT}", f"distill.records={rec}",
-                   "distill.rows_per_epoch=all", "train.max_steps_per_epoch=0",
-                   "train.epochs=1", "train.batch_size=64")
-    run_training(cfg)
+    run_training(tiny_cfg(tmp_path / "s", f"model.name={STUDENT}", f"distill.records={rec}",
+                          "distill.beta=-0.3", f"distill.self_target={self_target}",
+                          *FULL_EPOCHS))
     history = json.loads((tmp_path / "s" / "metrics.json").read_text())
-    assert history[0]["epoch"] == 1
+    base = kd_without_nwsd
+    # the warm-up epoch trains with beta = 0: bit for bit the run without NWSD
+    assert history[0]["train_loss"] == base[0]["train_loss"]
+    assert history[0]["train_kd"] == base[0]["train_kd"]
+    # then the self target moves the distillation term (same seeds, same batches)
+    assert history[1]["train_kd"] != pytest.approx(base[1]["train_kd"], rel=1e-3)
+    assert history[1]["train_ce"] != pytest.approx(base[1]["train_ce"], rel=1e-6)
+
+
+def _spy_on_record_reads(monkeypatch) -> list[list[int]]:
+    """Per training epoch, the record rows the engine read through `RecordSet.rows`."""
+    epochs: list[list[int]] = []
+    real_batches, real_rows = pointkd.engine.RecordedShapes.batches, RecordSet.rows
+
+    def batches(self, epoch, batch_size):
+        epochs.append([])
+        yield from real_batches(self, epoch, batch_size)
+
+    def rows(self, idx):
+        epochs[-1].extend(int(i) for i in idx)
+        return real_rows(self, idx)
+
+    monkeypatch.setattr(pointkd.engine.RecordedShapes, "batches", batches)
+    monkeypatch.setattr(RecordSet, "rows", rows)
+    return epochs
+
+
+def _training_rows(records) -> dict[int, int]:
+    """{row: shape} for every recorded row of a training (not validation) shape."""
+    from pointkd.data import load_split, stratified_split
+
+    data = load_split(DATA, "train", num_points=records.manifest["data"]["num_points"])
+    train_idx, _ = stratified_split(data.labels, 0.1, 0)
+    shapes = np.tile(train_idx, records.k)
+    rows = records.row_index(shapes, np.repeat(np.arange(records.k), len(train_idx)))
+    return dict(zip(rows.tolist(), shapes.tolist(), strict=True))
+
+
+def test_offline_epochs_read_one_row_per_shape_and_k_epochs_every_row_once(
+        tmp_path, teacher_and_records, monkeypatch):
+    _, rec = teacher_and_records
+    records = open_records(rec)
+    training = _training_rows(records)
+    epochs = _spy_on_record_reads(monkeypatch)
+    run_training(tiny_cfg(tmp_path / "s", f"model.name={STUDENT}", f"distill.records={rec}",
+                          "train.max_steps_per_epoch=0", f"train.epochs={records.k}",
+                          "train.batch_size=64"))
+    assert len(epochs) == records.k
+    for rows in epochs:  # every training shape once, through one of its rows
+        assert sorted(training[r] for r in rows) == sorted(set(training.values()))
+    assert sorted(r for rows in epochs for r in rows) == sorted(training)
+
+
+def test_rows_per_epoch_all_reads_every_row_once_per_epoch(tmp_path, teacher_and_records,
+                                                           monkeypatch):
+    _, rec = teacher_and_records
+    training = _training_rows(open_records(rec))
+    epochs = _spy_on_record_reads(monkeypatch)
+    run_training(tiny_cfg(tmp_path / "s", f"model.name={STUDENT}", f"distill.records={rec}",
+                          "distill.rows_per_epoch=all", "train.max_steps_per_epoch=0",
+                          "train.epochs=1", "train.batch_size=64"))
+    assert len(epochs) == 1 and sorted(epochs[0]) == sorted(training)
 
 
 def test_one_per_shape_visits_each_row_once_in_k_epochs(teacher_and_records):
@@ -149,11 +218,34 @@ def test_use_k_restricts_to_the_rows_of_a_smaller_recording(tmp_path, teacher_an
         pointkd.engine.RecordedShapes(records, train_idx, 0, "all", use_k=records.k + 1)
 
 
-def test_online_kd_runs_in_the_same_loop(tmp_path, teacher_and_records):
+def test_online_kd_runs_the_teacher_on_every_training_batch(tmp_path, teacher_and_records,
+                                                            monkeypatch):
+    import pointkd.teacher
+
     teacher_ckpt, _ = teacher_and_records
+    batch_sizes = []
+    real_call = pointkd.teacher.Teacher.__call__
+
+    def counting_call(self, x, samples=None):
+        batch_sizes.append(len(x))
+        return real_call(self, x, samples)
+
+    monkeypatch.setattr(pointkd.teacher.Teacher, "__call__", counting_call)
     results = run_training(tiny_cfg(tmp_path / "o", f"model.name={STUDENT}", "distill.online=true",
                                     f"distill.teacher={teacher_ckpt}"))
     assert results["mode"] == "online-kd"
+    assert batch_sizes == [16] * 6  # 2 epochs x 3 steps of 16 clouds: no step without it
+    for h in json.loads((tmp_path / "o" / "metrics.json").read_text()):
+        assert h["train_kd"] > 0
+        assert h["train_loss"] == pytest.approx(h["train_ce"] + h["train_kd"], rel=1e-6)
+
+
+def test_classification_metrics_on_a_hand_counted_example():
+    # true 0 0 1 1 2, predicted 0 1 1 1 0; class 3 absent: 3 of 5 right, per class 1/2, 1, 0
+    m = classification_metrics(np.array([0, 1, 1, 1, 0]), np.array([0, 0, 1, 1, 2]), 4)
+    assert m["oa"] == 0.6 and m["macc"] == 0.5
+    assert m["per_class"] == [0.5, 1.0, 0.0, None]
+    assert m["confusion"] == [[1, 1, 0, 0], [0, 2, 0, 0], [1, 0, 0, 0], [0, 0, 0, 0]]
 
 
 def test_records_for_other_data_are_rejected(tmp_path, teacher_and_records):

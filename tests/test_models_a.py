@@ -218,3 +218,13 @@ def test_bad_input_is_a_model_error(name):
     for bad in (torch.rand(2, 50, 4), torch.rand(50, 3), torch.zeros(2, 50, 3, dtype=torch.long)):
         with pytest.raises(ModelError, match=r"\(B, P, 3\)"):
             model(bad)
+
+
+def test_a_family_that_fails_to_import_is_an_error(monkeypatch):
+    # Every family exists, so a missing one (e.g. a typo in the list) must not pass as
+    # "not written yet" and silently leave its models unregistered.
+    import pointkd.models as models
+
+    monkeypatch.setattr(models, "_FAMILIES", (*models._FAMILIES, "pointnet_typo"))
+    with pytest.raises(ModuleNotFoundError, match="pointnet_typo"):
+        models.list_models()

@@ -99,10 +99,24 @@ def test_knn_matches_reference(c, small_tiles):
     assert (ops.knn(x, x, 1)[..., 0] == torch.arange(120)).all()  # a point finds itself
 
 
-def test_knn_large_p_is_tiled():
-    x = _cloud(1, 8192, seed=3)  # 8192² distances ≫ one tile
-    query = x[:, ::37]
-    _check_knn(query, x, 16)
+def test_knn_large_p_is_tiled(monkeypatch):
+    x = _cloud(1, 8192, seed=3)
+    query = x[:, ::37]  # 222 x 8192 distances: 7 tiles of at most TILE_ELEMENTS
+    products = []  # the distance tiles knn computes, one torch.bmm each
+    real_bmm = torch.bmm
+
+    def spy_bmm(a, b):
+        out = real_bmm(a, b)
+        products.append(out.numel())
+        return out
+
+    monkeypatch.setattr(torch, "bmm", spy_bmm)
+    idx = ops.knn(query, x, 16)
+    monkeypatch.undo()
+    assert len(products) > 1 and max(products) <= ops.TILE_ELEMENTS
+    assert sum(products) == query.shape[1] * x.shape[1]  # every distance once
+    expect = _ref_sqdist(query, x).topk(16, -1, largest=False).indices
+    assert torch.equal(idx.sort(-1).values, expect.sort(-1).values)
 
 
 def test_tiles_cover_and_bounded():

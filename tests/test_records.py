@@ -140,6 +140,24 @@ def test_non_finite_teacher_logits_are_refused():
         encode_logits(rows, np.array([[[0, 1, np.nan, 2]]] * 2, np.float32), "int8")
 
 
+def test_one_float16_limit_for_records_and_the_self_table(tmp_path):
+    # Records refuse logits beyond HALF_SAFE; the NWSD self table clamps to it: both finite.
+    from pointkd.engine import SelfTable
+    from pointkd.records.format import HALF_SAFE
+
+    assert HALF_SAFE < float(np.finfo(np.float16).max)
+    rows = np.zeros(1, row_dtype(4, "fp16"))
+    encode_logits(rows, np.array([[[HALF_SAFE, 0, 0, 0]]], np.float32), "fp16")
+    with pytest.raises(RecordError, match="float16 range"):
+        encode_logits(rows, np.array([[[HALF_SAFE * 1.01, 0, 0, 0]]], np.float32), "fp16")
+    table = SelfTable(2, 4, tmp_path / "self.npy")
+    table.update(torch.tensor([1]), torch.tensor([[1e6, -1e6, 7.0, 0.0]]))
+    logits, seen = table.lookup(torch.tensor([0, 1]))
+    assert seen.tolist() == [False, True]
+    expected = np.float16(HALF_SAFE).item()
+    assert logits[1].tolist() == [expected, -expected, 7.0, 0.0]
+
+
 def test_implicit_indices_and_replay_is_exact(setup, ds):
     """Row r is copy k = r // N of shape r % N, and replaying a row's stored params + seed
     gives bit-for-bit the cloud the teacher saw (probe logits, fp32 -> exact)."""

@@ -104,10 +104,6 @@ class Dist:
 _STATE = Dist()
 
 
-def current() -> Dist:
-    return _STATE
-
-
 def init(device: str = "auto") -> Dist:
     """Join the torchrun job described by the environment, once; a no-op without one.
 

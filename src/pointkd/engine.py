@@ -41,6 +41,7 @@ from pointkd.evaluate import classification_metrics, count_flops, predict_logits
 from pointkd.losses import total_loss
 from pointkd.models import count_parameters, create_model
 from pointkd.progress import track
+from pointkd.records.format import HALF_SAFE
 from pointkd.teacher import Teacher, attach_frames, load_teachers, match_classes
 
 SINGLE = Dist()  # one process, no torch.distributed
@@ -154,7 +155,8 @@ class SelfTable:
 
     def update(self, keys: Tensor, logits: Tensor) -> None:
         k = keys.numpy()
-        self.logits[k] = logits.detach().float().cpu().clamp(-6e4, 6e4).numpy().astype(np.float16)
+        safe = logits.detach().float().cpu().clamp(-HALF_SAFE, HALF_SAFE)
+        self.logits[k] = safe.numpy().astype(np.float16)
         self.seen[k] = True
 
     def state(self) -> dict[str, Tensor]:

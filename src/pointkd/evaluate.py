@@ -16,7 +16,7 @@ from torch import nn
 
 from pointkd import rundir
 from pointkd.checkpoint import load_model, resolve_device
-from pointkd.errors import DataError
+from pointkd.errors import DataError, ModelError
 
 
 @torch.inference_mode()
@@ -38,6 +38,18 @@ def predict_logits(
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
             out.append(model(batch).float().cpu())
     return torch.cat(out) if out else torch.empty(0)
+
+
+def require_finite(logits: torch.Tensor | np.ndarray, source: str,
+                   files: list | None = None) -> None:
+    """Refuse to report NaN/Inf outputs: a one-line ModelError naming `source` (and the
+    first input file that produced one)."""
+    bad = ~np.isfinite(np.asarray(logits)).reshape(len(logits), -1).all(axis=1)
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        where = f" for {files[first]}" if files else f" (input {first})"
+        raise ModelError(f"{source} produced non-finite outputs (NaN/Inf){where}; nothing "
+                         "reported")
 
 
 def classification_metrics(
@@ -147,7 +159,6 @@ def evaluate_checkpoint(
     record set's teacher can be measured before recording it.
     """
     from pointkd.data import load_split
-    from pointkd.export import require_finite
 
     paths = [str(checkpoint)] if isinstance(checkpoint, (str, Path)) else list(map(str, checkpoint))
     if out is not None:  # refuse a bad --out before any work; locked until we return

@@ -28,12 +28,10 @@ import torch
 from pointkd import __version__
 from pointkd.checkpoint import load_model, resolve_device
 from pointkd.data import normalize_unit_sphere, read_cloud
-from pointkd.data.readers import MIN_POINTS
+from pointkd.data.readers import MIN_POINTS, POINT_SUFFIXES
 from pointkd.errors import DataError, ModelError, PointKDError
-from pointkd.evaluate import predict_logits
+from pointkd.evaluate import predict_logits, require_finite
 from pointkd.progress import track
-
-POINT_SUFFIXES = {".npy", ".xyz", ".txt", ".pcd", ".ply", ".off"}
 
 
 def expand_inputs(inputs: list[str]) -> list[Path]:
@@ -98,18 +96,6 @@ def predict_files(
     if as_json:
         print(json.dumps(results, indent=1))
     return 1 if failed else 0
-
-
-def require_finite(logits: torch.Tensor | np.ndarray, source: str,
-                   files: list | None = None) -> None:
-    """Refuse to report NaN/Inf outputs: a one-line ModelError naming `source` (and the
-    first input file that produced one)."""
-    bad = ~np.isfinite(np.asarray(logits)).reshape(len(logits), -1).all(axis=1)
-    if bad.any():
-        first = int(np.flatnonzero(bad)[0])
-        where = f" for {files[first]}" if files else f" (input {first})"
-        raise ModelError(f"{source} produced non-finite outputs (NaN/Inf){where}; nothing "
-                         "reported")
 
 
 NORMALIZATION = ("unit_sphere: subtract the cloud's mean point, then divide by the largest "

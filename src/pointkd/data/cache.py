@@ -26,7 +26,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from pointkd.data import PointCloudSet
+from pointkd.data._core import PointCloudSet
 from pointkd.errors import DataError
 
 MIN_FILES = 500  # below this a split loads in seconds: not worth a cache entry

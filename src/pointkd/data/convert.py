@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pointkd.data import MissingSplitError, PointCloudSet, load_split, normalize_unit_sphere
+from pointkd.data._core import MissingSplitError, PointCloudSet, normalize_unit_sphere
+from pointkd.data._load import load_split
 from pointkd.errors import DataError
 
 

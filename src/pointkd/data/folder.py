@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pointkd.data import MissingSplitError, PointCloudSet
+from pointkd.data._core import MissingSplitError, PointCloudSet
 from pointkd.data.cache import MIN_FILES, cached_split
 from pointkd.data.readers import POINT_SUFFIXES, file_seed, read_cloud
 from pointkd.errors import DataError

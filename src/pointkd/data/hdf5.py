@@ -13,7 +13,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from pointkd.data import MissingSplitError, PointCloudSet
+from pointkd.data._core import MissingSplitError, PointCloudSet
 from pointkd.errors import DataError
 
 SUFFIXES = (".h5", ".hdf5")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pointkd.data import MissingSplitError, PointCloudSet
+from pointkd.data._core import MissingSplitError, PointCloudSet
 from pointkd.data.cache import MIN_FILES, cached_split
 from pointkd.errors import DataError
 

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pointkd.data import MissingSplitError, PointCloudSet
+from pointkd.data._core import MissingSplitError, PointCloudSet, normalize_unit_sphere
+from pointkd.data._load import load_split
 from pointkd.errors import DataError
 
 
@@ -18,8 +19,6 @@ def describe(path: str | Path, splits: list[str] | tuple[str, ...] = ("train", "
     normalised data, i.e. what training sees and record manifests compare); a per-class
     count table. Missing splits are noted; if none exists it is a DataError. A single .h5
     file is described once, whatever `splits` says."""
-    from pointkd.data import load_split, normalize_unit_sphere
-
     sets: dict[str, PointCloudSet] = {}
     bounds: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     notes, missing = [], []

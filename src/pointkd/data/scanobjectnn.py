@@ -20,7 +20,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from pointkd.data import MissingSplitError, PointCloudSet
+from pointkd.data._core import MissingSplitError, PointCloudSet
 from pointkd.errors import DataError
 
 CLASS_NAMES = ["bag", "bin", "box", "cabinet", "chair", "desk", "display", "door", "shelf",

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pointkd.data import MissingSplitError, PointCloudSet
+from pointkd.data._core import MissingSplitError, PointCloudSet
 from pointkd.errors import DataError
 
 DEFAULTS = {"seed": 0, "train_per_class": 40, "test_per_class": 60, "version": 2}

@@ -26,12 +26,10 @@ def register_model(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
 
 
 def _load_families() -> None:
+    # Imported on first use, not at the top: each family imports `register_model` from this
+    # package. Every family exists, so any import error (a typo included) propagates.
     for family in _FAMILIES:
-        try:
-            importlib.import_module(f"pointkd.models.{family}")
-        except ModuleNotFoundError as exc:  # a family not written yet
-            if exc.name != f"pointkd.models.{family}":
-                raise
+        importlib.import_module(f"pointkd.models.{family}")
 
 
 def list_models() -> list[str]:

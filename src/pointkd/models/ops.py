@@ -339,12 +339,3 @@ def gather_max(x: Tensor, idx: Tensor) -> Tensor:
         rows = (sub + offset.view(-1, 1, 1)).reshape(-1)
         out[bs, ms] = flat_x.index_select(0, rows).view(*sub.shape, c).amax(2)
     return out
-
-
-def __getattr__(name: str):
-    """`ops.SharedMLP` & co. moved to layers.py; keep the old import path working."""
-    if name in ("SharedMLP", "chain_max", "map_chunks"):
-        from pointkd.models import layers
-
-        return getattr(layers, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -16,7 +16,9 @@ FORMAT = "pointkd-records"
 FORMAT_VERSION = 1
 ENCODINGS = ("fp32", "fp16", "int8", "topk")
 CLOUD_BYTES = 1024 * 3 * 4  # a stored 1,024-point float32 cloud, for comparison
-_HALF_SAFE = 60000.0  # below float16 max (65504) with room for the log-sum-exp
+# The largest |logit| stored as float16 (records, the NWSD self table): below the float16 max
+# (65504) with room for the log-sum-exp.
+HALF_SAFE = 60000.0
 
 
 def row_dtype(num_classes: int, encoding: str, topk: int = 0, teachers: int = 1) -> np.dtype:
@@ -49,8 +51,8 @@ def encode_logits(rows: np.ndarray, logits: np.ndarray, encoding: str, topk: int
     """Store float32 logits (n, T, C) into the logits fields of `rows`."""
     if not np.isfinite(logits).all():
         raise RecordError("teacher produced non-finite logits (NaN/Inf); nothing more written")
-    if encoding != "fp32" and np.abs(logits).max(initial=0) > _HALF_SAFE:
-        raise RecordError(f"teacher logits exceed ±{_HALF_SAFE:g} (float16 range); use "
+    if encoding != "fp32" and np.abs(logits).max(initial=0) > HALF_SAFE:
+        raise RecordError(f"teacher logits exceed ±{HALF_SAFE:g} (float16 range); use "
                           "--logits fp32")
     if topk or encoding == "topk":
         # the top k by value (ties: lower class first), the rest as one log-sum-exp
