@@ -35,6 +35,7 @@ from __future__ import annotations
 import numpy as np
 
 from pointkd.data._core import MissingSplitError, PointCloudSet
+from pointkd.data._pose import random_pose
 from pointkd.errors import DataError
 
 DEFAULTS = {"seed": 0, "train_per_class": 40, "test_per_class": 60, "version": 2}
@@ -201,23 +202,9 @@ CLASSES = {
     "l_beam": _beam, "t_beam": lambda r, n: _beam(r, n, centred=True),
 }
 
-# +90 degrees about x: (x, y, z) -> (x, -z, y), a proper rotation taking y-up to z-up
-Y_UP_TO_Z_UP = np.array([[1.0, 0, 0], [0, 0, -1], [0, 1, 0]])
-
-
-def _rotation(rng: np.random.Generator) -> np.ndarray:
-    """Random rotation about the (y-up) building frame's up axis, then a small tilt about x,
-    then the turn to z-up. Proper rotations only: a mirror would turn one helix into the
-    other."""
-    a, t = rng.uniform(0, 2 * np.pi), rng.normal(0, 0.15)
-    ry = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
-    rx = np.array([[1, 0, 0], [0, np.cos(t), -np.sin(t)], [0, np.sin(t), np.cos(t)]])
-    return Y_UP_TO_Z_UP @ rx @ ry
-
-
 def make_shape(cls: int, rng: np.random.Generator, num_points: int) -> np.ndarray:
     fn = list(CLASSES.values())[cls]
-    p = fn(rng, 2 * num_points) @ _rotation(rng).T
+    p = fn(rng, 2 * num_points) @ random_pose(rng).T
     if rng.uniform() < 0.3:  # partial view: cut away 10-30% beyond a random plane
         proj = p @ _unit(rng, 1)[0]
         p = p[proj < np.quantile(proj, 1 - rng.uniform(0.1, 0.3))]

@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-# the same random upright pose as the current set (proper rotations, z-up)
-from pointkd.data.synthetic import _rotation
+from pointkd.data._pose import random_pose
 
 DEFAULTS = {"train_per_class": 80, "test_per_class": 25}
 
@@ -145,7 +144,7 @@ CLASSES = {
 
 def make_shape(cls: int, rng: np.random.Generator, num_points: int) -> np.ndarray:
     fn = list(CLASSES.values())[cls]
-    p = fn(rng, 2 * num_points) @ _rotation(rng).T
+    p = fn(rng, 2 * num_points) @ random_pose(rng).T
     if rng.uniform() < 1 / 3:  # partial view: cut away 15-40% beyond a random plane
         d = _unit(rng, 1)[0]
         proj = p @ d
