@@ -163,6 +163,15 @@ def section_flatness() -> list[str]:
         d = json.loads(path.read_text())
         lines.append(f"\n`{path.name}`: `{d['command']}` · {d['machine']}"
                      + (f" · {d['note']}" if d.get("note") else ""))
+    probe = load("tau_probe_pointnet.json")
+    if probe:
+        lines += ["", "A first probe of τ on validation (offline KD from the zoo PointNet "
+                  "records, student_s, 15 epochs, seed 0, one run each, side by side on the "
+                  "same code; the run-to-run noise floor above is ~0.6 points):", "",
+                  "| τ | best val OA | test OA | command |", "|---:|---:|---:|---|"]
+        lines += [f"| {r['tau']:g} | {pct(r['val_oa'])} | {pct(r['test_oa'])} | "
+                  f"`{r['command']}` |" for r in probe["runs"]]
+        lines += ["", probe["reading"]]
     return lines + [""]
 
 
