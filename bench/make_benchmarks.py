@@ -166,8 +166,8 @@ def section_flatness() -> list[str]:
     probe = load("tau_probe_pointnet.json")
     if probe:
         lines += ["", "A first probe of τ on validation (offline KD from the zoo PointNet "
-                  "records, student_s, 15 epochs, seed 0, one run each, side by side on the "
-                  "same code; the run-to-run noise floor above is ~0.6 points):", "",
+                  "records, student_s, 15 epochs, seed 0, one run each, one after the other on "
+                  "the same code; the run-to-run noise floor above is ~0.6 points):", "",
                   "| τ | best val OA | test OA | command |", "|---:|---:|---:|---|"]
         lines += [f"| {r['tau']:g} | {pct(r['val_oa'])} | {pct(r['test_oa'])} | "
                   f"`{r['command']}` |" for r in probe["runs"]]
