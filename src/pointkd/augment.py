@@ -63,6 +63,12 @@ class AugmentSpec:
             if not ok:
                 raise ConfigError(f"bad augmentation spec: need {rule}")
 
+    def check_points(self, num_points: int) -> None:
+        """A subsample needs that many points in every cloud (training and recording)."""
+        if self.subsample > num_points:
+            raise ConfigError(f"augment.subsample = {self.subsample} but the clouds have only "
+                              f"{num_points} points")
+
     def to_dict(self) -> dict:
         return {"version": self.VERSION, **asdict(self)}
 

@@ -227,12 +227,6 @@ def check_resume(state: dict, cfg: RunConfig, num_classes: int, path: Path) -> N
         raise ConfigError(f"--resume: {path} lacks {', '.join(missing)} (not a last.pt)")
 
 
-def check_subsample(spec: augment.AugmentSpec, num_points: int) -> None:
-    if spec.subsample > num_points:
-        raise ConfigError(f"augment.subsample = {spec.subsample} but the clouds have only "
-                          f"{num_points} points")
-
-
 def _training_data(cfg: RunConfig) -> tuple[PointCloudSet, object | None]:
     """The train split and, for offline KD, the record set checked against it."""
     if cfg.distill.records and not cfg.distill.online:
@@ -287,7 +281,7 @@ def run_training(cfg: RunConfig, resume: bool = False, overwrite: bool = False) 
     else:
         spec = augment.AugmentSpec.from_config(cfg.augment)
         source = AugmentedShapes(train_idx, spec, cfg.train.seed, len(data), dist)
-    check_subsample(source.spec, data.points.shape[1])
+    source.spec.check_points(data.points.shape[1])
     distilling = records is not None or cfg.distill.online
     teacher = _load_teacher(cfg, data, device) if cfg.distill.online else None
     if dist.main:

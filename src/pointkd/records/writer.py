@@ -119,9 +119,7 @@ def record(teachers: list[str], data: str, out: str, k: int = 10, seed: int = 0,
     if any(t.normalization == "none" for t in models):  # teachers fed the data's own units
         raw = load_split(data, "train", num_points=models[0].num_points, normalize=False)
         attach_frames(models, raw.points)
-    if spec.subsample > ds.points.shape[1]:
-        raise RecordError(f"augment.subsample = {spec.subsample} but the clouds have only "
-                          f"{ds.points.shape[1]} points")
+    spec.check_points(ds.points.shape[1])
     encoding = "topk" if topk else logits
     stored = len(teachers) if combine == "each" else 1
     dtype = row_dtype(ds.num_classes, encoding, topk, stored)
