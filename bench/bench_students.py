@@ -9,9 +9,12 @@ skips those, resumes runs that have a last.pt, and can be stopped and restarted 
 Example (the committed results):
   python bench/bench_students.py --records runs/mn40/rec_pointnet_k10 \
       --modes plain kd nwsd-0.1 nwsd-0.3 --seeds 0 1 2 --workers 2
-Modes: plain | kd | nwsd-<|β|> | kd-k<N> (distill.use_k=N); any KD mode may end in @<tag> to
-distill from the record set --extra-records tag=DIR instead (other logits encodings, another
-teacher). Runs whose record set is still being written wait for its manifest to be complete.
+Modes: plain | online | kd | nwsd-<|β|>, then optional options -k<N> (distill.use_k=N) and
+-t<τ> (distill.tau), e.g. `kd-t1`, `nwsd-0.3-t2`, `kd-k3`. `online` is classic online KD from
+--teacher (teacher in memory, β = 0). Any offline mode may end in @<tag> to distill from the
+record set --extra-records tag=DIR instead (other logits encodings, another teacher). Runs
+whose record set is still being written wait for its manifest to be complete. --set KEY=VALUE
+overrides go to every run (e.g. distill.tau=1 for a whole protocol).
 """
 
 from __future__ import annotations
@@ -28,15 +31,19 @@ from pathlib import Path
 from machine import cpu_name
 
 REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "bench" / "results" / "students"
 
 
 def records_of(mode: str, args: argparse.Namespace) -> str | None:
     """The record set a mode distills from (None for plain training)."""
-    if mode == "plain":
+    if kind(mode) in ("plain", "online"):
         return None
     _, tag = split_mode(mode)
     return dict(t.split("=", 1) for t in args.extra_records)[tag] if tag else args.records
+
+
+def kind(mode: str) -> str:
+    """'nwsd-0.3-t1@ens3' -> 'nwsd'."""
+    return mode.partition("@")[0].split("-")[0]
 
 
 def split_mode(mode: str) -> tuple[str, str]:
@@ -54,29 +61,45 @@ def records_ready(mode: str, args: argparse.Namespace) -> bool:
     return manifest.is_file() and json.loads(manifest.read_text()).get("complete", False)
 
 
+def mode_overrides(base: str) -> list[str]:
+    """`nwsd-0.3-k3-t1` -> distill overrides: β = -0.3, use_k = 3, τ = 1."""
+    kind, *opts = base.split("-")
+    if kind == "nwsd" and opts:
+        beta = -float(opts.pop(0))
+        extra = [f"distill.beta={beta}"]
+    elif kind in ("kd", "online"):
+        extra = ["distill.beta=0"]
+    else:
+        raise SystemExit(f"unknown mode {base}")
+    for opt in opts:
+        if opt.startswith("k") and opt[1:].isdigit():
+            extra.append(f"distill.use_k={int(opt[1:])}")
+        elif opt.startswith("t"):
+            extra.append(f"distill.tau={float(opt[1:])}")
+        else:
+            raise SystemExit(f"unknown option -{opt} in mode {base}")
+    return extra
+
+
 def command(mode: str, seed: int, args: argparse.Namespace, out: Path) -> list[str]:
     """The pointkd command line of one run (without --resume/--overwrite)."""
     common = ["--config", args.config, "--data", args.data, "--out", str(out),
               "--seed", str(seed), "--epochs", str(args.epochs), "train.threads=1",
-              "train.progress=false", f"model.name={args.student}"]
-    if mode == "plain":
+              "train.progress=false", f"model.name={args.student}", *args.set]
+    if kind(mode) == "plain":
         return ["train", *common]
     base, _ = split_mode(mode)
-    if base.startswith("nwsd-"):
-        beta = -float(base.removeprefix("nwsd-"))
-        extra = [f"distill.beta={beta}", f"distill.nwsd_warmup_epochs={args.nwsd_warmup}"]
-    elif base.startswith("kd-k"):
-        extra = ["distill.beta=0", f"distill.use_k={int(base.removeprefix('kd-k'))}"]
-    elif base == "kd":
-        extra = ["distill.beta=0"]
-    else:
-        raise SystemExit(f"unknown mode {mode}")
+    extra = mode_overrides(base)
+    if kind(mode) == "nwsd":
+        extra.append(f"distill.nwsd_warmup_epochs={args.nwsd_warmup}")
+    if kind(mode) == "online":
+        return ["distill", "--online", "--teacher", args.teacher, *common, *extra]
     return ["distill", "--records", str(records_of(mode, args)), *common, *extra]
 
 
 def run_one(mode: str, seed: int, args: argparse.Namespace) -> subprocess.Popen | None:
     name = f"{mode}-s{seed}"
-    if (RESULTS / f"{name}.json").is_file():
+    if (Path(args.results) / f"{name}.json").is_file():
         return None
     out = Path(args.runs) / name
     if (out / "results.json").is_file():
@@ -102,22 +125,25 @@ def collect(mode: str, seed: int, args: argparse.Namespace, out: Path, wall: flo
     results = json.loads((out / "results.json").read_text())
     results.pop("test_per_class", None)
     cmd = "pointkd " + " ".join(command(mode, seed, args, out))
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    results_dir = Path(args.results)
+    results_dir.mkdir(parents=True, exist_ok=True)
     record = {**results, "run": f"{mode}-s{seed}", "mode": mode, "loop": results["mode"],
               "seed": seed, "command": cmd,
               "machine": f"{cpu_name()}, 1 torch thread per run, {args.workers} runs side by "
                          "side on 2 cores",
-              "records": records_of(mode, args)}
+              "records": records_of(mode, args),
+              "teacher": args.teacher if kind(mode) == "online" else None}
     if wall:
         record["wall_seconds_last_session"] = wall
-    (RESULTS / f"{mode}-s{seed}.json").write_text(json.dumps(record, indent=1))
+    (results_dir / f"{mode}-s{seed}.json").write_text(json.dumps(record, indent=1))
     print(f"done {mode}-s{seed}: test OA {100 * results['test_oa']:.2f}%", flush=True)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--records", required=True, help="record set for the KD runs")
+    ap.add_argument("--records", help="record set for the offline KD runs")
+    ap.add_argument("--teacher", help="teacher checkpoint for the `online` mode")
     ap.add_argument("--extra-records", nargs="*", default=[], metavar="TAG=DIR")
     ap.add_argument("--data", default="../shared/data/modelnet40_1024")
     ap.add_argument("--config", default="configs/modelnet40_distill_cpu.yaml")
@@ -128,8 +154,20 @@ def main() -> None:
     ap.add_argument("--nwsd-warmup", type=int, default=5)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--runs", default="runs/mn40/students")
+    ap.add_argument("--results", default=str(REPO / "bench" / "results" / "students"),
+                    help="where each finished run's JSON goes")
+    ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="config overrides for every run")
     args = ap.parse_args()
     tags = {t.split("=", 1)[0] for t in args.extra_records if "=" in t}
+    for mode in args.modes:
+        if mode != "plain":
+            mode_overrides(split_mode(mode)[0])  # fail now on a typo, not hours later
+    if any(kind(m) == "online" for m in args.modes) and not args.teacher:
+        raise SystemExit("the online mode needs --teacher")
+    if any(kind(m) in ("kd", "nwsd") and not split_mode(m)[1] for m in args.modes) \
+            and not args.records:
+        raise SystemExit("offline KD modes need --records")
     unknown = {split_mode(m)[1] for m in args.modes} - tags - {""}
     if unknown:
         raise SystemExit(f"modes name record sets not given by --extra-records: {sorted(unknown)}")
