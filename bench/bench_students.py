@@ -20,6 +20,7 @@ overrides go to every run (e.g. distill.tau=1 for a whole protocol).
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import shutil
@@ -124,6 +125,10 @@ def run_one(mode: str, seed: int, args: argparse.Namespace) -> subprocess.Popen 
 def collect(mode: str, seed: int, args: argparse.Namespace, out: Path, wall: float) -> None:
     results = json.loads((out / "results.json").read_text())
     results.pop("test_per_class", None)
+    with (out / "metrics.csv").open() as f:  # the curve shows whether the schedule was long enough
+        rows = list(csv.DictReader(f))
+    results["val_oa_curve"] = [round(float(r["val_oa"]), 5) for r in rows]
+    results["epoch_seconds_mean"] = sum(float(r["epoch_seconds"]) for r in rows) / len(rows)
     cmd = "pointkd " + " ".join(command(mode, seed, args, out))
     results_dir = Path(args.results)
     results_dir.mkdir(parents=True, exist_ok=True)
