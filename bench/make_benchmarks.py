@@ -175,6 +175,36 @@ def section_flatness() -> list[str]:
     return lines + [""]
 
 
+def section_probe(name: str, title: str, key: str, reading: str) -> list[str]:
+    """A one-seed probe of one distillation setting on validation (bench_students runs)."""
+    runs = [json.loads(p.read_text()) for p in sorted((RESULTS / name).glob("*.json"))]
+    if not runs:
+        return []
+    runs.sort(key=lambda r: r[key])
+    lines = [f"### {title}", "", reading, "",
+             f"| {key} | best val OA | test OA | best epoch | command |",
+             "|---:|---:|---:|---:|---|"]
+    lines += [f"| {r[key]:g} | {pct(r['val_oa'])} | {pct(r['test_oa'])} | {r['best_epoch']} | "
+              f"`{r['command']}` |" for r in runs]
+    return lines + ["", f"Machine: {runs[0]['machine']}.", ""]
+
+
+def section_tau_probe_l() -> list[str]:
+    return section_probe(
+        "tau_probe_student_l", "τ on validation, strong teacher (issue #13)", "tau",
+        "Offline KD (β = 0) into student_s, 15 epochs, seed 0, one run per τ, from a K = 4 int8 "
+        "record set of the student_l teacher *in progress* (its best checkpoint after 77 of 150 "
+        "epochs, 94.3% validation OA; the final teacher's records came later). τ is chosen on "
+        "validation OA only.")
+
+
+def section_beta_probe_l() -> list[str]:
+    return section_probe(
+        "beta_probe_student_l", "β on validation, strong teacher (issue #13)", "beta",
+        "Offline KD + NWSD into student_s at the chosen τ, 15 epochs, seed 0, same record set "
+        "as the τ probe; β = 0 is the τ probe's run. β is chosen on validation OA only.")
+
+
 MODE_LABELS = {"plain": "(a) no KD", "kd": "(b) offline KD",
                "online": "(d) online KD"}  # nwsd-*, kd-k*, *@tag are labelled below
 # record sets other than the default (PointNet teacher, int8, K = 10), by bench_students tag
@@ -799,6 +829,7 @@ def main() -> None:
              "`bench/results/`; every number names the command that produced it. Timings "
              "compared with each other were measured side by side in one run.", ""]
     for section in (section_demo, section_teacher, section_teacher_wip, section_flatness,
+                    section_tau_probe_l, section_beta_probe_l,
                     section_students,
                     section_teachers, section_records,
                     section_encodings, section_distill,
