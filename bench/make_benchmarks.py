@@ -90,23 +90,47 @@ def section_teacher() -> list[str]:
 
 
 WIP_TEACHER = RESULTS.parents[1] / "zoo" / "wip" / "student_l_e150"
+STRONG_TEACHER = "teacher_student_l_modelnet40_cpu.json"  # the final teacher of issue #13
 
 
 def section_teacher_wip() -> list[str]:
-    """The strong CPU teacher of issue #13 while it trains across sessions (zoo/wip)."""
+    """The strong CPU teacher of issue #13: final (bench/results) or in progress (zoo/wip)."""
     import csv
 
-    path = WIP_TEACHER / "metrics.csv"
+    final = load(STRONG_TEACHER)
+    path = RESULTS / "teacher_student_l_metrics.csv" if final else WIP_TEACHER / "metrics.csv"
     if not path.is_file():
         return []
     rows = list(csv.DictReader(path.open()))
     best = max(rows, key=lambda r: float(r["val_oa"]))
-    lines = ["### The strong CPU teacher, in progress (issue #13)", "",
-             f"`student_l` (0.97M params), `configs/modelnet40_cpu.yaml` with 150 epochs "
-             f"(label smoothing 0.2), one thread, resumed across sessions from `zoo/wip/` (its "
-             f"README has the command). After epoch {rows[-1]['epoch']} of 150: best validation "
-             f"OA {100 * float(best['val_oa']):.2f}% (epoch {best['epoch']}); test not looked "
-             "at until the run ends. Validation curve (985 shapes, so 1 shape = 0.1 point):", ""]
+    if final:
+        lines = ["### The strong CPU teacher (issue #13)", "",
+                 f"`{final['model']}` ({final['params'] / 1e6:.3f}M params, "
+                 f"{final['flops'] / 1e9:.2f} GFLOPs/cloud), `configs/modelnet40_cpu.yaml` with "
+                 f"{final['epochs']} epochs (label smoothing 0.2), one thread, trained across "
+                 f"{final['sessions']} sessions from a resumable checkpoint; "
+                 f"{final['train_seconds_total'] / 3600:.1f} h of one core. Command: "
+                 f"`{final['command']}` · machine: {final['machine']}", "",
+                 "| checkpoint | best epoch (val) | val OA | test OA | test mAcc |",
+                 "|---|---:|---:|---:|---:|"]
+        for row in final["evaluations"]:
+            lines.append(f"| {row['checkpoint']} | {final['best_epoch']} | "
+                         f"{pct(final['val_oa'])} | {pct(row['test_oa'])} | "
+                         f"{pct(row['test_macc'])} |")
+        lines += ["", "Single view, no voting; the checkpoint is the best validation epoch "
+                  "(985 shapes, 10% of train); test was looked at once, after training. "
+                  + " ".join(f"`{row['command']}`." for row in final["evaluations"]), ""]
+        if final.get("note"):
+            lines += [final["note"], ""]
+        lines += ["Validation curve:", ""]
+    else:
+        lines = ["### The strong CPU teacher, in progress (issue #13)", "",
+                 f"`student_l` (0.97M params), `configs/modelnet40_cpu.yaml` with 150 epochs "
+                 f"(label smoothing 0.2), one thread, resumed across sessions from `zoo/wip/` "
+                 f"(its README has the command). After epoch {rows[-1]['epoch']} of 150: best "
+                 f"validation OA {100 * float(best['val_oa']):.2f}% (epoch {best['epoch']}); "
+                 "test not looked at until the run ends. Validation curve (985 shapes, so 1 "
+                 "shape = 0.1 point):", ""]
     plot = _plot_curve(rows, RESULTS / "teacher_wip_curve.png")
     if plot:
         lines += [f"![teacher validation curve](bench/results/{plot})", ""]
