@@ -249,10 +249,10 @@ def mode_label(mode: str) -> str:
     return f"{label}, {TAG_LABELS.get(tag, tag + ' records')}" if tag else label
 
 
-def student_groups() -> dict[str, list[dict]]:
-    """bench/results/students/*.json grouped by mode, seeds sorted."""
+def student_groups(folder: str = "students") -> dict[str, list[dict]]:
+    """bench/results/<folder>/*.json grouped by mode, seeds sorted."""
     groups: dict[str, list[dict]] = {}
-    for path in sorted((RESULTS / "students").glob("*.json")):
+    for path in sorted((RESULTS / folder).glob("*.json")):
         r = json.loads(path.read_text())
         groups.setdefault(r["mode"], []).append(r)
     return {m: sorted(rs, key=lambda r: r["seed"]) for m, rs in groups.items()}
@@ -329,6 +329,84 @@ def section_students() -> list[str]:
     if plot:
         lines += ["", f"![test OA vs parameters]({plot})"]
     return lines + [""]
+
+
+STRONG_STUDENTS = "students_strong"  # issue #13's long protocol (bench_students --results)
+STRONG_GOAL = (92.0, 1.5)  # best mean test OA (%) and its gain over no KD (points)
+
+
+def section_students_strong() -> list[str]:
+    """Issue #13: <= 0.3M students from the strong teacher's records, long schedule."""
+    groups = student_groups(STRONG_STUDENTS)
+    if not groups:
+        return []
+    # τ and the record set from a KD run (a plain run's config carries the default τ)
+    first = next((rs[0] for m, rs in groups.items() if m != "plain"),
+                 next(iter(groups.values()))[0])
+    lines = ["## ModelNet40 students from the strong teacher, long schedule (issue #13)", "",
+             f"Student {first['model']} ({first['params'] / 1e6:.3f}M params), "
+             f"{first['epochs']} epochs, one schedule for every mode; τ = {first['tau']:g}; "
+             f"records `{first.get('records')}`; best epoch on validation, test reported, mean "
+             f"± sample std over seeds. Machine: {first['machine']}.", "",
+             "| run | seeds | test OA % | test mAcc % | val OA % | s/epoch | min/run |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    order = sorted(groups, key=lambda m: (mode_label(m), m))
+    for mode in order:
+        rs = groups[mode]
+        sec = [r["epoch_seconds_mean"] for r in rs if "epoch_seconds_mean" in r]
+        lines.append(f"| {mode_label(mode)} | {', '.join(str(r['seed']) for r in rs)} | "
+                     f"{mean_std([r['test_oa'] for r in rs])} | "
+                     f"{mean_std([r['test_macc'] for r in rs])} | "
+                     f"{mean_std([r['val_oa'] for r in rs])} | "
+                     f"{f'{sum(sec) / len(sec):.0f}' if sec else '–'} | "
+                     f"{sum(r['train_seconds_total'] for r in rs) / len(rs) / 60:.0f} |")
+    lines += paired_lines(groups)
+    means = group_means(groups)
+    if "plain" in means and len(means) > 1:
+        best = max((m for m in means if m != "plain"), key=means.get)
+        gain = means[best] - means["plain"]
+        met = means[best] >= STRONG_GOAL[0] and gain >= STRONG_GOAL[1]
+        lines += ["", f"**Goal {'met' if met else 'not met'}:** best mean {means[best]:.2f}% "
+                  f"({mode_label(best)}, {len(groups[best])} seed(s)), {gain:+.2f} points over "
+                  f"no KD (goal: ≥ {STRONG_GOAL[0]}% and ≥ +{STRONG_GOAL[1]})."]
+    plot = _plot_student_curves(groups, RESULTS / "students_strong_curves.png")
+    if plot:
+        lines += ["", "Validation OA per epoch, mean over the seeds run (the schedule is long "
+                  "enough when the no-KD curve has flattened before the end):", "",
+                  f"![student validation curves](bench/results/{plot})"]
+    lines += ["", "Commands (first seed of each mode):", ""]
+    lines += [f"- {mode_label(m)}: `{groups[m][0]['command']}`" for m in order]
+    return lines + [""]
+
+
+def _plot_student_curves(groups: dict[str, list[dict]], out: Path) -> str | None:
+    try:
+        import matplotlib
+    except ImportError:
+        return None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 3.5))
+    for mode, rs in sorted(groups.items(), key=lambda kv: mode_label(kv[0])):
+        curves = [r["val_oa_curve"] for r in rs if r.get("val_oa_curve")]
+        if not curves:
+            continue
+        n = min(len(c) for c in curves)
+        mean = [100 * sum(c[i] for c in curves) / len(curves) for i in range(n)]
+        ax.plot(range(1, n + 1), mean, label=f"{mode_label(mode)} ({len(curves)} seeds)")
+    if not ax.lines:
+        plt.close(fig)
+        return None
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation OA (%)")
+    ax.set_ylim(80, 95)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out.name
 
 
 def goal_lines(groups: dict[str, list[dict]]) -> list[str]:
@@ -853,7 +931,7 @@ def main() -> None:
              "`bench/results/`; every number names the command that produced it. Timings "
              "compared with each other were measured side by side in one run.", ""]
     for section in (section_demo, section_teacher, section_teacher_wip, section_flatness,
-                    section_tau_probe_l, section_beta_probe_l,
+                    section_tau_probe_l, section_beta_probe_l, section_students_strong,
                     section_students,
                     section_teachers, section_records,
                     section_encodings, section_distill,
