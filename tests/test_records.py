@@ -3,6 +3,7 @@ verify (one case each, through the CLI), no silent overwrite, resume safety."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import multiprocessing
 import pickle
@@ -88,6 +89,35 @@ def setup(tmp_path_factory, ds):
 def expected_logits(ds, batch, spec, scale: float = 1.0) -> torch.Tensor:
     x = augment.apply(torch.from_numpy(ds.points)[batch.sample], batch.params, batch.seeds, spec)
     return Probe(ds.num_classes, scale)(x)
+
+
+# sha256 of the one shard each recording below writes. The probe teacher's logits are exact
+# functions of its input and `augment.apply` is device-exact, so these bytes are the format:
+# a change here breaks every record set already written (docs/records.md).
+GOLDEN_SHARDS = {
+    "int8": ([1.0], {}, "3f4abc353d7998fa100f0797c52eb8348387dad038e6aac2fa56704ec1796314"),
+    "fp16": ([1.0], {"logits": "fp16"},
+             "f7af999b94e99a8ebabe828130a0fa4b54833d5c4293787bb87c7ac116130bbe"),
+    "fp32": ([1.0], {"logits": "fp32"},
+             "51a0146746a1e3cb89d40c1b847fd10d291db9715177774442574a6e0cdb5e0c"),
+    "top4": ([1.0], {"topk": 4},
+             "60b9b372a69b85671205db5233d83b2b9f286707372746dc9b73696ab5a81d85"),
+    "each": ([1.0, 0.5], {"combine": "each", "logits": "fp16"},
+             "d463a21b822d269f2e4d336fd5fd285193d14a2ecde5a62d8f724ae46a1465a0"),
+    "mean": ([1.0, 0.5], {"seed": 7, "k": 2, "batch_size": 5},
+             "5aa7d79abf2f1b828472bc153b5264b7a9c66dd0557902273040d078f7bcde17"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(GOLDEN_SHARDS))
+def test_recorded_shards_are_byte_identical_to_the_golden_hashes(tmp_path, ds, name):
+    scales, kw, digest = GOLDEN_SHARDS[name]
+    teachers = [make_teacher(tmp_path / f"t{i}.pt", ds, s) for i, s in enumerate(scales)]
+    out = rec(tmp_path / "rec", teachers, **kw)
+    assert sorted(p.name for p in out.glob("shard-*")) == ["shard-00000.bin"]
+    assert hashlib.sha256((out / "shard-00000.bin").read_bytes()).hexdigest() == digest
+    m = read_manifest(out)
+    assert m["complete"] and m["shards"][0]["sha256"] == digest
 
 
 def test_row_layout_and_bytes_per_row_at_40_classes():
