@@ -12,6 +12,7 @@ from conftest import best_checkpoint_test_oa
 
 import pointkd.checkpoint
 import pointkd.engine
+import pointkd.records.replay
 from pointkd.config import load_config
 from pointkd.engine import run_training
 from pointkd.errors import ConfigError, RecordError
@@ -128,7 +129,7 @@ def test_nwsd_changes_training_after_its_warm_up(tmp_path, teacher_and_records,
 def _spy_on_record_reads(monkeypatch) -> list[list[int]]:
     """Per training epoch, the record rows the engine read through `RecordSet.rows`."""
     epochs: list[list[int]] = []
-    real_batches, real_rows = pointkd.engine.RecordedShapes.batches, RecordSet.rows
+    real_batches, real_rows = pointkd.records.replay.RecordReplay.batches, RecordSet.rows
 
     def batches(self, epoch, batch_size):
         epochs.append([])
@@ -138,7 +139,7 @@ def _spy_on_record_reads(monkeypatch) -> list[list[int]]:
         epochs[-1].extend(int(i) for i in idx)
         return real_rows(self, idx)
 
-    monkeypatch.setattr(pointkd.engine.RecordedShapes, "batches", batches)
+    monkeypatch.setattr(pointkd.records.replay.RecordReplay, "batches", batches)
     monkeypatch.setattr(RecordSet, "rows", rows)
     return epochs
 
@@ -188,7 +189,7 @@ def test_one_per_shape_visits_each_row_once_in_k_epochs(teacher_and_records):
     records = open_records(rec)
     data = load_split(DATA, "train", num_points=records.manifest["data"]["num_points"])
     train_idx, _ = stratified_split(data.labels, 0.1, 0)
-    source = pointkd.engine.RecordedShapes(records, train_idx, 0, "one_per_shape")
+    source = pointkd.records.replay.RecordReplay(records, train_idx, 0, "one_per_shape")
     rows = [int(r) for e in range(records.k) for b in source.batches(e, 50) for r in b.rows]
     expected = sorted(int(r) for k in range(records.k)
                       for r in records.row_index(train_idx, [k] * len(train_idx)))
@@ -203,7 +204,7 @@ def test_use_k_restricts_to_the_rows_of_a_smaller_recording(tmp_path, teacher_an
     records = open_records(rec)
     data = load_split(DATA, "train", num_points=records.manifest["data"]["num_points"])
     train_idx, _ = stratified_split(data.labels, 0.1, 0)
-    source = pointkd.engine.RecordedShapes(records, train_idx, 0, "all", use_k=2)
+    source = pointkd.records.replay.RecordReplay(records, train_idx, 0, "all", use_k=2)
     rows = np.concatenate([b.rows.numpy() for b in source.batches(0, 50)])
     assert sorted(rows) == sorted(records.row_index(np.tile(train_idx, 2),
                                                     np.repeat([0, 1], len(train_idx))))
@@ -215,7 +216,7 @@ def test_use_k_restricts_to_the_rows_of_a_smaller_recording(tmp_path, teacher_an
     k2 = open_records(small)
     assert np.array_equal(k2.raw_rows(np.arange(len(k2))), records.raw_rows(np.arange(len(k2))))
     with pytest.raises(ConfigError, match="use_k"):
-        pointkd.engine.RecordedShapes(records, train_idx, 0, "all", use_k=records.k + 1)
+        pointkd.records.replay.RecordReplay(records, train_idx, 0, "all", use_k=records.k + 1)
 
 
 def test_online_kd_runs_the_teacher_on_every_training_batch(tmp_path, teacher_and_records,

@@ -172,8 +172,8 @@ def test_non_finite_teacher_logits_are_refused():
 
 def test_one_float16_limit_for_records_and_the_self_table(tmp_path):
     # Records refuse logits beyond HALF_SAFE; the NWSD self table clamps to it: both finite.
-    from pointkd.engine import SelfTable
     from pointkd.records.format import HALF_SAFE
+    from pointkd.self_target import SelfTable
 
     assert HALF_SAFE < float(np.finfo(np.float16).max)
     rows = np.zeros(1, row_dtype(4, "fp16"))

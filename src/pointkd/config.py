@@ -15,10 +15,11 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import yaml
 
+from pointkd.augment import AugmentSpec
 from pointkd.errors import ConfigError
 
 MAX_POINTS = 1 << 20  # points per cloud; more is a typo (and would not fit in memory)
@@ -156,6 +157,13 @@ class DistillConfig:
         "alpha": Range(0.0), "tau": Range(0.0, low_open=True), "nwsd_warmup_epochs": Range(0),
         "self_target": Range(choices=("shape", "row", "ema")), "ema_decay": Range(0.0, 1.0),
         "rows_per_epoch": Range(choices=("one_per_shape", "all")), "use_k": Range(0)}
+
+    @property
+    def mode(self) -> Literal["plain", "online", "offline"]:
+        """Where the target comes from: records (offline), a teacher in memory, or nowhere."""
+        if self.online:
+            return "online"
+        return "offline" if self.records else "plain"
 
 
 @dataclass
@@ -305,6 +313,14 @@ def _check_limits(section: Any, prefix: str) -> None:
         problem = rule.problem(value) if not isinstance(value, bool | dict) else None
         if problem:
             raise ConfigError(f"config key '{prefix}{f.name}' {problem}, got {value!r}")
+
+
+def augment_spec(path: str | Path | None) -> AugmentSpec:
+    """The augmentation spec of a YAML config's `augment` section (defaults without one):
+    what `pointkd record --config` records with and `records verify --config` checks."""
+    if not path:
+        return AugmentSpec()
+    return AugmentSpec.from_config(load_config(path).augment)
 
 
 def to_dict(cfg: RunConfig) -> dict:

@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 from pointkd import rundir
-from pointkd.checkpoint import load_model, resolve_device
+from pointkd.checkpoint import load_model
+from pointkd.device import autocast, resolve_device
 from pointkd.errors import DataError, ModelError
 
 
@@ -35,7 +36,7 @@ def predict_logits(
     starts = range(0, len(pts), batch_size)
     for start in track(starts, len(starts), progress, unit="batch", enabled=bool(progress)):
         batch = pts[start : start + batch_size].to(device, non_blocking=True)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        with autocast(device):
             out.append(model(batch).float().cpu())
     return torch.cat(out) if out else torch.empty(0)
 

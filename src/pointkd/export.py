@@ -26,9 +26,10 @@ import numpy as np
 import torch
 
 from pointkd import __version__
-from pointkd.checkpoint import load_model, resolve_device
+from pointkd.checkpoint import load_model
 from pointkd.data import normalize_unit_sphere, read_cloud
 from pointkd.data.readers import MIN_POINTS, POINT_SUFFIXES
+from pointkd.device import resolve_device
 from pointkd.errors import DataError, ModelError, PointKDError
 from pointkd.evaluate import predict_logits, require_finite
 from pointkd.progress import track

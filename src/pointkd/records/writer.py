@@ -14,18 +14,18 @@ row order, are the very bytes a single process writes.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from pointkd import __version__, augment, distributed, rundir
-from pointkd.checkpoint import file_sha256, resolve_device
+from pointkd import __version__, distributed, rundir
+from pointkd.checkpoint import file_sha256
+from pointkd.config import augment_spec
+from pointkd.device import resolve_device
 from pointkd.errors import RecordError
 from pointkd.progress import Progress
 from pointkd.records.format import (
@@ -43,7 +43,8 @@ from pointkd.records.manifest import (
     shard_name,
     write_json_atomic,
 )
-from pointkd.teacher import attach_frames, load_teachers, match_classes
+from pointkd.teacher import load_teachers
+from pointkd.teacher_inference import deterministic, fit_to_data, logits_over_rows
 
 
 class ShardWriter:
@@ -110,15 +111,12 @@ def record(teachers: list[str], data: str, out: str, k: int = 10, seed: int = 0,
         raise RecordError(f"--logits must be one of fp32, fp16, int8, not '{logits}'")
     if resume and overwrite:
         raise RecordError("choose either --resume or --overwrite")
-    spec = spec_from_config(augment_config)
+    spec = augment_spec(augment_config)
     dist = distributed.init(device)
     dev = dist.device(resolve_device(device))
     models = load_teachers(teachers, dev, weights, class_names, teacher_normalization)
     ds = load_split(data, "train", num_points=models[0].num_points)
-    match_classes(models, ds.class_names, data, error=RecordError)
-    if any(t.normalization == "none" for t in models):  # teachers fed the data's own units
-        raw = load_split(data, "train", num_points=models[0].num_points, normalize=False)
-        attach_frames(models, raw.points)
+    fit_to_data(models, ds, data, models[0].num_points, error=RecordError)
     spec.check_points(ds.points.shape[1])
     encoding = "topk" if topk else logits
     stored = len(teachers) if combine == "each" else 1
@@ -158,9 +156,13 @@ def record(teachers: list[str], data: str, out: str, k: int = 10, seed: int = 0,
         bar = Progress(n, "record" if not dist.active else f"record (rank 0 of {dist.world})",
                        unit="row", initial=writer.done, enabled=progress and dist.main)
         points = torch.from_numpy(ds.points).to(dev)  # the whole split: ~120 MB (ModelNet40)
-        with torch.inference_mode(), _deterministic(dev):
-            for rows, z in _teacher_batches(models, points, spec, seed, range(lo, lo + n),
-                                            writer.done, batch_size, combine, dev, dtype):
+        todo = range(lo + writer.done, lo + n)  # whole batches of the grid are in place
+        with torch.inference_mode(), deterministic(dev):
+            for params16, seeds, z in logits_over_rows(models, points, spec, seed, todo,
+                                                       batch_size, combine, dev):
+                rows = np.zeros(len(seeds), dtype)
+                rows["params"] = params16.numpy()
+                rows["seed"] = seeds.numpy().view(np.uint64)
                 encode_logits(rows, z, encoding, topk)
                 writer.write(rows)
                 bar.update(len(rows))
@@ -194,55 +196,6 @@ def plan_shards(total: int, batch_size: int, world: int) -> list[dict]:
 _TEST_DELAY = float(os.environ.get("POINTKD_RECORD_DELAY", "0") or 0)
 
 
-def _teacher_batches(models, points: torch.Tensor, spec: augment.AugmentSpec, seed: int,
-                     shard_rows: range, done: int, batch_size: int, combine: str,
-                     dev: torch.device, dtype: np.dtype) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """(rows with params + seed filled in, float32 logits (n, T, C)) per grid batch of the
-    shard, starting after `done` rows. On CUDA the logits of batch i are copied back while
-    batch i + 1 runs (one batch in flight)."""
-    n, pending = len(points), None
-    for lo in range(shard_rows.start + done, shard_rows.stop, batch_size):
-        ids = torch.arange(lo, min(lo + batch_size, shard_rows.stop))
-        samples, ks = ids % n, ids // n
-        params, seeds = augment.keyed_params(augment.row_keys(seed, samples, ks), spec)
-        params16 = params.half()  # stored precision == applied precision: exact replay
-        x = augment.apply(points[samples.to(dev)], params16.float().to(dev), seeds.to(dev),
-                          spec)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=dev.type == "cuda"):
-            z = torch.stack([t(x, samples) for t in models], dim=1)
-        if combine == "mean":
-            z = z.mean(dim=1, keepdim=True)
-        event = None
-        if dev.type == "cuda":
-            z = z.to("cpu", non_blocking=True)
-            event = torch.cuda.Event()
-            event.record()
-        if pending is not None:
-            yield _finish(dtype, *pending)
-        pending = (params16, seeds, z, event)
-    if pending is not None:
-        yield _finish(dtype, *pending)
-
-
-def _finish(dtype: np.dtype, params16: torch.Tensor, seeds: torch.Tensor, z: torch.Tensor,
-            event) -> tuple[np.ndarray, np.ndarray]:
-    if event is not None:
-        event.synchronize()
-    rows = np.zeros(len(seeds), dtype)
-    rows["params"] = params16.numpy()
-    rows["seed"] = seeds.numpy().view(np.uint64)
-    return rows, z.numpy()
-
-
-def spec_from_config(path: str | None) -> augment.AugmentSpec:
-    """The augmentation spec of a YAML config's `augment` section (defaults without one)."""
-    if not path:
-        return augment.AugmentSpec()
-    from pointkd.config import load_config
-
-    return augment.AugmentSpec.from_config(load_config(path).augment)
-
-
 def _prepare_out(root: Path, manifest: dict, resume: bool, overwrite: bool,
                  inputs: tuple[str, ...] = ()) -> dict | None:
     """Lock the directory, then: never silently overwrite (--overwrite deletes only a record
@@ -259,20 +212,6 @@ def _prepare_out(root: Path, manifest: dict, resume: bool, overwrite: bool,
         raise RecordError(f"{root}: --resume with other settings than the recording there "
                           f"({', '.join(changed)})")
     return previous
-
-
-@contextlib.contextmanager
-def _deterministic(dev: torch.device):
-    """cuDNN's autotuner may pick other kernels after a restart; pin them while recording."""
-    if dev.type != "cuda":
-        yield
-        return
-    saved = torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark
-    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved
 
 
 def _now() -> str:
