@@ -298,3 +298,20 @@ def test_cli_train_eval_distill(tmp_path, cli, teacher_and_records):
     code, _, err = cli("distill", "--student", STUDENT, "--data", "synthetic", "--teacher",
                        "x.pt", "--out", tmp_path / "e")
     assert code == 2 and "--online" in err
+
+
+def test_training_and_evaluation_print_nothing_the_cli_prints(tmp_path, capsys):
+    """Stage functions return results; `on_epoch` and the CLI say them."""
+    from pointkd.evaluate import evaluate_checkpoint
+
+    rows = []
+    results = run_training(tiny_cfg(tmp_path / "run", f"model.name={STUDENT}",
+                                    "train.progress=true"), on_epoch=rows.append)
+    evaluation = evaluate_checkpoint(tmp_path / "run" / "best.pt", DATA, device="cpu",
+                                     latency=False, progress=False)
+    assert capsys.readouterr() == ("", "")
+    assert [r["epoch"] for r in rows] == [1, 2]
+    # finish_run's test OA is evaluate_checkpoint's on the same checkpoint
+    assert results["test_oa"] == evaluation.report["single_view"]["oa"]
+    assert results["flops"] == evaluation.report["flops"]
+    assert evaluation.text().startswith(f"model {STUDENT}  data ")

@@ -177,14 +177,18 @@ def _train_job(cfg: RunConfig, threads: int) -> dict:
 
     import torch
 
-    from pointkd.engine import run_training
+    from pointkd.engine import epoch_line, run_training
+
+    def say_epoch(row: dict) -> None:  # into the run's log, as `pointkd train` prints it
+        print(epoch_line(row, cfg.train.epochs), flush=True)
 
     torch.set_num_threads(threads)
     Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     with open(Path(cfg.out).with_suffix(".log"), "w") as log, \
             contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-        result = run_training(cfg, overwrite=True)
+        result = run_training(cfg, overwrite=True, on_epoch=say_epoch if cfg.train.progress
+                              else None)
     result["seconds"] = time.perf_counter() - t0
     return _slim(result)
 

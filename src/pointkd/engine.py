@@ -25,6 +25,7 @@ import csv
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,7 +42,12 @@ from pointkd.data import PointCloudSet, load_split, stratified_split
 from pointkd.device import autocast, resolve_device
 from pointkd.distributed import Dist
 from pointkd.errors import ConfigError, DataError
-from pointkd.evaluate import classification_metrics, count_flops, predict_logits
+from pointkd.evaluate import (
+    classification_metrics,
+    count_flops,
+    evaluate_checkpoint,
+    predict_logits,
+)
 from pointkd.losses import total_loss
 from pointkd.models import count_parameters, create_model
 from pointkd.progress import track
@@ -288,8 +294,10 @@ def build_trainer(cfg: RunConfig, data: PointCloudSet, source: TargetSource,
 
 
 @rundir.releases_locks
-def run_training(cfg: RunConfig, resume: bool = False, overwrite: bool = False) -> dict:
-    """Train `cfg.model` as configured; returns the final results dict (also results.json)."""
+def run_training(cfg: RunConfig, resume: bool = False, overwrite: bool = False,
+                 on_epoch: Callable[[dict], None] | None = None) -> dict:
+    """Train `cfg.model` as configured; returns the final results dict (also results.json).
+    `on_epoch(row)` is called with each epoch's metrics once they are saved (in rank 0)."""
     check_run(cfg)
     out = Path(cfg.out)
     dist = distributed.init(cfg.train.device)
@@ -310,6 +318,8 @@ def run_training(cfg: RunConfig, resume: bool = False, overwrite: bool = False) 
             row.update(val_oa=val["oa"], val_macc=val["macc"])
         history.append(row)
         best = _save_epoch(trainer, meta, out, epoch, row, best, history)
+        if on_epoch is not None and dist.main:
+            on_epoch(row)
     return dist.on_main(finish_run, cfg, out, data, device, best, history, start_epoch)
 
 
@@ -335,7 +345,7 @@ def _checkpoint_meta(cfg: RunConfig, data: PointCloudSet) -> dict:
 def _save_epoch(trainer: Trainer, meta: dict, out: Path, epoch: int, row: dict, best: dict,
                 history: list[dict]) -> dict:
     """best.pt when validation OA did not drop (no validation split: every epoch), last.pt,
-    the metrics files and the epoch line (rank 0); returns the best epoch so far."""
+    and the metrics files (rank 0); returns the best epoch so far."""
     score = row.get("val_oa", epoch)  # no validation split: keep the last epoch
     state = {**meta, "state_dict": trainer.model.state_dict(), "epoch": epoch, "metrics": row}
     improved = score >= best["val_oa"]
@@ -346,7 +356,6 @@ def _save_epoch(trainer: Trainer, meta: dict, out: Path, epoch: int, row: dict, 
             save_checkpoint(state, out / "best.pt")
         save_checkpoint({**state, **trainer.resume_state(best, history)}, out / "last.pt")
         write_history(history, out)
-        _log_epoch(row, trainer.cfg)
     trainer.dist.barrier()  # last.pt is complete before any process may stop or resume
     return best
 
@@ -370,34 +379,37 @@ def _validate(model: nn.Module, points: Tensor, data: PointCloudSet, val_idx: np
 
 def finish_run(cfg: RunConfig, out: Path, data: PointCloudSet, device: torch.device,
                best: dict, history: list[dict], start_epoch: int = 0) -> dict:
-    """Evaluate the best checkpoint on the test split (reporting only) and write results.
+    """Evaluate the best checkpoint on the test split (reporting only, `evaluate_checkpoint`)
+    and write results.json.
 
     Training time counts the epochs' training loops (`epoch_seconds`), in this session (the
     epochs from `start_epoch` on) and in all. Distillation settings are written only for a
     run that distilled."""
-    model, meta = load_model(out / "best.pt", device)
-    results = {"model": cfg.model.name, "params": count_parameters(model),
-               "flops": count_flops(model, meta["num_points"], device),
-               "best_epoch": best["epoch"],
+    try:
+        test = evaluate_checkpoint(out / "best.pt", cfg.data.path, "test", device=str(device),
+                                   batch_size=cfg.train.eval_batch_size, latency=False,
+                                   normalize=cfg.data.normalize, progress=False).report
+    except DataError as exc:  # no test split: the cost of the model all the same
+        model, meta = load_model(out / "best.pt", device)
+        cost = {"params": count_parameters(model),
+                "flops": count_flops(model, meta["num_points"], device)}
+        scores = {"test_note": f"no test split evaluated: {exc}"}
+    else:
+        cost = {"params": test["params"], "flops": test["flops"]}
+        m = test["single_view"]
+        scores = {"test_oa": m["oa"], "test_macc": m["macc"], "test_per_class": m["per_class"]}
+    mode = {"plain": "plain", "online": "online-kd", "offline": "offline-kd"}[cfg.distill.mode]
+    results = {"model": cfg.model.name, **cost, "best_epoch": best["epoch"],
                "val_oa": best["val_oa"] if "val_oa" in history[-1] else None,
                "epochs": len(history),
                "train_seconds_this_session": sum(h["epoch_seconds"]
                                                  for h in history[start_epoch:]),
                "train_seconds_total": sum(h["epoch_seconds"] for h in history),
                "seed": cfg.train.seed, "device": str(device), "data": cfg.data.path,
-               "mode": "offline-kd" if cfg.distill.records else
-                       "online-kd" if cfg.distill.online else "plain"}
-    if results["mode"] != "plain":
+               "mode": mode}
+    if mode != "plain":
         results.update(alpha=cfg.distill.alpha, beta=cfg.distill.beta, tau=cfg.distill.tau)
-    try:
-        test = load_split(cfg.data.path, "test", num_points=meta["num_points"],
-                          normalize=cfg.data.normalize)
-    except DataError as exc:
-        results["test_note"] = f"no test split evaluated: {exc}"
-    else:
-        logits = predict_logits(model, test.points, cfg.train.eval_batch_size, device)
-        m = classification_metrics(logits.argmax(1), test.labels, test.num_classes)
-        results.update(test_oa=m["oa"], test_macc=m["macc"], test_per_class=m["per_class"])
+    results.update(scores)
     (out / "results.json").write_text(json.dumps(results, indent=1))
     return results
 
@@ -451,11 +463,10 @@ def _progress(it, total: int, desc: str, cfg: RunConfig, dist: Dist = SINGLE):
     return track(it, total, desc, unit="batch", enabled=cfg.train.progress and dist.main)
 
 
-def _log_epoch(row: dict, cfg: RunConfig) -> None:
-    if not cfg.train.progress:
-        return
+def epoch_line(row: dict, epochs: int) -> str:
+    """The line the CLI prints after each epoch (with train.progress)."""
     val = (f" val OA {100 * row['val_oa']:.2f}% mAcc {100 * row['val_macc']:.2f}%"
            if "val_oa" in row else "")
-    print(f"epoch {row['epoch']:3d}/{cfg.train.epochs} loss {row['train_loss']:.4f} "
-          f"acc {100 * row['train_acc']:.2f}%{val} ({row['epoch_seconds']:.1f}s, "
-          f"{row['samples_per_s']:.0f} samples/s)", flush=True)
+    return (f"epoch {row['epoch']:3d}/{epochs} loss {row['train_loss']:.4f} "
+            f"acc {100 * row['train_acc']:.2f}%{val} ({row['epoch_seconds']:.1f}s, "
+            f"{row['samples_per_s']:.0f} samples/s)")

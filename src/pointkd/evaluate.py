@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -148,16 +149,30 @@ def save_confusion_png(confusion: np.ndarray, class_names: list[str], path: str 
     plt.close(fig)
 
 
+class Evaluation(NamedTuple):
+    """What `evaluate_checkpoint` found: the report (as `eval_<split>.json` holds it) and the
+    data's class names, which its text form names the weakest classes by."""
+
+    report: dict
+    class_names: list[str]
+
+    def text(self) -> str:
+        return format_report(self.report, self.class_names)
+
+
 @rundir.releases_locks
 def evaluate_checkpoint(
     checkpoint: str | Path | list[str], data: str, split: str = "test", out: str | None = None,
     device: str = "auto", votes: int = 0, batch_size: int = 32, latency: bool = True,
-) -> dict:
-    """`pointkd eval`: print and (optionally) save the full report for one checkpoint.
+    normalize: bool = True, progress: bool = True,
+) -> Evaluation:
+    """`pointkd eval`: the full report for one checkpoint, saved under `out` if given.
 
     Several checkpoints are evaluated as an ensemble whose logits are the members' mean — the
     same combination `pointkd record --teacher A --teacher B` stores — so a multi-teacher
-    record set's teacher can be measured before recording it.
+    record set's teacher can be measured before recording it. `normalize`: load `data` with
+    pointkd's unit-sphere normalisation (as the model was trained); `progress`: a live bar
+    per member on a terminal.
     """
     from pointkd.data import load_split
 
@@ -174,13 +189,14 @@ def evaluate_checkpoint(
                 f"but {paths[0]} {meta['num_classes']} from {meta.get('num_points')}: "
                 "ensemble members must agree"
             )
-    ds = load_split(data, split, num_points=meta.get("num_points"))
+    ds = load_split(data, split, num_points=meta.get("num_points"), normalize=normalize)
     if ds.num_classes != meta["num_classes"]:
         raise DataError(
             f"{data} has {ds.num_classes} classes but the checkpoint was trained on "
             f"{meta['num_classes']}"
         )
-    members = [predict_logits(model, ds.points, batch_size, dev, progress=f"eval {m['model']}")
+    members = [predict_logits(model, ds.points, batch_size, dev,
+                              progress=f"eval {m['model']}" if progress else "")
                for model, m in loaded]
     for path, z in zip(paths, members, strict=True):
         require_finite(z, f"checkpoint {path}", ds.shape_ids)
@@ -206,13 +222,12 @@ def evaluate_checkpoint(
     if latency:
         report["latency"] = [_sum_latency([measure_latency(model, ds.points.shape[1], b, dev)
                                            for model, _ in loaded]) for b in (1, 32)]
-    print(format_report(report, ds.class_names))
     if out is not None:
         out_dir = Path(out)
         (out_dir / f"eval_{split}.json").write_text(json.dumps(report, indent=1))
         save_confusion_png(np.array(report["single_view"]["confusion"]), ds.class_names,
                            out_dir / f"confusion_{split}.png")
-    return report
+    return Evaluation(report, list(ds.class_names))
 
 
 def _sum_latency(parts: list[dict]) -> dict:
