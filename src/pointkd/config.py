@@ -9,7 +9,6 @@ as `config.yaml` into the run directory. Unknown keys and values of the wrong ty
 from __future__ import annotations
 
 import dataclasses
-import math
 import re
 import types
 import typing
@@ -21,37 +20,7 @@ import yaml
 
 from pointkd.augment import AugmentSpec
 from pointkd.errors import ConfigError
-
-MAX_POINTS = 1 << 20  # points per cloud; more is a typo (and would not fit in memory)
-
-
-@dataclass(frozen=True)
-class Range:
-    """The allowed values of one config field: [low, high] (either end open or absent), a
-    set of `choices`, or a non-empty string (`text`). Floats must also be finite."""
-
-    low: float | None = None
-    high: float | None = None
-    low_open: bool = False
-    high_open: bool = False
-    choices: tuple = ()
-    text: bool = False
-
-    def problem(self, value: Any) -> str | None:
-        """Why `value` is not allowed, or None."""
-        if self.choices:
-            return None if value in self.choices else \
-                "must be one of " + ", ".join(map(str, self.choices))
-        if self.text:
-            return None if str(value).strip() else "must not be empty"
-        if isinstance(value, float) and not math.isfinite(value):
-            return "must be a finite number"
-        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
-            return f"must be {'>' if self.low_open else '>='} {self.low}"
-        if self.high is not None and (value >= self.high if self.high_open else
-                                      value > self.high):
-            return f"must be {'<' if self.high_open else '<='} {self.high}"
-        return None
+from pointkd.limits import MAX_POINTS, Range, check_problem, field_problem, field_values
 
 
 @dataclass
@@ -71,32 +40,13 @@ class ModelConfig:
     name: str = "pointnet"
     kwargs: dict = field(default_factory=dict)  # passed to create_model
     LIMITS: ClassVar[dict] = {"name": Range(text=True)}
-
-
-@dataclass
-class AugmentConfig:
-    """Mirrors `pointkd.augment.AugmentSpec`; see there for the meaning of each field."""
-
-    scale_low: float = 2.0 / 3.0
-    scale_high: float = 1.5
-    shift: float = 0.2
-    rotate: bool = False
-    up_axis: int = 2  # ModelNet40 (and the synthetic set) are z-up
-    jitter_sigma: float = 0.01
-    jitter_clip: float = 0.05
-    subsample: int = 0  # P' points after random subsampling (0 = keep all)
-    shuffle: bool = True
-    dropout: float = 0.0
-    LIMITS: ClassVar[dict] = {
-        "scale_low": Range(0.0, low_open=True), "scale_high": Range(0.0, low_open=True),
-        "shift": Range(0.0), "up_axis": Range(choices=(0, 1, 2)), "jitter_sigma": Range(0.0),
-        "jitter_clip": Range(0.0), "subsample": Range(0, MAX_POINTS),
-        "dropout": Range(0.0, 1.0, high_open=True)}
+    CHECKS: ClassVar[tuple] = ((lambda m: "num_classes" not in m.kwargs,
+                                "model.kwargs must not set num_classes (it comes from the data)"),)
 
 
 @dataclass
 class OptimConfig:
-    name: str = "adamw"  # adamw | sgd
+    name: Literal["adamw", "sgd"] = "adamw"
     lr: float = 1e-3
     weight_decay: float = 1e-2
     momentum: float = 0.9  # sgd only
@@ -104,12 +54,12 @@ class OptimConfig:
     min_lr: float = 1e-5
     # several processes (torchrun): the effective batch is world x train.batch_size; scale lr
     # by world ("linear"), sqrt(world) ("sqrt") or not at all ("none", the default)
-    lr_scaling: str = "none"
+    lr_scaling: Literal["none", "linear", "sqrt"] = "none"
     LIMITS: ClassVar[dict] = {
-        "name": Range(choices=("adamw", "sgd")), "lr": Range(0.0, low_open=True),
-        "weight_decay": Range(0.0), "momentum": Range(0.0, 1.0, high_open=True),
-        "warmup_epochs": Range(0), "min_lr": Range(0.0),
-        "lr_scaling": Range(choices=("none", "linear", "sqrt"))}
+        "lr": Range(0.0, low_open=True), "weight_decay": Range(0.0),
+        "momentum": Range(0.0, 1.0, high_open=True), "warmup_epochs": Range(0),
+        "min_lr": Range(0.0)}
+    CHECKS: ClassVar[tuple] = ((lambda o: o.min_lr <= o.lr, "optim.min_lr must be <= optim.lr"),)
 
 
 @dataclass
@@ -147,16 +97,23 @@ class DistillConfig:
     # where z_self comes from: "shape" = the student's logits at its previous visit of the same
     # shape (any record row of it), "row" = previous visit of the same record row,
     # "ema" = an EMA copy of the student run on the current batch
-    self_target: str = "shape"
+    self_target: Literal["shape", "row", "ema"] = "shape"
     ema_decay: float = 0.999
-    rows_per_epoch: str = "one_per_shape"  # one_per_shape | all
+    rows_per_epoch: Literal["one_per_shape", "all"] = "one_per_shape"
     # use only copies k < use_k of each shape (0 = all K): the very rows a recording with
     # K = use_k and the same seed holds, so one record set serves a K ablation
     use_k: int = 0
     LIMITS: ClassVar[dict] = {
         "alpha": Range(0.0), "tau": Range(0.0, low_open=True), "nwsd_warmup_epochs": Range(0),
-        "self_target": Range(choices=("shape", "row", "ema")), "ema_decay": Range(0.0, 1.0),
-        "rows_per_epoch": Range(choices=("one_per_shape", "all")), "use_k": Range(0)}
+        "ema_decay": Range(0.0, 1.0), "use_k": Range(0)}
+    CHECKS: ClassVar[tuple] = (
+        (lambda d: d.beta == 0 or d.alpha + d.beta > 0,
+         "NWSD needs distill.alpha + distill.beta > 0"),
+        (lambda d: not d.online or d.teacher, "online KD needs a teacher checkpoint (--teacher)"),
+        (lambda d: not (d.online and d.records),
+         "choose either --records (offline) or --online --teacher, not both"),
+        (lambda d: d.online or not d.teacher,
+         "--teacher is for online KD: add --online (offline KD uses --records)"))
 
     @property
     def mode(self) -> Literal["plain", "online", "offline"]:
@@ -171,15 +128,18 @@ class RunConfig:
     out: str = "runs/default"
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    augment: AugmentSpec = field(default_factory=AugmentSpec)  # declared in pointkd.augment
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
+    CHECKS: ClassVar[tuple] = ((lambda c: c.out.strip() != "", "out must not be empty"),)
 
 
 def _coerce(value: Any, typ: Any, key: str) -> Any:
     """Check/convert one value against its annotated type, naming `key` on failure."""
     origin = typing.get_origin(typ)
+    if origin is Literal:  # the type of its values here; which value, `validate` checks
+        return _coerce(value, type(typing.get_args(typ)[0]), key)
     if origin in (typing.Union, types.UnionType):
         for option in typing.get_args(typ):
             try:
@@ -214,21 +174,35 @@ def _coerce(value: Any, typ: Any, key: str) -> Any:
     raise ConfigError(f"config key '{key}': unsupported type {typ}")
 
 
-def _merge(obj: Any, values: dict, prefix: str = "") -> None:
-    """Merge a nested mapping into a dataclass instance in place, validating keys and types."""
+def _merge(obj: Any, values: dict, prefix: str = "", cls: type | None = None) -> None:
+    """Merge a nested mapping into a dataclass instance (or a draft of dataclass `cls`) in
+    place, validating keys and types. A frozen section (the augmentation spec) is replaced
+    by a checked copy."""
     if not isinstance(values, dict):
         raise ConfigError(f"config section '{prefix.rstrip('.') or '<root>'}' must be a mapping")
-    hints = typing.get_type_hints(type(obj))
-    names = {f.name for f in dataclasses.fields(obj)}
+    cls = cls or type(obj)
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
     for key, value in values.items():
         full = f"{prefix}{key}"
         if key not in names:
             raise ConfigError(f"unknown config key '{full}'")
         current = getattr(obj, key)
-        if dataclasses.is_dataclass(current):
+        if dataclasses.is_dataclass(current) and current.__dataclass_params__.frozen:
+            setattr(obj, key, _merged_copy(current, value, f"{full}."))
+        elif dataclasses.is_dataclass(current):
             _merge(current, value, f"{full}.")
         else:
             setattr(obj, key, _coerce(value, hints[key], full))
+
+
+def _merged_copy(section: Any, values: dict, prefix: str) -> Any:
+    """A frozen section with `values` merged in, checked before it is built (its own checks
+    would word the problem without the config key)."""
+    draft = types.SimpleNamespace(**field_values(section))
+    _merge(draft, values, prefix, type(section))
+    _check_section(type(section), vars(draft), prefix)
+    return dataclasses.replace(section, **vars(draft))
 
 
 _DECIMAL = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
@@ -284,35 +258,31 @@ def load_config(
 
 
 def validate(cfg: RunConfig) -> None:
-    """Every field against its section's `LIMITS` (floats must be finite everywhere), then
-    the checks that relate several fields."""
-    for section in dataclasses.fields(cfg):
-        value = getattr(cfg, section.name)
-        if dataclasses.is_dataclass(value):
-            _check_limits(value, f"{section.name}.")
-    checks = [
-        (cfg.distill.beta == 0 or cfg.distill.alpha + cfg.distill.beta > 0,
-         "NWSD needs distill.alpha + distill.beta > 0"),
-        (cfg.augment.scale_high >= cfg.augment.scale_low,
-         "augment: need 0 < scale_low <= scale_high"),
-        (cfg.optim.min_lr <= cfg.optim.lr, "optim.min_lr must be <= optim.lr"),
-        ("num_classes" not in cfg.model.kwargs,
-         "model.kwargs must not set num_classes (it comes from the data)"),
-        (cfg.out.strip() != "", "out must not be empty"),
-    ]
-    for ok, message in checks:
-        if not ok:
+    """Every section's fields against their rules (`pointkd.limits`: Literal choices and
+    LIMITS; floats must be finite everywhere), then every section's cross-field CHECKS."""
+    sections = [(f.name, getattr(cfg, f.name)) for f in dataclasses.fields(cfg)]
+    sections = [(name, value) for name, value in sections if dataclasses.is_dataclass(value)]
+    for name, section in sections:
+        _check_fields(type(section), field_values(section), f"{name}.")
+    for _, section in [*sections, ("", cfg)]:
+        message = check_problem(type(section), field_values(section))
+        if message:
             raise ConfigError(message)
 
 
-def _check_limits(section: Any, prefix: str) -> None:
-    limits = getattr(section, "LIMITS", {})
-    for f in dataclasses.fields(section):
-        value = getattr(section, f.name)
-        rule = limits.get(f.name, Range())  # no rule: a float must still be finite
-        problem = rule.problem(value) if not isinstance(value, bool | dict) else None
-        if problem:
-            raise ConfigError(f"config key '{prefix}{f.name}' {problem}, got {value!r}")
+def _check_fields(cls: type, values: dict, prefix: str) -> None:
+    bad = field_problem(cls, values)
+    if bad:
+        name, why, value = bad
+        raise ConfigError(f"config key '{prefix}{name}' {why}, got {value!r}")
+
+
+def _check_section(cls: type, values: dict, prefix: str) -> None:
+    """A section's fields, then its cross-field checks."""
+    _check_fields(cls, values, prefix)
+    message = check_problem(cls, values)
+    if message:
+        raise ConfigError(message)
 
 
 def augment_spec(path: str | Path | None) -> AugmentSpec:
@@ -320,7 +290,7 @@ def augment_spec(path: str | Path | None) -> AugmentSpec:
     what `pointkd record --config` records with and `records verify --config` checks."""
     if not path:
         return AugmentSpec()
-    return AugmentSpec.from_config(load_config(path).augment)
+    return load_config(path).augment
 
 
 def to_dict(cfg: RunConfig) -> dict:

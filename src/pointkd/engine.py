@@ -35,9 +35,8 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from pointkd import augment, distributed, rundir
-from pointkd.augment import AugmentSpec
 from pointkd.checkpoint import load_model, read_checkpoint, save_checkpoint
-from pointkd.config import RunConfig, save_config, to_dict
+from pointkd.config import RunConfig, save_config, to_dict, validate
 from pointkd.data import PointCloudSet, load_split, stratified_split
 from pointkd.device import autocast, resolve_device
 from pointkd.distributed import Dist
@@ -126,13 +125,9 @@ def check_resume(state: dict, cfg: RunConfig, num_classes: int, path: Path) -> N
 
 
 def check_run(cfg: RunConfig) -> None:
-    """The settings that only make sense together (the mode and its inputs, data)."""
-    if cfg.distill.online and not cfg.distill.teacher:
-        raise ConfigError("online KD needs a teacher checkpoint (--teacher)")
-    if cfg.distill.online and cfg.distill.records:
-        raise ConfigError("choose either --records (offline) or --online --teacher, not both")
-    if cfg.distill.teacher and not cfg.distill.online:
-        raise ConfigError("--teacher is for online KD: add --online (offline KD uses --records)")
+    """A run needs valid settings (`config.validate`, also for a RunConfig built in code:
+    ranges, choices, the distillation mode and its inputs) and a dataset."""
+    validate(cfg)
     if not cfg.data.path:
         raise ConfigError("no dataset given: pass --data PATH (an HDF5 folder, a class-folder "
                           "dataset, or 'synthetic'), or set data.path in the config")
@@ -156,7 +151,7 @@ def training_source(cfg: RunConfig, dist: Dist, device: torch.device
         source = RecordReplay(records, train_idx, cfg.train.seed, cfg.distill.rows_per_epoch,
                               dist, cfg.distill.use_k)
     else:
-        source = AugmentedShapes(train_idx, AugmentSpec.from_config(cfg.augment),
+        source = AugmentedShapes(train_idx, cfg.augment,
                                  cfg.train.seed, len(data), dist)
     source.spec.check_points(data.points.shape[1])
     if mode == "online":
