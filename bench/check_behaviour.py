@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from pointkd.config import load_config
+from pointkd.config import RecordConfig, load_config
 from pointkd.engine import run_training
 from pointkd.records import record
 
@@ -85,8 +85,9 @@ def recordings(tmp: Path, teachers: list[Path]) -> None:
     for name, kw in RECORDINGS:
         kw = dict(kw)
         chosen = teachers if kw.pop("two", False) else teachers[:1]
-        out = record(teachers=[str(t) for t in chosen], data=DATA, out=str(tmp / f"rec-{name}"),
-                     k=3, seed=5, batch_size=32, device="cpu", progress=False, **kw)
+        out = record(RecordConfig(teachers=[str(t) for t in chosen], data=DATA,
+                                  out=str(tmp / f"rec-{name}"), k=3, seed=5, batch_size=32,
+                                  device="cpu", progress=False, **kw))
         for shard in sorted(out.glob("shard-*.bin")):
             print(f"record {name} {shard.name} {sha(shard)}")
         print(f"record {name} manifest {manifest_digest(out)}")
@@ -126,8 +127,9 @@ def main() -> None:
         if args.only != "record":
             fill = {"teacher": teachers[0], "records": tmp / "rec-int8"}
             if args.only == "train":
-                record(teachers=[str(teachers[0])], data=DATA, out=str(fill["records"]), k=3,
-                       seed=5, batch_size=32, device="cpu", progress=False)
+                record(RecordConfig(teachers=[str(teachers[0])], data=DATA,
+                                    out=str(fill["records"]), k=3, seed=5, batch_size=32,
+                                    device="cpu", progress=False))
             for name, model, extra in RUNS:
                 training(name, model, extra, tmp, fill)
 

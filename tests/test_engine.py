@@ -13,7 +13,7 @@ from conftest import best_checkpoint_test_oa
 import pointkd.checkpoint
 import pointkd.engine
 import pointkd.records.replay
-from pointkd.config import load_config
+from pointkd.config import RecordConfig, load_config
 from pointkd.engine import run_training
 from pointkd.errors import ConfigError, RecordError
 from pointkd.evaluate import classification_metrics
@@ -37,9 +37,8 @@ def teacher_and_records(tmp_path_factory):
     root = tmp_path_factory.mktemp("pipeline")
     run_training(tiny_cfg(root / "teacher", f"model.name={TEACHER}"))
     rec = root / "records"
-    record(teachers=[str(root / "teacher" / "best.pt")], data=DATA, out=str(rec), k=3,
-           seed=0, logits="int8", topk=0, combine="mean", batch_size=64, device="cpu",
-           resume=False, overwrite=False, augment_config=None, progress=False)
+    record(RecordConfig(teachers=[str(root / "teacher" / "best.pt")], data=DATA, out=str(rec),
+                        k=3, seed=0, batch_size=64, device="cpu", progress=False))
     return root / "teacher" / "best.pt", rec
 
 
@@ -210,9 +209,8 @@ def test_use_k_restricts_to_the_rows_of_a_smaller_recording(tmp_path, teacher_an
                                                     np.repeat([0, 1], len(train_idx))))
     # ... and those rows are the bytes of a K = 2 recording with the same seed
     small = tmp_path / "k2"
-    record(teachers=[str(teacher_ckpt)], data=DATA, out=str(small), k=2, seed=0,
-           logits="int8", topk=0, combine="mean", batch_size=64, device="cpu", resume=False,
-           overwrite=False, augment_config=None, progress=False)
+    record(RecordConfig(teachers=[str(teacher_ckpt)], data=DATA, out=str(small), k=2, seed=0,
+                        batch_size=64, device="cpu", progress=False))
     k2 = open_records(small)
     assert np.array_equal(k2.raw_rows(np.arange(len(k2))), records.raw_rows(np.arange(len(k2))))
     with pytest.raises(ConfigError, match="use_k"):

@@ -18,6 +18,7 @@ from torch import nn
 
 from pointkd import augment
 from pointkd.checkpoint import save_checkpoint
+from pointkd.config import RecordConfig, augment_spec
 from pointkd.data import load_split
 from pointkd.errors import OutputError, RecordError
 from pointkd.models import register_model
@@ -74,8 +75,9 @@ def make_teacher(path: Path, ds, scale: float = 1.0) -> Path:
 
 def rec(out, teachers, **kw) -> Path:
     args = dict(data=DATA, k=3, seed=0, logits="int8", topk=0, combine="mean", batch_size=16,
-                device="cpu", resume=False, overwrite=False, augment_config=None, progress=False)
-    return record(teachers=[str(t) for t in teachers], out=str(out), **{**args, **kw})
+                device="cpu", resume=False, overwrite=False, progress=False)
+    return record(RecordConfig(teachers=[str(t) for t in teachers], out=str(out),
+                               **{**args, **kw}))
 
 
 @pytest.fixture(scope="module")
@@ -194,7 +196,7 @@ def test_implicit_indices_and_replay_is_exact(setup, ds):
     root, teacher, _ = setup
     spec_cfg = root / "aug.yaml"
     spec_cfg.write_text("augment:\n  rotate: true\n  dropout: 0.3\n  subsample: 48\n")
-    out = rec(root / "fp32", [teacher], logits="fp32", k=2, augment_config=str(spec_cfg))
+    out = rec(root / "fp32", [teacher], logits="fp32", k=2, augment=augment_spec(spec_cfg))
     rs = open_records(out, data=ds)
     assert rs.spec.rotate and rs.spec.subsample == 48 and len(rs) == 2 * len(ds)
     idx = np.random.default_rng(0).permutation(len(rs))[:37]  # not aligned to any batch
@@ -388,3 +390,18 @@ def test_resume_cuts_back_a_torn_partial_shard(setup, tmp_path):
     assert open_records(out).manifest["complete"]
     assert read_manifest(out)["recording"]["rows"] == 0
     rec(out, [teacher], resume=True)  # resuming a complete recording: nothing to do
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"k": 0}, "--k must be >= 1, got 0"), ({"batch_size": 0}, "--batch-size must be >= 1"),
+    ({"topk": -1}, "--topk must be >= 0"), ({"combine": "sum"}, "--combine must be one of mean"),
+    ({"logits": "bf16"}, "--logits must be one of fp32, fp16, int8, got 'bf16'"),
+    ({"teacher_normalization": "z"}, "--teacher-normalization must be one of pointkd"),
+    ({"teachers": []}, "no teacher checkpoint given"),
+    ({"resume": True, "overwrite": True}, "choose either --resume or --overwrite")])
+def test_record_config_checks_itself_before_any_work(tmp_path, change, message):
+    cfg = RecordConfig(**{"teachers": ["missing.pt"], "data": DATA, "out": str(tmp_path / "r"),
+                          **change})
+    with pytest.raises(RecordError, match=message):
+        record(cfg)
+    assert not (tmp_path / "r").exists()

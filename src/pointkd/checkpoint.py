@@ -67,7 +67,7 @@ def check_checkpoint(ckpt: dict[str, Any], path: str | Path) -> None:
 
 
 def _schema_problem(ckpt: dict[str, Any]) -> str | None:
-    from pointkd.config import MAX_POINTS
+    from pointkd.limits import MAX_POINTS
 
     name, classes, names = ckpt["model"], ckpt.get("num_classes"), ckpt.get("class_names")
     if not isinstance(name, str) or not name:

@@ -257,18 +257,19 @@ def cmd_record(args: argparse.Namespace) -> int:
     if (code := _relaunch(args)) is not None:
         return code
 
+    from pointkd.config import RecordConfig, augment_spec
     from pointkd.records import record
 
     _set_threads(args.threads)
     was_complete = args.resume and _complete_record_set(args.out)
-    root = record(
+    root = record(RecordConfig(
         teachers=args.teacher, data=args.data, out=args.out, k=args.k, seed=args.seed,
         logits=args.logits, topk=args.topk, combine=args.combine, batch_size=args.batch_size,
         device=args.device, resume=args.resume, overwrite=args.overwrite,
-        augment_config=args.config, progress=not args.no_progress,
-        weights=args.weights, class_names=args.class_names,
+        augment=augment_spec(args.config), progress=not args.no_progress,
+        weights=args.weights or [], class_names=args.class_names,
         teacher_normalization=args.teacher_normalization,
-    )
+    ))
     if _main_process():
         print(_record_summary(root, was_complete))
     return 0

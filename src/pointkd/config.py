@@ -19,8 +19,9 @@ from typing import Any, ClassVar, Literal
 import yaml
 
 from pointkd.augment import AugmentSpec
-from pointkd.errors import ConfigError
+from pointkd.errors import ConfigError, RecordError
 from pointkd.limits import MAX_POINTS, Range, check_problem, field_problem, field_values
+from pointkd.teacher import Normalization
 
 
 @dataclass
@@ -133,6 +134,44 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
     CHECKS: ClassVar[tuple] = ((lambda c: c.out.strip() != "", "out must not be empty"),)
+
+
+@dataclass
+class RecordConfig:
+    """`pointkd record`: which teachers to record, on what data, how (docs/records.md)."""
+
+    teachers: list[str]  # pointkd checkpoints, .onnx files or module:factory entry points
+    data: str  # the dataset whose train split is recorded
+    out: str  # the record-set directory
+    k: int = 10  # augmented copies per training shape
+    seed: int = 0  # every row's augmentation derives from (seed, shape, k)
+    logits: Literal["fp32", "fp16", "int8"] = "int8"
+    topk: int = 0  # store only the top-k logits and the tail's log-sum-exp (0 = all)
+    combine: Literal["mean", "each"] = "mean"  # several teachers: their mean, or each one's
+    batch_size: int = 64  # rows per teacher batch and per write (the resume grid)
+    device: str = "auto"
+    resume: bool = False
+    overwrite: bool = False
+    augment: AugmentSpec = field(default_factory=AugmentSpec)  # see `augment_spec(path)`
+    progress: bool = True
+    weights: list[str] = field(default_factory=list)  # one per module:factory teacher
+    class_names: str | None = None  # file: the teachers' classes, one a line
+    teacher_normalization: Normalization | None = None  # for teachers that declare none
+    LIMITS: ClassVar[dict] = {"k": Range(1), "batch_size": Range(1), "topk": Range(0)}
+    CHECKS: ClassVar[tuple] = (
+        (lambda r: bool(r.teachers), "no teacher checkpoint given"),
+        (lambda r: not (r.resume and r.overwrite), "choose either --resume or --overwrite"))
+
+    def check(self) -> None:
+        """Every rule above; a problem is a one-line RecordError naming the option."""
+        values = field_values(self)
+        bad = field_problem(type(self), values)
+        if bad:
+            name, why, value = bad
+            raise RecordError(f"--{name.replace('_', '-')} {why}, got {value!r}")
+        message = check_problem(type(self), values)
+        if message:
+            raise RecordError(message)
 
 
 def _coerce(value: Any, typ: Any, key: str) -> Any:

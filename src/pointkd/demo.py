@@ -27,7 +27,14 @@ from pathlib import Path
 import yaml
 
 from pointkd import rundir
-from pointkd.config import RunConfig, from_dict, load_config, save_config
+from pointkd.config import (
+    RecordConfig,
+    RunConfig,
+    augment_spec,
+    from_dict,
+    load_config,
+    save_config,
+)
 from pointkd.errors import ConfigError
 
 DEMO_CONFIG = "configs/synthetic_demo.yaml"
@@ -132,11 +139,11 @@ def run_synthetic_demo(out: str | Path, quick: bool, config: str | Path,
         k = 2 if quick else int(plan["k"])
         _stage(3, f"record: the teacher's logits for K = {k} augmented copies of every "
                   "training shape")
-        records_dir = record(
+        records_dir = record(RecordConfig(
             teachers=[str(out / "teacher" / "best.pt")], data=data, out=str(out / "records"),
             k=k, seed=0, logits="int8", topk=0, combine="mean", batch_size=64,
             device=cfg.train.device, resume=False, overwrite=True,
-            augment_config=str(out / "demo_config.yaml"))
+            augment=augment_spec(out / "demo_config.yaml")))
         recording = _records_summary(records_dir)
         print(f"   {recording['rows']:,} rows x {recording['bytes_per_row']} B = "
               f"{recording['bytes'] / 1e3:.0f} kB in {recording['seconds']:.1f} s")

@@ -30,9 +30,11 @@ import importlib
 import importlib.util
 import json
 import sys
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -41,7 +43,8 @@ from torch import nn
 from pointkd import checkpoint
 from pointkd.errors import ModelError, PointKDError
 
-NORMALIZATIONS = ("pointkd", "unit_sphere", "unit_cube", "none")
+Normalization = Literal["pointkd", "unit_sphere", "unit_cube", "none"]
+NORMALIZATIONS: tuple[str, ...] = typing.get_args(Normalization)
 KINDS = ("pointkd", "onnx", "module")
 
 

@@ -24,12 +24,11 @@ import torch
 
 from pointkd import __version__, distributed, rundir
 from pointkd.checkpoint import file_sha256
-from pointkd.config import augment_spec
+from pointkd.config import RecordConfig
 from pointkd.device import resolve_device
 from pointkd.errors import RecordError
 from pointkd.progress import Progress
 from pointkd.records.format import (
-    ENCODINGS,
     FORMAT,
     FORMAT_VERSION,
     dtype_descr,
@@ -90,54 +89,25 @@ class ShardWriter:
 
 
 @rundir.releases_locks
-def record(teachers: list[str], data: str, out: str, k: int = 10, seed: int = 0,
-           logits: str = "int8", topk: int = 0, combine: str = "mean", batch_size: int = 64,
-           device: str = "auto", resume: bool = False, overwrite: bool = False,
-           augment_config: str | None = None, progress: bool = True,
-           weights: list[str] | None = None, class_names: str | None = None,
-           teacher_normalization: str | None = None) -> Path:
-    """Record K augmented copies of every shape of `data`'s train split; returns the record
-    directory. See docs/records.md for the format. Teachers: pointkd checkpoints, ONNX files
-    or `module:factory` entry points with `weights` (see `pointkd.teacher`)."""
+def record(cfg: RecordConfig) -> Path:
+    """Record K augmented copies of every shape of `cfg.data`'s train split; returns the
+    record directory. See docs/records.md for the format. Teachers: pointkd checkpoints, ONNX
+    files or `module:factory` entry points with `weights` (see `pointkd.teacher`); they run
+    in `pointkd.teacher_inference`, this function stores what they say."""
     from pointkd.data import load_split
 
-    if not teachers:
-        raise RecordError("no teacher checkpoint given")
-    if k < 1 or batch_size < 1:
-        raise RecordError("--k and --batch-size must be >= 1")
-    if combine not in ("mean", "each"):
-        raise RecordError(f"--combine must be mean or each, not '{combine}'")
-    if logits not in ENCODINGS[:3]:
-        raise RecordError(f"--logits must be one of fp32, fp16, int8, not '{logits}'")
-    if resume and overwrite:
-        raise RecordError("choose either --resume or --overwrite")
-    spec = augment_spec(augment_config)
-    dist = distributed.init(device)
-    dev = dist.device(resolve_device(device))
-    models = load_teachers(teachers, dev, weights, class_names, teacher_normalization)
-    ds = load_split(data, "train", num_points=models[0].num_points)
-    fit_to_data(models, ds, data, models[0].num_points, error=RecordError)
-    spec.check_points(ds.points.shape[1])
-    encoding = "topk" if topk else logits
-    stored = len(teachers) if combine == "each" else 1
-    dtype = row_dtype(ds.num_classes, encoding, topk, stored)
-    total = k * len(ds)
-    manifest = {
-        "format": FORMAT, "format_version": FORMAT_VERSION, "pointkd_version": __version__,
-        "created": _now(), "complete": False,
-        "data": {"name": ds.name, "path": str(data), "fingerprint": ds.fingerprint(),
-                 "num_shapes": len(ds), "num_classes": ds.num_classes,
-                 "class_names": list(ds.class_names), "num_points": int(ds.points.shape[1])},
-        "teachers": [t.entry for t in models],
-        "augment": spec.to_dict(), "k": k, "seed": seed, "batch_size": batch_size,
-        "logits": {"encoding": encoding, "topk": topk, "combine": combine,
-                   "stored_teachers": stored},
-        "row_dtype": dtype_descr(dtype), "bytes_per_row": dtype.itemsize, "total_rows": total,
-        "shards": plan_shards(total, batch_size, dist.world),
-    }
-    root = Path(out)
-    previous = dist.on_main(_prepare_out, root, manifest, resume, overwrite,
-                            (*teachers, data))
+    cfg.check()
+    dist = distributed.init(cfg.device)
+    dev = dist.device(resolve_device(cfg.device))
+    models = load_teachers(cfg.teachers, dev, cfg.weights, cfg.class_names,
+                           cfg.teacher_normalization)
+    ds = load_split(cfg.data, "train", num_points=models[0].num_points)
+    fit_to_data(models, ds, cfg.data, models[0].num_points, error=RecordError)
+    cfg.augment.check_points(ds.points.shape[1])
+    manifest, dtype = _new_manifest(cfg, ds, models, dist.world)
+    root = Path(cfg.out)
+    previous = dist.on_main(_prepare_out, root, manifest, cfg.resume, cfg.overwrite,
+                            (*cfg.teachers, cfg.data))
     if previous is not None and previous["complete"]:
         return root  # --resume of a finished recording: nothing to do
     if previous is not None:
@@ -150,20 +120,20 @@ def record(teachers: list[str], data: str, out: str, k: int = 10, seed: int = 0,
     t0, first = time.perf_counter(), 0
     if mine is not None:  # a tiny set may leave the last ranks without rows
         lo, n = mine["row_start"], mine["rows"]
-        writer = ShardWriter(root / mine["file"], dtype, n, batch_size, resume)
+        writer = ShardWriter(root / mine["file"], dtype, n, cfg.batch_size, cfg.resume)
         first = writer.done
         # a live bar on a terminal, a plain line per tenth of the rows in a log
         bar = Progress(n, "record" if not dist.active else f"record (rank 0 of {dist.world})",
-                       unit="row", initial=writer.done, enabled=progress and dist.main)
+                       unit="row", initial=writer.done, enabled=cfg.progress and dist.main)
         points = torch.from_numpy(ds.points).to(dev)  # the whole split: ~120 MB (ModelNet40)
         todo = range(lo + writer.done, lo + n)  # whole batches of the grid are in place
         with torch.inference_mode(), deterministic(dev):
-            for params16, seeds, z in logits_over_rows(models, points, spec, seed, todo,
-                                                       batch_size, combine, dev):
+            for params16, seeds, z in logits_over_rows(models, points, cfg.augment, cfg.seed,
+                                                       todo, cfg.batch_size, cfg.combine, dev):
                 rows = np.zeros(len(seeds), dtype)
                 rows["params"] = params16.numpy()
                 rows["seed"] = seeds.numpy().view(np.uint64)
-                encode_logits(rows, z, encoding, topk)
+                encode_logits(rows, z, manifest["logits"]["encoding"], cfg.topk)
                 writer.write(rows)
                 bar.update(len(rows))
                 if _TEST_DELAY:
@@ -181,6 +151,29 @@ def record(teachers: list[str], data: str, out: str, k: int = 10, seed: int = 0,
         write_json_atomic(root / MANIFEST, manifest)
     dist.barrier()
     return root
+
+
+def _new_manifest(cfg: RecordConfig, ds, models: list, world: int) -> tuple[dict, np.dtype]:
+    """The manifest of a recording not yet begun (`complete: false`) and its row layout."""
+    encoding = "topk" if cfg.topk else cfg.logits
+    stored = len(cfg.teachers) if cfg.combine == "each" else 1
+    dtype = row_dtype(ds.num_classes, encoding, cfg.topk, stored)
+    total = cfg.k * len(ds)
+    manifest = {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "pointkd_version": __version__,
+        "created": _now(), "complete": False,
+        "data": {"name": ds.name, "path": str(cfg.data), "fingerprint": ds.fingerprint(),
+                 "num_shapes": len(ds), "num_classes": ds.num_classes,
+                 "class_names": list(ds.class_names), "num_points": int(ds.points.shape[1])},
+        "teachers": [t.entry for t in models],
+        "augment": cfg.augment.to_dict(), "k": cfg.k, "seed": cfg.seed,
+        "batch_size": cfg.batch_size,
+        "logits": {"encoding": encoding, "topk": cfg.topk, "combine": cfg.combine,
+                   "stored_teachers": stored},
+        "row_dtype": dtype_descr(dtype), "bytes_per_row": dtype.itemsize, "total_rows": total,
+        "shards": plan_shards(total, cfg.batch_size, world),
+    }
+    return manifest, dtype
 
 
 def plan_shards(total: int, batch_size: int, world: int) -> list[dict]:
