@@ -13,7 +13,7 @@ from conftest import best_checkpoint_test_oa
 import pointkd.checkpoint
 import pointkd.engine
 import pointkd.records.replay
-from pointkd.config import RecordConfig, load_config
+from pointkd.config import EvalConfig, RecordConfig, load_config
 from pointkd.engine import run_training
 from pointkd.errors import ConfigError, RecordError
 from pointkd.evaluate import classification_metrics
@@ -305,8 +305,8 @@ def test_training_and_evaluation_print_nothing_the_cli_prints(tmp_path, capsys):
     rows = []
     results = run_training(tiny_cfg(tmp_path / "run", f"model.name={STUDENT}",
                                     "train.progress=true"), on_epoch=rows.append)
-    evaluation = evaluate_checkpoint(tmp_path / "run" / "best.pt", DATA, device="cpu",
-                                     latency=False, progress=False)
+    evaluation = evaluate_checkpoint(EvalConfig([str(tmp_path / "run" / "best.pt")], DATA,
+                                                device="cpu", latency=False, progress=False))
     assert capsys.readouterr() == ("", "")
     assert [r["epoch"] for r in rows] == [1, 2]
     # finish_run's test OA is evaluate_checkpoint's on the same checkpoint

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from pointkd.errors import ConfigError, RecordError
-from pointkd.limits import MAX_POINTS, Range, check_problem, field_problem, field_values
+from pointkd.limits import MAX_POINTS, Range, check_settings
 
 PARAM_NAMES = ("scale_x", "scale_y", "scale_z", "shift_x", "shift_y", "shift_z", "rotation")
 PARAM_DIM = len(PARAM_NAMES)
@@ -65,14 +65,7 @@ class AugmentSpec:
         (lambda a: a.scale_high >= a.scale_low, "augment: need 0 < scale_low <= scale_high"),)
 
     def __post_init__(self) -> None:
-        values = field_values(self)
-        bad = field_problem(type(self), values)
-        if bad:
-            name, why, value = bad
-            raise ConfigError(f"bad augmentation spec: {name} {why}, got {value!r}")
-        message = check_problem(type(self), values)
-        if message:
-            raise ConfigError(message)
+        check_settings(self, lambda name: f"bad augmentation spec: {name}", ConfigError)
 
     def check_points(self, num_points: int) -> None:
         """A subsample needs that many points in every cloud (training and recording)."""

@@ -242,13 +242,15 @@ def cmd_distill(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from pointkd.config import EvalConfig
     from pointkd.evaluate import evaluate_checkpoint
 
     _set_threads(args.threads)
-    evaluation = evaluate_checkpoint(
-        args.checkpoint, args.data, split=args.split, out=args.out, device=args.device,
-        votes=args.votes, batch_size=args.batch_size, latency=not args.no_latency,
-    )
+    evaluation = evaluate_checkpoint(EvalConfig(
+        checkpoints=args.checkpoint, data=args.data, split=args.split, out=args.out,
+        device=args.device, votes=args.votes, batch_size=args.batch_size,
+        latency=not args.no_latency,
+    ))
     print(evaluation.text())
     return 0
 

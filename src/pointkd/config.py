@@ -20,7 +20,15 @@ import yaml
 
 from pointkd.augment import AugmentSpec
 from pointkd.errors import ConfigError, RecordError
-from pointkd.limits import MAX_POINTS, Range, check_problem, field_problem, field_values
+from pointkd.limits import (
+    MAX_POINTS,
+    Range,
+    check_problem,
+    check_settings,
+    field_problem,
+    field_values,
+    option,
+)
 from pointkd.teacher import Normalization
 
 
@@ -164,14 +172,30 @@ class RecordConfig:
 
     def check(self) -> None:
         """Every rule above; a problem is a one-line RecordError naming the option."""
-        values = field_values(self)
-        bad = field_problem(type(self), values)
-        if bad:
-            name, why, value = bad
-            raise RecordError(f"--{name.replace('_', '-')} {why}, got {value!r}")
-        message = check_problem(type(self), values)
-        if message:
-            raise RecordError(message)
+        check_settings(self, option, RecordError)
+
+
+@dataclass
+class EvalConfig:
+    """`pointkd eval`: one checkpoint, or several evaluated as their ensemble (mean logits)."""
+
+    checkpoints: list[str]
+    data: str
+    split: str = "test"
+    out: str | None = None  # a directory for eval_<split>.json and confusion_<split>.png
+    device: str = "auto"
+    votes: int = 0  # extra randomly scaled copies averaged in (multi-view voting; 0 = off)
+    batch_size: int = 32
+    latency: bool = True  # measure ms per cloud at batch 1 and 32
+    normalize: bool = True  # load the data in pointkd's unit-sphere normalisation
+    progress: bool = True  # a live bar per model on a terminal
+    LIMITS: ClassVar[dict] = {"split": Range(text=True), "votes": Range(0),
+                              "batch_size": Range(1)}
+    CHECKS: ClassVar[tuple] = ((lambda e: bool(e.checkpoints), "no checkpoint given"),)
+
+    def check(self) -> None:
+        """Every rule above; a problem is a one-line ConfigError naming the option."""
+        check_settings(self, option, ConfigError)
 
 
 def _coerce(value: Any, typ: Any, key: str) -> Any:

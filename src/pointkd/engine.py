@@ -36,7 +36,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from pointkd import augment, distributed, rundir
 from pointkd.checkpoint import load_model, read_checkpoint, save_checkpoint
-from pointkd.config import RunConfig, save_config, to_dict, validate
+from pointkd.config import EvalConfig, RunConfig, save_config, to_dict, validate
 from pointkd.data import PointCloudSet, load_split, stratified_split
 from pointkd.device import autocast, resolve_device
 from pointkd.distributed import Dist
@@ -381,9 +381,10 @@ def finish_run(cfg: RunConfig, out: Path, data: PointCloudSet, device: torch.dev
     epochs from `start_epoch` on) and in all. Distillation settings are written only for a
     run that distilled."""
     try:
-        test = evaluate_checkpoint(out / "best.pt", cfg.data.path, "test", device=str(device),
-                                   batch_size=cfg.train.eval_batch_size, latency=False,
-                                   normalize=cfg.data.normalize, progress=False).report
+        test = evaluate_checkpoint(EvalConfig(
+            checkpoints=[str(out / "best.pt")], data=cfg.data.path, split="test",
+            device=str(device), batch_size=cfg.train.eval_batch_size, latency=False,
+            normalize=cfg.data.normalize, progress=False)).report
     except DataError as exc:  # no test split: the cost of the model all the same
         model, meta = load_model(out / "best.pt", device)
         cost = {"params": count_parameters(model),

@@ -17,6 +17,7 @@ from torch import nn
 
 from pointkd import rundir
 from pointkd.checkpoint import load_model
+from pointkd.config import EvalConfig
 from pointkd.device import autocast, resolve_device
 from pointkd.errors import DataError, ModelError
 
@@ -161,25 +162,20 @@ class Evaluation(NamedTuple):
 
 
 @rundir.releases_locks
-def evaluate_checkpoint(
-    checkpoint: str | Path | list[str], data: str, split: str = "test", out: str | None = None,
-    device: str = "auto", votes: int = 0, batch_size: int = 32, latency: bool = True,
-    normalize: bool = True, progress: bool = True,
-) -> Evaluation:
-    """`pointkd eval`: the full report for one checkpoint, saved under `out` if given.
+def evaluate_checkpoint(cfg: EvalConfig) -> Evaluation:
+    """`pointkd eval`: the full report for one checkpoint, saved under `cfg.out` if given.
 
     Several checkpoints are evaluated as an ensemble whose logits are the members' mean — the
     same combination `pointkd record --teacher A --teacher B` stores — so a multi-teacher
-    record set's teacher can be measured before recording it. `normalize`: load `data` with
-    pointkd's unit-sphere normalisation (as the model was trained); `progress`: a live bar
-    per member on a terminal.
+    record set's teacher can be measured before recording it.
     """
     from pointkd.data import load_split
 
-    paths = [str(checkpoint)] if isinstance(checkpoint, (str, Path)) else list(map(str, checkpoint))
-    if out is not None:  # refuse a bad --out before any work; locked until we return
-        rundir.open_eval_output(out, inputs=[data])
-    dev = resolve_device(device)
+    cfg.check()
+    paths, data, split = [str(p) for p in cfg.checkpoints], cfg.data, cfg.split
+    if cfg.out is not None:  # refuse a bad --out before any work; locked until we return
+        rundir.open_eval_output(cfg.out, inputs=[data])
+    dev = resolve_device(cfg.device)
     loaded = [load_model(p, dev) for p in paths]
     meta = loaded[0][1]
     for path, (_, m) in zip(paths[1:], loaded[1:], strict=True):
@@ -189,14 +185,14 @@ def evaluate_checkpoint(
                 f"but {paths[0]} {meta['num_classes']} from {meta.get('num_points')}: "
                 "ensemble members must agree"
             )
-    ds = load_split(data, split, num_points=meta.get("num_points"), normalize=normalize)
+    ds = load_split(data, split, num_points=meta.get("num_points"), normalize=cfg.normalize)
     if ds.num_classes != meta["num_classes"]:
         raise DataError(
             f"{data} has {ds.num_classes} classes but the checkpoint was trained on "
             f"{meta['num_classes']}"
         )
-    members = [predict_logits(model, ds.points, batch_size, dev,
-                              progress=f"eval {m['model']}" if progress else "")
+    members = [predict_logits(model, ds.points, cfg.batch_size, dev,
+                              progress=f"eval {m['model']}" if cfg.progress else "")
                for model, m in loaded]
     for path, z in zip(paths, members, strict=True):
         require_finite(z, f"checkpoint {path}", ds.shape_ids)
@@ -213,17 +209,17 @@ def evaluate_checkpoint(
                 k: v for k, v in classification_metrics(
                     z.argmax(1), ds.labels, ds.num_classes).items() if k in ("oa", "macc")}}
             for path, (_, m), z in zip(paths, loaded, members, strict=True)]
-    if votes > 0:
-        voted = torch.stack([vote_logits(model, ds.points, votes, batch_size, dev)
+    if cfg.votes > 0:
+        voted = torch.stack([vote_logits(model, ds.points, cfg.votes, cfg.batch_size, dev)
                              for model, _ in loaded]).mean(0)
         require_finite(voted, "multi-view voting of " + " + ".join(paths))
-        report["voting"] = {"votes": votes, **classification_metrics(
+        report["voting"] = {"votes": cfg.votes, **classification_metrics(
             voted.argmax(1), ds.labels, ds.num_classes)}
-    if latency:
+    if cfg.latency:
         report["latency"] = [_sum_latency([measure_latency(model, ds.points.shape[1], b, dev)
                                            for model, _ in loaded]) for b in (1, 32)]
-    if out is not None:
-        out_dir = Path(out)
+    if cfg.out is not None:
+        out_dir = Path(cfg.out)
         (out_dir / f"eval_{split}.json").write_text(json.dumps(report, indent=1))
         save_confusion_png(np.array(report["single_view"]["confusion"]), ds.class_names,
                            out_dir / f"confusion_{split}.png")

@@ -14,6 +14,7 @@ import dataclasses
 import math
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -96,3 +97,21 @@ def check_problem(cls: type, values: dict[str, Any]) -> str | None:
 def field_values(obj: Any) -> dict[str, Any]:
     """A dataclass instance's own fields (not nested into dicts, unlike `asdict`)."""
     return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+
+
+def check_settings(obj: Any, label: Callable[[str], str], error: type[Exception]) -> None:
+    """Raise `error` for the first rule `obj` breaks: "<label(field)> <why>, got <value>" for
+    a field, a CHECKS message as it is."""
+    values = field_values(obj)
+    bad = field_problem(type(obj), values)
+    if bad:
+        name, why, value = bad
+        raise error(f"{label(name)} {why}, got {value!r}")
+    message = check_problem(type(obj), values)
+    if message:
+        raise error(message)
+
+
+def option(name: str) -> str:
+    """A field's command-line option: `batch_size` -> `--batch-size`."""
+    return "--" + name.replace("_", "-")
