@@ -151,8 +151,7 @@ def training_source(cfg: RunConfig, dist: Dist, device: torch.device
         source = RecordReplay(records, train_idx, cfg.train.seed, cfg.distill.rows_per_epoch,
                               dist, cfg.distill.use_k)
     else:
-        source = AugmentedShapes(train_idx, cfg.augment,
-                                 cfg.train.seed, len(data), dist)
+        source = AugmentedShapes(train_idx, cfg.augment, cfg.train.seed, len(data), dist)
     source.spec.check_points(data.points.shape[1])
     if mode == "online":
         source = OnlineTeacher(source, _load_teacher(cfg, data, device), cfg.train.amp)

@@ -90,9 +90,13 @@ def iter_predictions(
                                               for p, i in zip(p_row, i_row, strict=True)]}
 
 
-def predict_files(checkpoint: str, inputs: list[str], **options) -> list[dict]:
-    """Every result of `iter_predictions` (same options), in input order."""
-    return list(iter_predictions(checkpoint, inputs, **options))
+def predict_files(
+    checkpoint: str, inputs: list[str], topk: int = 3, batch_size: int = 32,
+    device: str = "auto", progress: bool = True, min_points: int | None = None,
+) -> list[dict]:
+    """Every result of `iter_predictions`, in input order."""
+    return list(iter_predictions(checkpoint, inputs, topk, batch_size, device, progress,
+                                 min_points))
 
 
 NORMALIZATION = ("unit_sphere: subtract the cloud's mean point, then divide by the largest "

@@ -1,7 +1,8 @@
-"""Teacher inference: load one or several teachers of any kind, run them on clouds.
+"""Loading teachers: one or several of any kind, each callable on a batch of clouds.
 
-Used by `pointkd record` (offline KD) and by online KD (`engine`). A teacher is named by what
-the user has:
+Running them over data (class matching, a batch, a plan of record rows) is the stage in
+`pointkd.teacher_inference`, used by `pointkd record` (offline KD) and by online KD
+(`pointkd.targets.OnlineTeacher`). A teacher is named by what the user has:
 
 - `runs/x/best.pt` — a pointkd checkpoint (kind `pointkd`);
 - `model.onnx` — any ONNX model, run by ONNX Runtime (kind `onnx`; CPU, or the CUDA provider

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from pointkd.distributed import Dist
 from pointkd.errors import ConfigError
 from pointkd.records.reader import RecordSet
 from pointkd.targets import SINGLE, Batch, batch_slices, epoch_positions
@@ -34,7 +35,7 @@ class RecordReplay:
     distills = True
 
     def __init__(self, records: RecordSet, train_idx: np.ndarray, seed: int,
-                 rows_per_epoch: RowsPerEpoch, dist=SINGLE, use_k: int = 0):
+                 rows_per_epoch: RowsPerEpoch, dist: Dist = SINGLE, use_k: int = 0):
         if use_k > records.k:
             raise ConfigError(f"distill.use_k = {use_k} but the record set has K = {records.k}")
         self.records, self.train_idx, self.seed, self.dist = records, train_idx, seed, dist
