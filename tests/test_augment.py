@@ -236,3 +236,6 @@ def test_the_config_augment_section_is_the_spec():
         load_config(None, ["augment.dropout=1.5"])
     with pytest.raises(ConfigError, match="need 0 < scale_low <= scale_high"):
         load_config(None, ["augment.scale_low=2.0"])
+    # overrides are checked together, once all are in (not one by one)
+    wide = load_config(None, ["augment.scale_low=2.0", "augment.scale_high=3.0"]).augment
+    assert (wide.scale_low, wide.scale_high) == (2.0, 3.0)

@@ -237,10 +237,19 @@ def _coerce(value: Any, typ: Any, key: str) -> Any:
     raise ConfigError(f"config key '{key}': unsupported type {typ}")
 
 
+@dataclass
+class _Draft:
+    """A frozen section (the augmentation spec) while a config is being merged: its values so
+    far. `_finish` checks and builds it once every file and override is in, so overrides may
+    pass through states its own checks refuse (scale_low=2 before scale_high=3)."""
+
+    cls: type
+    values: types.SimpleNamespace
+
+
 def _merge(obj: Any, values: dict, prefix: str = "", cls: type | None = None) -> None:
-    """Merge a nested mapping into a dataclass instance (or a draft of dataclass `cls`) in
-    place, validating keys and types. A frozen section (the augmentation spec) is replaced
-    by a checked copy."""
+    """Merge a nested mapping into a dataclass instance (or the values of a `_Draft` of
+    dataclass `cls`) in place, validating keys and types."""
     if not isinstance(values, dict):
         raise ConfigError(f"config section '{prefix.rstrip('.') or '<root>'}' must be a mapping")
     cls = cls or type(obj)
@@ -252,20 +261,26 @@ def _merge(obj: Any, values: dict, prefix: str = "", cls: type | None = None) ->
             raise ConfigError(f"unknown config key '{full}'")
         current = getattr(obj, key)
         if dataclasses.is_dataclass(current) and current.__dataclass_params__.frozen:
-            setattr(obj, key, _merged_copy(current, value, f"{full}."))
+            current = _Draft(type(current), types.SimpleNamespace(**field_values(current)))
+            setattr(obj, key, current)
+        if isinstance(current, _Draft):
+            _merge(current.values, value, f"{full}.", current.cls)
         elif dataclasses.is_dataclass(current):
             _merge(current, value, f"{full}.")
         else:
             setattr(obj, key, _coerce(value, hints[key], full))
 
 
-def _merged_copy(section: Any, values: dict, prefix: str) -> Any:
-    """A frozen section with `values` merged in, checked before it is built (its own checks
-    would word the problem without the config key)."""
-    draft = types.SimpleNamespace(**field_values(section))
-    _merge(draft, values, prefix, type(section))
-    _check_section(type(section), vars(draft), prefix)
-    return dataclasses.replace(section, **vars(draft))
+def _finish(cfg: RunConfig) -> RunConfig:
+    """Build the frozen sections merged into `cfg`, each checked first (with the config key
+    in the message; the section's own checks would not name it)."""
+    for f in dataclasses.fields(cfg):
+        draft = getattr(cfg, f.name)
+        if isinstance(draft, _Draft):
+            values = vars(draft.values)
+            _check_section(draft.cls, values, f"{f.name}.")
+            setattr(cfg, f.name, draft.cls(**values))
+    return cfg
 
 
 _DECIMAL = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
@@ -316,7 +331,7 @@ def load_config(
     for text in overrides:
         keys, value = parse_override(text)
         _merge(cfg, _nest(keys, value))
-    validate(cfg)
+    validate(_finish(cfg))
     return cfg
 
 
@@ -367,4 +382,4 @@ def save_config(cfg: RunConfig, path: str | Path) -> None:
 def from_dict(values: dict) -> RunConfig:
     cfg = RunConfig()
     _merge(cfg, values)
-    return cfg
+    return _finish(cfg)
