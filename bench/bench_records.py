@@ -33,6 +33,7 @@ from machine import cpu_name  # bench/machine.py (script dir on sys.path)
 
 from pointkd import augment  # noqa: E402
 from pointkd.checkpoint import save_checkpoint  # noqa: E402
+from pointkd.config import RecordConfig  # noqa: E402
 from pointkd.data import load_split  # noqa: E402
 from pointkd.models import count_parameters, create_model  # noqa: E402
 from pointkd.records import CLOUD_BYTES, read_manifest, record, row_dtype  # noqa: E402
@@ -80,10 +81,9 @@ def compare(name: str, data: Path, batch_size: int, rounds: int, tmp: Path) -> d
     fwd, rec = [], []
     for r in range(rounds):
         def run_record(r=r):
-            out = record(teachers=[str(ckpt)], data=str(data), out=str(tmp / f"{name}-{r}"), k=1,
-                         seed=r, logits="int8", topk=0, combine="mean", batch_size=batch_size,
-                         device="cpu", resume=False, overwrite=False, augment_config=None,
-                         progress=False)
+            out = record(RecordConfig(teachers=[str(ckpt)], data=str(data),
+                                      out=str(tmp / f"{name}-{r}"), k=1, seed=r,
+                                      batch_size=batch_size, device="cpu", progress=False))
             rec.append(len(ds) / read_manifest(out)["recording"]["seconds"])
 
         # alternate the order so that drifting machine load hits both sides alike

@@ -222,9 +222,20 @@ def test_spec_roundtrip_and_rejects_unknown_or_bad():
         A.AugmentSpec(scale_low=2.0, scale_high=1.0)
 
 
-def test_from_config_uses_the_augment_section():
-    from pointkd.config import AugmentConfig
+def test_the_config_augment_section_is_the_spec():
+    from pointkd.config import load_config, to_dict
 
-    cfg = AugmentConfig(rotate=True, subsample=256, dropout=0.2)
-    spec = A.AugmentSpec.from_config(cfg)
+    cfg = load_config(None, ["augment.rotate=true", "augment.subsample=256",
+                             "augment.dropout=0.2", "data.path=synthetic"])
+    spec = cfg.augment
+    assert isinstance(spec, A.AugmentSpec)  # one declaration of the fields, not a mirror
     assert spec.rotate and spec.subsample == 256 and spec.dropout == 0.2
+    assert to_dict(cfg)["augment"] == {k: v for k, v in spec.to_dict().items()
+                                       if k != "version"}
+    with pytest.raises(ConfigError, match="'augment.dropout' must be < 1.0, got 1.5"):
+        load_config(None, ["augment.dropout=1.5"])
+    with pytest.raises(ConfigError, match="need 0 < scale_low <= scale_high"):
+        load_config(None, ["augment.scale_low=2.0"])
+    # overrides are checked together, once all are in (not one by one)
+    wide = load_config(None, ["augment.scale_low=2.0", "augment.scale_high=3.0"]).augment
+    assert (wide.scale_low, wide.scale_high) == (2.0, 3.0)

@@ -21,11 +21,11 @@ from conftest import best_checkpoint_test_oa
 from pointkd.checkpoint import save_checkpoint
 from pointkd.data import load_split
 from pointkd.distributed import Dist, strip_nproc
-from pointkd.engine import epoch_positions
 from pointkd.models import create_model
 from pointkd.records import open_records
 from pointkd.records.manifest import check_shard_ranges
 from pointkd.records.writer import plan_shards
+from pointkd.targets import epoch_positions
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = "synthetic:version=1,train_per_class=4,test_per_class=1"  # 48 train shapes

@@ -12,7 +12,8 @@ from conftest import best_checkpoint_test_oa
 
 import pointkd.checkpoint
 import pointkd.engine
-from pointkd.config import load_config
+import pointkd.records.replay
+from pointkd.config import EvalConfig, RecordConfig, load_config
 from pointkd.engine import run_training
 from pointkd.errors import ConfigError, RecordError
 from pointkd.evaluate import classification_metrics
@@ -36,9 +37,8 @@ def teacher_and_records(tmp_path_factory):
     root = tmp_path_factory.mktemp("pipeline")
     run_training(tiny_cfg(root / "teacher", f"model.name={TEACHER}"))
     rec = root / "records"
-    record(teachers=[str(root / "teacher" / "best.pt")], data=DATA, out=str(rec), k=3,
-           seed=0, logits="int8", topk=0, combine="mean", batch_size=64, device="cpu",
-           resume=False, overwrite=False, augment_config=None, progress=False)
+    record(RecordConfig(teachers=[str(root / "teacher" / "best.pt")], data=DATA, out=str(rec),
+                        k=3, seed=0, batch_size=64, device="cpu", progress=False))
     return root / "teacher" / "best.pt", rec
 
 
@@ -128,7 +128,7 @@ def test_nwsd_changes_training_after_its_warm_up(tmp_path, teacher_and_records,
 def _spy_on_record_reads(monkeypatch) -> list[list[int]]:
     """Per training epoch, the record rows the engine read through `RecordSet.rows`."""
     epochs: list[list[int]] = []
-    real_batches, real_rows = pointkd.engine.RecordedShapes.batches, RecordSet.rows
+    real_batches, real_rows = pointkd.records.replay.RecordReplay.batches, RecordSet.rows
 
     def batches(self, epoch, batch_size):
         epochs.append([])
@@ -138,7 +138,7 @@ def _spy_on_record_reads(monkeypatch) -> list[list[int]]:
         epochs[-1].extend(int(i) for i in idx)
         return real_rows(self, idx)
 
-    monkeypatch.setattr(pointkd.engine.RecordedShapes, "batches", batches)
+    monkeypatch.setattr(pointkd.records.replay.RecordReplay, "batches", batches)
     monkeypatch.setattr(RecordSet, "rows", rows)
     return epochs
 
@@ -188,7 +188,7 @@ def test_one_per_shape_visits_each_row_once_in_k_epochs(teacher_and_records):
     records = open_records(rec)
     data = load_split(DATA, "train", num_points=records.manifest["data"]["num_points"])
     train_idx, _ = stratified_split(data.labels, 0.1, 0)
-    source = pointkd.engine.RecordedShapes(records, train_idx, 0, "one_per_shape")
+    source = pointkd.records.replay.RecordReplay(records, train_idx, 0, "one_per_shape")
     rows = [int(r) for e in range(records.k) for b in source.batches(e, 50) for r in b.rows]
     expected = sorted(int(r) for k in range(records.k)
                       for r in records.row_index(train_idx, [k] * len(train_idx)))
@@ -203,19 +203,18 @@ def test_use_k_restricts_to_the_rows_of_a_smaller_recording(tmp_path, teacher_an
     records = open_records(rec)
     data = load_split(DATA, "train", num_points=records.manifest["data"]["num_points"])
     train_idx, _ = stratified_split(data.labels, 0.1, 0)
-    source = pointkd.engine.RecordedShapes(records, train_idx, 0, "all", use_k=2)
+    source = pointkd.records.replay.RecordReplay(records, train_idx, 0, "all", use_k=2)
     rows = np.concatenate([b.rows.numpy() for b in source.batches(0, 50)])
     assert sorted(rows) == sorted(records.row_index(np.tile(train_idx, 2),
                                                     np.repeat([0, 1], len(train_idx))))
     # ... and those rows are the bytes of a K = 2 recording with the same seed
     small = tmp_path / "k2"
-    record(teachers=[str(teacher_ckpt)], data=DATA, out=str(small), k=2, seed=0,
-           logits="int8", topk=0, combine="mean", batch_size=64, device="cpu", resume=False,
-           overwrite=False, augment_config=None, progress=False)
+    record(RecordConfig(teachers=[str(teacher_ckpt)], data=DATA, out=str(small), k=2, seed=0,
+                        batch_size=64, device="cpu", progress=False))
     k2 = open_records(small)
     assert np.array_equal(k2.raw_rows(np.arange(len(k2))), records.raw_rows(np.arange(len(k2))))
     with pytest.raises(ConfigError, match="use_k"):
-        pointkd.engine.RecordedShapes(records, train_idx, 0, "all", use_k=records.k + 1)
+        pointkd.records.replay.RecordReplay(records, train_idx, 0, "all", use_k=records.k + 1)
 
 
 def test_online_kd_runs_the_teacher_on_every_training_batch(tmp_path, teacher_and_records,
@@ -297,3 +296,20 @@ def test_cli_train_eval_distill(tmp_path, cli, teacher_and_records):
     code, _, err = cli("distill", "--student", STUDENT, "--data", "synthetic", "--teacher",
                        "x.pt", "--out", tmp_path / "e")
     assert code == 2 and "--online" in err
+
+
+def test_training_and_evaluation_print_nothing_the_cli_prints(tmp_path, capsys):
+    """Stage functions return results; `on_epoch` and the CLI say them."""
+    from pointkd.evaluate import evaluate_checkpoint
+
+    rows = []
+    results = run_training(tiny_cfg(tmp_path / "run", f"model.name={STUDENT}",
+                                    "train.progress=true"), on_epoch=rows.append)
+    evaluation = evaluate_checkpoint(EvalConfig([str(tmp_path / "run" / "best.pt")], DATA,
+                                                device="cpu", latency=False, progress=False))
+    assert capsys.readouterr() == ("", "")
+    assert [r["epoch"] for r in rows] == [1, 2]
+    # finish_run's test OA is evaluate_checkpoint's on the same checkpoint
+    assert results["test_oa"] == evaluation.report["single_view"]["oa"]
+    assert results["flops"] == evaluation.report["flops"]
+    assert evaluation.text().startswith(f"model {STUDENT}  data ")

@@ -99,3 +99,18 @@ def test_other_models_export(tmp_path, name):
     report = export_onnx(str(tmp_path / "m.pt"), str(tmp_path / "m.onnx"))
     x = (np.random.default_rng(0).random((5, 256, 3)) * 2 - 1).astype(np.float32)
     assert check_parity(model, report["onnx"], x)["max_abs_diff"] <= 1e-4
+
+
+def test_predict_files_returns_results_and_prints_nothing(tmp_path, capsys):
+    from pointkd.export import predict_files
+
+    ckpt = make_ckpt(tmp_path / "m.pt")
+    good = tmp_path / "ok.xyz"
+    np.savetxt(good, np.random.default_rng(0).normal(size=(50, 3)))
+    (tmp_path / "bad.xyz").write_text("not a number\n")
+    results = predict_files(str(ckpt), [str(tmp_path / "bad.xyz"), str(good)], topk=2,
+                            device="cpu", progress=False)
+    assert capsys.readouterr() == ("", "")
+    assert [r["file"] for r in results] == [str(tmp_path / "bad.xyz"), str(good)]
+    assert "bad.xyz" in results[0]["error"] and "top" not in results[0]
+    assert [t["index"] for t in results[1]["top"]] != [] and len(results[1]["top"]) == 2

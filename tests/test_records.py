@@ -3,6 +3,7 @@ verify (one case each, through the CLI), no silent overwrite, resume safety."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import multiprocessing
 import pickle
@@ -17,6 +18,7 @@ from torch import nn
 
 from pointkd import augment
 from pointkd.checkpoint import save_checkpoint
+from pointkd.config import RecordConfig, augment_spec
 from pointkd.data import load_split
 from pointkd.errors import OutputError, RecordError
 from pointkd.models import register_model
@@ -73,8 +75,9 @@ def make_teacher(path: Path, ds, scale: float = 1.0) -> Path:
 
 def rec(out, teachers, **kw) -> Path:
     args = dict(data=DATA, k=3, seed=0, logits="int8", topk=0, combine="mean", batch_size=16,
-                device="cpu", resume=False, overwrite=False, augment_config=None, progress=False)
-    return record(teachers=[str(t) for t in teachers], out=str(out), **{**args, **kw})
+                device="cpu", resume=False, overwrite=False, progress=False)
+    return record(RecordConfig(teachers=[str(t) for t in teachers], out=str(out),
+                               **{**args, **kw}))
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +91,35 @@ def setup(tmp_path_factory, ds):
 def expected_logits(ds, batch, spec, scale: float = 1.0) -> torch.Tensor:
     x = augment.apply(torch.from_numpy(ds.points)[batch.sample], batch.params, batch.seeds, spec)
     return Probe(ds.num_classes, scale)(x)
+
+
+# sha256 of the one shard each recording below writes. The probe teacher's logits are exact
+# functions of its input and `augment.apply` is device-exact, so these bytes are the format:
+# a change here breaks every record set already written (docs/records.md).
+GOLDEN_SHARDS = {
+    "int8": ([1.0], {}, "3f4abc353d7998fa100f0797c52eb8348387dad038e6aac2fa56704ec1796314"),
+    "fp16": ([1.0], {"logits": "fp16"},
+             "f7af999b94e99a8ebabe828130a0fa4b54833d5c4293787bb87c7ac116130bbe"),
+    "fp32": ([1.0], {"logits": "fp32"},
+             "51a0146746a1e3cb89d40c1b847fd10d291db9715177774442574a6e0cdb5e0c"),
+    "top4": ([1.0], {"topk": 4},
+             "60b9b372a69b85671205db5233d83b2b9f286707372746dc9b73696ab5a81d85"),
+    "each": ([1.0, 0.5], {"combine": "each", "logits": "fp16"},
+             "d463a21b822d269f2e4d336fd5fd285193d14a2ecde5a62d8f724ae46a1465a0"),
+    "mean": ([1.0, 0.5], {"seed": 7, "k": 2, "batch_size": 5},
+             "5aa7d79abf2f1b828472bc153b5264b7a9c66dd0557902273040d078f7bcde17"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(GOLDEN_SHARDS))
+def test_recorded_shards_are_byte_identical_to_the_golden_hashes(tmp_path, ds, name):
+    scales, kw, digest = GOLDEN_SHARDS[name]
+    teachers = [make_teacher(tmp_path / f"t{i}.pt", ds, s) for i, s in enumerate(scales)]
+    out = rec(tmp_path / "rec", teachers, **kw)
+    assert sorted(p.name for p in out.glob("shard-*")) == ["shard-00000.bin"]
+    assert hashlib.sha256((out / "shard-00000.bin").read_bytes()).hexdigest() == digest
+    m = read_manifest(out)
+    assert m["complete"] and m["shards"][0]["sha256"] == digest
 
 
 def test_row_layout_and_bytes_per_row_at_40_classes():
@@ -142,8 +174,8 @@ def test_non_finite_teacher_logits_are_refused():
 
 def test_one_float16_limit_for_records_and_the_self_table(tmp_path):
     # Records refuse logits beyond HALF_SAFE; the NWSD self table clamps to it: both finite.
-    from pointkd.engine import SelfTable
     from pointkd.records.format import HALF_SAFE
+    from pointkd.self_target import SelfTable
 
     assert HALF_SAFE < float(np.finfo(np.float16).max)
     rows = np.zeros(1, row_dtype(4, "fp16"))
@@ -164,7 +196,7 @@ def test_implicit_indices_and_replay_is_exact(setup, ds):
     root, teacher, _ = setup
     spec_cfg = root / "aug.yaml"
     spec_cfg.write_text("augment:\n  rotate: true\n  dropout: 0.3\n  subsample: 48\n")
-    out = rec(root / "fp32", [teacher], logits="fp32", k=2, augment_config=str(spec_cfg))
+    out = rec(root / "fp32", [teacher], logits="fp32", k=2, augment=augment_spec(spec_cfg))
     rs = open_records(out, data=ds)
     assert rs.spec.rotate and rs.spec.subsample == 48 and len(rs) == 2 * len(ds)
     idx = np.random.default_rng(0).permutation(len(rs))[:37]  # not aligned to any batch
@@ -358,3 +390,18 @@ def test_resume_cuts_back_a_torn_partial_shard(setup, tmp_path):
     assert open_records(out).manifest["complete"]
     assert read_manifest(out)["recording"]["rows"] == 0
     rec(out, [teacher], resume=True)  # resuming a complete recording: nothing to do
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"k": 0}, "--k must be >= 1, got 0"), ({"batch_size": 0}, "--batch-size must be >= 1"),
+    ({"topk": -1}, "--topk must be >= 0"), ({"combine": "sum"}, "--combine must be one of mean"),
+    ({"logits": "bf16"}, "--logits must be one of fp32, fp16, int8, got 'bf16'"),
+    ({"teacher_normalization": "z"}, "--teacher-normalization must be one of pointkd"),
+    ({"teachers": []}, "no teacher checkpoint given"),
+    ({"resume": True, "overwrite": True}, "choose either --resume or --overwrite")])
+def test_record_config_checks_itself_before_any_work(tmp_path, change, message):
+    cfg = RecordConfig(**{"teachers": ["missing.pt"], "data": DATA, "out": str(tmp_path / "r"),
+                          **change})
+    with pytest.raises(RecordError, match=message):
+        record(cfg)
+    assert not (tmp_path / "r").exists()

@@ -23,6 +23,7 @@ from conftest import REPO, run_cli_subprocess
 from pointkd import rundir
 from pointkd.checkpoint import save_checkpoint
 from pointkd.cli import main as cli_main
+from pointkd.config import RecordConfig
 from pointkd.data import load_split
 from pointkd.errors import OutputError
 from pointkd.models import create_model
@@ -76,9 +77,9 @@ def teacher(tmp_path_factory) -> Path:
 
 
 def make_records(teacher: Path, out: Path, **kw) -> Path:
-    record(teachers=[str(teacher)], data=DATA, out=str(out), **{
+    record(RecordConfig(teachers=[str(teacher)], data=DATA, out=str(out), **{
         "k": 2, "seed": 0, "logits": "int8", "topk": 0, "combine": "mean", "batch_size": 8,
-        "device": "cpu", "progress": False, "augment_config": None, **kw})
+        "device": "cpu", "progress": False, **kw}))
     return out
 
 

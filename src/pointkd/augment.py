@@ -21,12 +21,13 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, fields
 from statistics import NormalDist
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor
 
 from pointkd.errors import ConfigError, RecordError
+from pointkd.limits import MAX_POINTS, Range, check_settings
 
 PARAM_NAMES = ("scale_x", "scale_y", "scale_z", "shift_x", "shift_y", "shift_z", "rotation")
 PARAM_DIM = len(PARAM_NAMES)
@@ -38,13 +39,17 @@ __all__ = ["AugmentSpec", "PARAM_NAMES", "PARAM_DIM", "row_keys", "keyed_params"
 @dataclass(frozen=True)
 class AugmentSpec:
     """What `apply` does. Defaults follow PointMLP (scale U(2/3, 3/2) per axis, shift
-    U(−0.2, 0.2)) plus jitter N(0, 0.01²) clipped at ±0.05 and a point shuffle."""
+    U(−0.2, 0.2)) plus jitter N(0, 0.01²) clipped at ±0.05 and a point shuffle.
+
+    It is also the `augment` section of a run's config (`pointkd.config.RunConfig`): its
+    fields, limits and checks are declared here only."""
 
     scale_low: float = 2.0 / 3.0
     scale_high: float = 1.5
     shift: float = 0.2
     rotate: bool = False  # uniform rotation about the up axis
-    up_axis: int = 2  # the shared ModelNet40 clouds are z-up (people/bottles are tall in z)
+    up_axis: Literal[0, 1, 2] = 2  # the shared ModelNet40 clouds are z-up (people/bottles
+    # are tall in z), as is the synthetic set
     jitter_sigma: float = 0.01
     jitter_clip: float = 0.05
     subsample: int = 0  # keep P' random points (0 = all)
@@ -52,16 +57,15 @@ class AugmentSpec:
     dropout: float = 0.0  # max fraction of points replaced by the first point (PointNet++)
     # 2: point-level ops from the counter-based hash + inverse-CDF normals, z-up default
     VERSION: ClassVar[int] = 2
+    LIMITS: ClassVar[dict] = {
+        "scale_low": Range(0.0, low_open=True), "scale_high": Range(0.0, low_open=True),
+        "shift": Range(0.0), "jitter_sigma": Range(0.0), "jitter_clip": Range(0.0),
+        "subsample": Range(0, MAX_POINTS), "dropout": Range(0.0, 1.0, high_open=True)}
+    CHECKS: ClassVar[tuple] = (
+        (lambda a: a.scale_high >= a.scale_low, "augment: need 0 < scale_low <= scale_high"),)
 
     def __post_init__(self) -> None:
-        checks = [(0 < self.scale_low <= self.scale_high, "0 < scale_low <= scale_high"),
-                  (self.shift >= 0, "shift >= 0"), (self.up_axis in (0, 1, 2), "up_axis in 0..2"),
-                  (self.jitter_sigma >= 0 and self.jitter_clip >= 0, "jitter sigma/clip >= 0"),
-                  (self.subsample >= 0, "subsample >= 0"),
-                  (0 <= self.dropout < 1, "0 <= dropout < 1")]
-        for ok, rule in checks:
-            if not ok:
-                raise ConfigError(f"bad augmentation spec: need {rule}")
+        check_settings(self, lambda name: f"bad augmentation spec: {name}", ConfigError)
 
     def check_points(self, num_points: int) -> None:
         """A subsample needs that many points in every cloud (training and recording)."""
@@ -87,11 +91,6 @@ class AugmentSpec:
             return cls(**values)
         except ConfigError as exc:
             raise RecordError(str(exc)) from None
-
-    @classmethod
-    def from_config(cls, cfg) -> AugmentSpec:
-        """From a `pointkd.config.AugmentConfig` (same field names; missing ones default)."""
-        return cls(**{f.name: getattr(cfg, f.name) for f in fields(cls) if hasattr(cfg, f.name)})
 
 
 # ---- counter-based hashing with int64 torch ops (multiply wraps; logical shift emulated) ----

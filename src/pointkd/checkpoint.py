@@ -67,7 +67,7 @@ def check_checkpoint(ckpt: dict[str, Any], path: str | Path) -> None:
 
 
 def _schema_problem(ckpt: dict[str, Any]) -> str | None:
-    from pointkd.config import MAX_POINTS
+    from pointkd.limits import MAX_POINTS
 
     name, classes, names = ckpt["model"], ckpt.get("num_classes"), ckpt.get("class_names")
     if not isinstance(name, str) or not name:
@@ -119,15 +119,3 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn
     model = build_model(ckpt).to(device).eval()
     meta = {k: v for k, v in ckpt.items() if k not in ("state_dict", "optimizer", "scheduler")}
     return model, meta
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ModelError(f"unknown device '{name}'") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ModelError("device 'cuda' requested but CUDA is not available")
-    return device

@@ -156,6 +156,18 @@ def _data_source(args: argparse.Namespace, cfg) -> str:
     return f"data.path of {args.config}"
 
 
+def _train(cfg, args: argparse.Namespace) -> int:
+    """Run the training loop, an epoch line each epoch (train.progress), the result line."""
+    from pointkd.engine import epoch_line, run_training
+
+    def say_epoch(row: dict) -> None:
+        print(epoch_line(row, cfg.train.epochs), flush=True)
+
+    results = run_training(cfg, resume=args.resume, overwrite=args.overwrite,
+                           on_epoch=say_epoch if cfg.train.progress else None)
+    return _finish(results, cfg)
+
+
 def _finish(results: dict | None, cfg) -> int:
     if results is not None and _main_process():
         from pointkd.engine import result_line
@@ -195,18 +207,14 @@ def cmd_data_convert(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     if (code := _relaunch(args)) is not None:
         return code
-    from pointkd.engine import run_training
-
     cfg = _run_config(args, {"model.name": args.model})
     _say_data(cfg, _data_source(args, cfg))
-    return _finish(run_training(cfg, resume=args.resume, overwrite=args.overwrite), cfg)
+    return _train(cfg, args)
 
 
 def cmd_distill(args: argparse.Namespace) -> int:
     if (code := _relaunch(args)) is not None:
         return code
-    from pointkd.engine import run_training
-
     extra: dict[str, object] = {
         "model.name": args.student,
         "distill.records": args.records,
@@ -230,17 +238,20 @@ def cmd_distill(args: argparse.Namespace) -> int:
     else:
         source = _data_source(args, cfg)
     _say_data(cfg, source)
-    return _finish(run_training(cfg, resume=args.resume, overwrite=args.overwrite), cfg)
+    return _train(cfg, args)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from pointkd.config import EvalConfig
     from pointkd.evaluate import evaluate_checkpoint
 
     _set_threads(args.threads)
-    evaluate_checkpoint(
-        args.checkpoint, args.data, split=args.split, out=args.out, device=args.device,
-        votes=args.votes, batch_size=args.batch_size, latency=not args.no_latency,
-    )
+    evaluation = evaluate_checkpoint(EvalConfig(
+        checkpoints=args.checkpoint, data=args.data, split=args.split, out=args.out,
+        device=args.device, votes=args.votes, batch_size=args.batch_size,
+        latency=not args.no_latency,
+    ))
+    print(evaluation.text())
     return 0
 
 
@@ -248,18 +259,19 @@ def cmd_record(args: argparse.Namespace) -> int:
     if (code := _relaunch(args)) is not None:
         return code
 
+    from pointkd.config import RecordConfig, augment_spec
     from pointkd.records import record
 
     _set_threads(args.threads)
     was_complete = args.resume and _complete_record_set(args.out)
-    root = record(
+    root = record(RecordConfig(
         teachers=args.teacher, data=args.data, out=args.out, k=args.k, seed=args.seed,
         logits=args.logits, topk=args.topk, combine=args.combine, batch_size=args.batch_size,
         device=args.device, resume=args.resume, overwrite=args.overwrite,
-        augment_config=args.config, progress=not args.no_progress,
-        weights=args.weights, class_names=args.class_names,
+        augment=augment_spec(args.config), progress=not args.no_progress,
+        weights=args.weights or [], class_names=args.class_names,
         teacher_normalization=args.teacher_normalization,
-    )
+    ))
     if _main_process():
         print(_record_summary(root, was_complete))
     return 0
@@ -302,12 +314,23 @@ def cmd_records_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from pointkd.export import predict_files
+    from pointkd.export import iter_predictions
 
     _set_threads(args.threads)
-    return predict_files(args.checkpoint, args.files, topk=args.topk,
-                         batch_size=args.batch_size, device=args.device, as_json=args.json,
-                         progress=not args.no_progress, min_points=args.min_points)
+    results, failed = [], 0
+    for r in iter_predictions(args.checkpoint, args.files, topk=args.topk,
+                              batch_size=args.batch_size, device=args.device,
+                              progress=not args.no_progress, min_points=args.min_points):
+        results.append(r)
+        if "error" in r:  # a bad file is reported and does not stop the rest
+            failed += 1
+            print(f"pointkd: error: {r['error']}", file=sys.stderr)
+        elif not args.json:
+            print(f"{r['file']}: " + ", ".join(f"{t['class']} {t['prob']:.3f}"
+                                               for t in r["top"]))
+    if args.json:
+        print(json.dumps(results, indent=1))
+    return 1 if failed else 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:

@@ -9,48 +9,27 @@ as `config.yaml` into the run directory. Unknown keys and values of the wrong ty
 from __future__ import annotations
 
 import dataclasses
-import math
 import re
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import yaml
 
-from pointkd.errors import ConfigError
-
-MAX_POINTS = 1 << 20  # points per cloud; more is a typo (and would not fit in memory)
-
-
-@dataclass(frozen=True)
-class Range:
-    """The allowed values of one config field: [low, high] (either end open or absent), a
-    set of `choices`, or a non-empty string (`text`). Floats must also be finite."""
-
-    low: float | None = None
-    high: float | None = None
-    low_open: bool = False
-    high_open: bool = False
-    choices: tuple = ()
-    text: bool = False
-
-    def problem(self, value: Any) -> str | None:
-        """Why `value` is not allowed, or None."""
-        if self.choices:
-            return None if value in self.choices else \
-                "must be one of " + ", ".join(map(str, self.choices))
-        if self.text:
-            return None if str(value).strip() else "must not be empty"
-        if isinstance(value, float) and not math.isfinite(value):
-            return "must be a finite number"
-        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
-            return f"must be {'>' if self.low_open else '>='} {self.low}"
-        if self.high is not None and (value >= self.high if self.high_open else
-                                      value > self.high):
-            return f"must be {'<' if self.high_open else '<='} {self.high}"
-        return None
+from pointkd.augment import AugmentSpec
+from pointkd.errors import ConfigError, RecordError
+from pointkd.limits import (
+    MAX_POINTS,
+    Range,
+    check_problem,
+    check_settings,
+    field_problem,
+    field_values,
+    option,
+)
+from pointkd.teacher import Normalization
 
 
 @dataclass
@@ -70,32 +49,13 @@ class ModelConfig:
     name: str = "pointnet"
     kwargs: dict = field(default_factory=dict)  # passed to create_model
     LIMITS: ClassVar[dict] = {"name": Range(text=True)}
-
-
-@dataclass
-class AugmentConfig:
-    """Mirrors `pointkd.augment.AugmentSpec`; see there for the meaning of each field."""
-
-    scale_low: float = 2.0 / 3.0
-    scale_high: float = 1.5
-    shift: float = 0.2
-    rotate: bool = False
-    up_axis: int = 2  # ModelNet40 (and the synthetic set) are z-up
-    jitter_sigma: float = 0.01
-    jitter_clip: float = 0.05
-    subsample: int = 0  # P' points after random subsampling (0 = keep all)
-    shuffle: bool = True
-    dropout: float = 0.0
-    LIMITS: ClassVar[dict] = {
-        "scale_low": Range(0.0, low_open=True), "scale_high": Range(0.0, low_open=True),
-        "shift": Range(0.0), "up_axis": Range(choices=(0, 1, 2)), "jitter_sigma": Range(0.0),
-        "jitter_clip": Range(0.0), "subsample": Range(0, MAX_POINTS),
-        "dropout": Range(0.0, 1.0, high_open=True)}
+    CHECKS: ClassVar[tuple] = ((lambda m: "num_classes" not in m.kwargs,
+                                "model.kwargs must not set num_classes (it comes from the data)"),)
 
 
 @dataclass
 class OptimConfig:
-    name: str = "adamw"  # adamw | sgd
+    name: Literal["adamw", "sgd"] = "adamw"
     lr: float = 1e-3
     weight_decay: float = 1e-2
     momentum: float = 0.9  # sgd only
@@ -103,12 +63,12 @@ class OptimConfig:
     min_lr: float = 1e-5
     # several processes (torchrun): the effective batch is world x train.batch_size; scale lr
     # by world ("linear"), sqrt(world) ("sqrt") or not at all ("none", the default)
-    lr_scaling: str = "none"
+    lr_scaling: Literal["none", "linear", "sqrt"] = "none"
     LIMITS: ClassVar[dict] = {
-        "name": Range(choices=("adamw", "sgd")), "lr": Range(0.0, low_open=True),
-        "weight_decay": Range(0.0), "momentum": Range(0.0, 1.0, high_open=True),
-        "warmup_epochs": Range(0), "min_lr": Range(0.0),
-        "lr_scaling": Range(choices=("none", "linear", "sqrt"))}
+        "lr": Range(0.0, low_open=True), "weight_decay": Range(0.0),
+        "momentum": Range(0.0, 1.0, high_open=True), "warmup_epochs": Range(0),
+        "min_lr": Range(0.0)}
+    CHECKS: ClassVar[tuple] = ((lambda o: o.min_lr <= o.lr, "optim.min_lr must be <= optim.lr"),)
 
 
 @dataclass
@@ -146,16 +106,30 @@ class DistillConfig:
     # where z_self comes from: "shape" = the student's logits at its previous visit of the same
     # shape (any record row of it), "row" = previous visit of the same record row,
     # "ema" = an EMA copy of the student run on the current batch
-    self_target: str = "shape"
+    self_target: Literal["shape", "row", "ema"] = "shape"
     ema_decay: float = 0.999
-    rows_per_epoch: str = "one_per_shape"  # one_per_shape | all
+    rows_per_epoch: Literal["one_per_shape", "all"] = "one_per_shape"
     # use only copies k < use_k of each shape (0 = all K): the very rows a recording with
     # K = use_k and the same seed holds, so one record set serves a K ablation
     use_k: int = 0
     LIMITS: ClassVar[dict] = {
         "alpha": Range(0.0), "tau": Range(0.0, low_open=True), "nwsd_warmup_epochs": Range(0),
-        "self_target": Range(choices=("shape", "row", "ema")), "ema_decay": Range(0.0, 1.0),
-        "rows_per_epoch": Range(choices=("one_per_shape", "all")), "use_k": Range(0)}
+        "ema_decay": Range(0.0, 1.0), "use_k": Range(0)}
+    CHECKS: ClassVar[tuple] = (
+        (lambda d: d.beta == 0 or d.alpha + d.beta > 0,
+         "NWSD needs distill.alpha + distill.beta > 0"),
+        (lambda d: not d.online or d.teacher, "online KD needs a teacher checkpoint (--teacher)"),
+        (lambda d: not (d.online and d.records),
+         "choose either --records (offline) or --online --teacher, not both"),
+        (lambda d: d.online or not d.teacher,
+         "--teacher is for online KD: add --online (offline KD uses --records)"))
+
+    @property
+    def mode(self) -> Literal["plain", "online", "offline"]:
+        """Where the target comes from: records (offline), a teacher in memory, or nowhere."""
+        if self.online:
+            return "online"
+        return "offline" if self.records else "plain"
 
 
 @dataclass
@@ -163,15 +137,72 @@ class RunConfig:
     out: str = "runs/default"
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    augment: AugmentSpec = field(default_factory=AugmentSpec)  # declared in pointkd.augment
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     distill: DistillConfig = field(default_factory=DistillConfig)
+    CHECKS: ClassVar[tuple] = ((lambda c: c.out.strip() != "", "out must not be empty"),)
+
+
+@dataclass
+class RecordConfig:
+    """`pointkd record`: which teachers to record, on what data, how (docs/records.md)."""
+
+    teachers: list[str]  # pointkd checkpoints, .onnx files or module:factory entry points
+    data: str  # the dataset whose train split is recorded
+    out: str  # the record-set directory
+    k: int = 10  # augmented copies per training shape
+    seed: int = 0  # every row's augmentation derives from (seed, shape, k)
+    logits: Literal["fp32", "fp16", "int8"] = "int8"
+    topk: int = 0  # store only the top-k logits and the tail's log-sum-exp (0 = all)
+    combine: Literal["mean", "each"] = "mean"  # several teachers: their mean, or each one's
+    batch_size: int = 64  # rows per teacher batch and per write (the resume grid)
+    device: str = "auto"
+    resume: bool = False
+    overwrite: bool = False
+    augment: AugmentSpec = field(default_factory=AugmentSpec)  # see `augment_spec(path)`
+    progress: bool = True
+    weights: list[str] = field(default_factory=list)  # one per module:factory teacher
+    class_names: str | None = None  # file: the teachers' classes, one a line
+    teacher_normalization: Normalization | None = None  # for teachers that declare none
+    LIMITS: ClassVar[dict] = {"k": Range(1), "batch_size": Range(1), "topk": Range(0)}
+    CHECKS: ClassVar[tuple] = (
+        (lambda r: bool(r.teachers), "no teacher checkpoint given"),
+        (lambda r: not (r.resume and r.overwrite), "choose either --resume or --overwrite"))
+
+    def check(self) -> None:
+        """Every rule above; a problem is a one-line RecordError naming the option."""
+        check_settings(self, option, RecordError)
+
+
+@dataclass
+class EvalConfig:
+    """`pointkd eval`: one checkpoint, or several evaluated as their ensemble (mean logits)."""
+
+    checkpoints: list[str]
+    data: str
+    split: str = "test"
+    out: str | None = None  # a directory for eval_<split>.json and confusion_<split>.png
+    device: str = "auto"
+    votes: int = 0  # extra randomly scaled copies averaged in (multi-view voting; 0 = off)
+    batch_size: int = 32
+    latency: bool = True  # measure ms per cloud at batch 1 and 32
+    normalize: bool = True  # load the data in pointkd's unit-sphere normalisation
+    progress: bool = True  # a live bar per model on a terminal
+    LIMITS: ClassVar[dict] = {"split": Range(text=True), "votes": Range(0),
+                              "batch_size": Range(1)}
+    CHECKS: ClassVar[tuple] = ((lambda e: bool(e.checkpoints), "no checkpoint given"),)
+
+    def check(self) -> None:
+        """Every rule above; a problem is a one-line ConfigError naming the option."""
+        check_settings(self, option, ConfigError)
 
 
 def _coerce(value: Any, typ: Any, key: str) -> Any:
     """Check/convert one value against its annotated type, naming `key` on failure."""
     origin = typing.get_origin(typ)
+    if origin is Literal:  # the type of its values here; which value, `validate` checks
+        return _coerce(value, type(typing.get_args(typ)[0]), key)
     if origin in (typing.Union, types.UnionType):
         for option in typing.get_args(typ):
             try:
@@ -206,21 +237,50 @@ def _coerce(value: Any, typ: Any, key: str) -> Any:
     raise ConfigError(f"config key '{key}': unsupported type {typ}")
 
 
-def _merge(obj: Any, values: dict, prefix: str = "") -> None:
-    """Merge a nested mapping into a dataclass instance in place, validating keys and types."""
+@dataclass
+class _Draft:
+    """A frozen section (the augmentation spec) while a config is being merged: its values so
+    far. `_finish` checks and builds it once every file and override is in, so overrides may
+    pass through states its own checks refuse (scale_low=2 before scale_high=3)."""
+
+    cls: type
+    values: types.SimpleNamespace
+
+
+def _merge(obj: Any, values: dict, prefix: str = "", cls: type | None = None) -> None:
+    """Merge a nested mapping into a dataclass instance (or the values of a `_Draft` of
+    dataclass `cls`) in place, validating keys and types."""
     if not isinstance(values, dict):
         raise ConfigError(f"config section '{prefix.rstrip('.') or '<root>'}' must be a mapping")
-    hints = typing.get_type_hints(type(obj))
-    names = {f.name for f in dataclasses.fields(obj)}
+    cls = cls or type(obj)
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
     for key, value in values.items():
         full = f"{prefix}{key}"
         if key not in names:
             raise ConfigError(f"unknown config key '{full}'")
         current = getattr(obj, key)
-        if dataclasses.is_dataclass(current):
+        if dataclasses.is_dataclass(current) and current.__dataclass_params__.frozen:
+            current = _Draft(type(current), types.SimpleNamespace(**field_values(current)))
+            setattr(obj, key, current)
+        if isinstance(current, _Draft):
+            _merge(current.values, value, f"{full}.", current.cls)
+        elif dataclasses.is_dataclass(current):
             _merge(current, value, f"{full}.")
         else:
             setattr(obj, key, _coerce(value, hints[key], full))
+
+
+def _finish(cfg: RunConfig) -> RunConfig:
+    """Build the frozen sections merged into `cfg`, each checked first (with the config key
+    in the message; the section's own checks would not name it)."""
+    for f in dataclasses.fields(cfg):
+        draft = getattr(cfg, f.name)
+        if isinstance(draft, _Draft):
+            values = vars(draft.values)
+            _check_section(draft.cls, values, f"{f.name}.")
+            setattr(cfg, f.name, draft.cls(**values))
+    return cfg
 
 
 _DECIMAL = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
@@ -271,40 +331,44 @@ def load_config(
     for text in overrides:
         keys, value = parse_override(text)
         _merge(cfg, _nest(keys, value))
-    validate(cfg)
+    validate(_finish(cfg))
     return cfg
 
 
 def validate(cfg: RunConfig) -> None:
-    """Every field against its section's `LIMITS` (floats must be finite everywhere), then
-    the checks that relate several fields."""
-    for section in dataclasses.fields(cfg):
-        value = getattr(cfg, section.name)
-        if dataclasses.is_dataclass(value):
-            _check_limits(value, f"{section.name}.")
-    checks = [
-        (cfg.distill.beta == 0 or cfg.distill.alpha + cfg.distill.beta > 0,
-         "NWSD needs distill.alpha + distill.beta > 0"),
-        (cfg.augment.scale_high >= cfg.augment.scale_low,
-         "augment: need 0 < scale_low <= scale_high"),
-        (cfg.optim.min_lr <= cfg.optim.lr, "optim.min_lr must be <= optim.lr"),
-        ("num_classes" not in cfg.model.kwargs,
-         "model.kwargs must not set num_classes (it comes from the data)"),
-        (cfg.out.strip() != "", "out must not be empty"),
-    ]
-    for ok, message in checks:
-        if not ok:
+    """Every section's fields against their rules (`pointkd.limits`: Literal choices and
+    LIMITS; floats must be finite everywhere), then every section's cross-field CHECKS."""
+    sections = [(f.name, getattr(cfg, f.name)) for f in dataclasses.fields(cfg)]
+    sections = [(name, value) for name, value in sections if dataclasses.is_dataclass(value)]
+    for name, section in sections:
+        _check_fields(type(section), field_values(section), f"{name}.")
+    for _, section in [*sections, ("", cfg)]:
+        message = check_problem(type(section), field_values(section))
+        if message:
             raise ConfigError(message)
 
 
-def _check_limits(section: Any, prefix: str) -> None:
-    limits = getattr(section, "LIMITS", {})
-    for f in dataclasses.fields(section):
-        value = getattr(section, f.name)
-        rule = limits.get(f.name, Range())  # no rule: a float must still be finite
-        problem = rule.problem(value) if not isinstance(value, bool | dict) else None
-        if problem:
-            raise ConfigError(f"config key '{prefix}{f.name}' {problem}, got {value!r}")
+def _check_fields(cls: type, values: dict, prefix: str) -> None:
+    bad = field_problem(cls, values)
+    if bad:
+        name, why, value = bad
+        raise ConfigError(f"config key '{prefix}{name}' {why}, got {value!r}")
+
+
+def _check_section(cls: type, values: dict, prefix: str) -> None:
+    """A section's fields, then its cross-field checks."""
+    _check_fields(cls, values, prefix)
+    message = check_problem(cls, values)
+    if message:
+        raise ConfigError(message)
+
+
+def augment_spec(path: str | Path | None) -> AugmentSpec:
+    """The augmentation spec of a YAML config's `augment` section (defaults without one):
+    what `pointkd record --config` records with and `records verify --config` checks."""
+    if not path:
+        return AugmentSpec()
+    return load_config(path).augment
 
 
 def to_dict(cfg: RunConfig) -> dict:
@@ -318,4 +382,4 @@ def save_config(cfg: RunConfig, path: str | Path) -> None:
 def from_dict(values: dict) -> RunConfig:
     cfg = RunConfig()
     _merge(cfg, values)
-    return cfg
+    return _finish(cfg)

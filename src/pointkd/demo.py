@@ -27,7 +27,14 @@ from pathlib import Path
 import yaml
 
 from pointkd import rundir
-from pointkd.config import RunConfig, from_dict, load_config, save_config
+from pointkd.config import (
+    RecordConfig,
+    RunConfig,
+    augment_spec,
+    from_dict,
+    load_config,
+    save_config,
+)
 from pointkd.errors import ConfigError
 
 DEMO_CONFIG = "configs/synthetic_demo.yaml"
@@ -132,11 +139,11 @@ def run_synthetic_demo(out: str | Path, quick: bool, config: str | Path,
         k = 2 if quick else int(plan["k"])
         _stage(3, f"record: the teacher's logits for K = {k} augmented copies of every "
                   "training shape")
-        records_dir = record(
+        records_dir = record(RecordConfig(
             teachers=[str(out / "teacher" / "best.pt")], data=data, out=str(out / "records"),
             k=k, seed=0, logits="int8", topk=0, combine="mean", batch_size=64,
             device=cfg.train.device, resume=False, overwrite=True,
-            augment_config=str(out / "demo_config.yaml"))
+            augment=augment_spec(out / "demo_config.yaml")))
         recording = _records_summary(records_dir)
         print(f"   {recording['rows']:,} rows x {recording['bytes_per_row']} B = "
               f"{recording['bytes'] / 1e3:.0f} kB in {recording['seconds']:.1f} s")
@@ -177,14 +184,18 @@ def _train_job(cfg: RunConfig, threads: int) -> dict:
 
     import torch
 
-    from pointkd.engine import run_training
+    from pointkd.engine import epoch_line, run_training
+
+    def say_epoch(row: dict) -> None:  # into the run's log, as `pointkd train` prints it
+        print(epoch_line(row, cfg.train.epochs), flush=True)
 
     torch.set_num_threads(threads)
     Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     with open(Path(cfg.out).with_suffix(".log"), "w") as log, \
             contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-        result = run_training(cfg, overwrite=True)
+        result = run_training(cfg, overwrite=True, on_epoch=say_epoch if cfg.train.progress
+                              else None)
     result["seconds"] = time.perf_counter() - t0
     return _slim(result)
 

@@ -1,13 +1,18 @@
 """The one training loop: teacher training, plain students, online KD and offline KD.
 
-They differ only in where the distillation target comes from:
+They differ only in where the distillation target comes from, the run's `TargetSource`
+(`pointkd.targets`):
 
-    plain    augmentation sampled now,           no target        (alpha = beta = 0)
-    online   augmentation sampled now,           teacher(points)  (teacher in memory)
-    offline  augmentation replayed from records, recorded logits  (teacher never loaded)
+    plain    AugmentedShapes  augmentation sampled now,           no target (alpha = beta = 0)
+    online   OnlineTeacher    augmentation sampled now,           teacher(augmented batch)
+    offline  RecordReplay     augmentation replayed from records, recorded logits (the
+                              teacher is never loaded; `pointkd.records.replay`)
 
-Every batch then goes through `augment.apply`, the student, and `losses.total_loss`.
-Per-epoch randomness derives from (seed, epoch) only, so `--resume` needs no RNG state.
+`run_training` builds the source (`training_source`) and the student (`build_trainer`), then
+each epoch `Trainer.train_epoch` augments every batch (`augment.apply`), asks the source for
+its target and, with NWSD, the self target (`pointkd.self_target`) for z_self, runs the
+student and `losses.total_loss`. Per-epoch randomness derives from (seed, epoch) only, so
+`--resume` needs no RNG state.
 
 Under torchrun (docs/distributed.md) each process takes a DistributedSampler share of every
 epoch, the model is wrapped in DistributedDataParallel, the NWSD self table is kept identical
@@ -16,12 +21,11 @@ on every rank, metrics are summed over ranks, and rank 0 alone writes the run di
 
 from __future__ import annotations
 
-import copy
 import csv
 import json
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,143 +33,36 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DistributedSampler
 
 from pointkd import augment, distributed, rundir
-from pointkd.checkpoint import load_model, read_checkpoint, resolve_device, save_checkpoint
-from pointkd.config import RunConfig, save_config, to_dict
+from pointkd.checkpoint import load_model, read_checkpoint, save_checkpoint
+from pointkd.config import EvalConfig, RunConfig, save_config, to_dict, validate
 from pointkd.data import PointCloudSet, load_split, stratified_split
+from pointkd.device import autocast, resolve_device
 from pointkd.distributed import Dist
 from pointkd.errors import ConfigError, DataError
-from pointkd.evaluate import classification_metrics, count_flops, predict_logits
+from pointkd.evaluate import (
+    classification_metrics,
+    count_flops,
+    evaluate_checkpoint,
+    predict_logits,
+)
 from pointkd.losses import total_loss
 from pointkd.models import count_parameters, create_model
 from pointkd.progress import track
-from pointkd.records.format import HALF_SAFE
-from pointkd.teacher import Teacher, attach_frames, load_teachers, match_classes
-
-SINGLE = Dist()  # one process, no torch.distributed
-
-
-@dataclass
-class Batch:
-    shapes: Tensor  # (B,) indices into the training set
-    params: Tensor  # (B, 7) shape-level augmentation parameters
-    seeds: Tensor  # (B,) int64 seeds for point-level augmentation
-    teacher_logits: Tensor | None  # recorded logits (offline KD) or None
-    rows: Tensor  # (B,) record row ids (offline) or shape ids (plain / online)
-
-
-def epoch_positions(n: int, epoch: int, seed: int, dist: Dist) -> np.ndarray:
-    """This process's share of epoch `epoch`: positions into a list of n items.
-
-    A DistributedSampler (seeded, `set_epoch`) permutes the n positions identically in every
-    process and deals them out rank-strided, padding by wrap-around so that every rank gets
-    ceil(n / world) of them. One process is the same sampler with a single replica."""
-    sampler = DistributedSampler(range(n), num_replicas=dist.world, rank=dist.rank,
-                                 shuffle=True, seed=seed)
-    sampler.set_epoch(epoch)
-    return np.fromiter(iter(sampler), np.int64, count=sampler.num_samples)
-
-
-class AugmentedShapes:
-    """Plain and online training: every training shape once per epoch, fresh augmentation."""
-
-    def __init__(self, train_idx: np.ndarray, spec: augment.AugmentSpec, seed: int,
-                 num_shapes: int, dist: Dist = SINGLE):
-        self.train_idx, self.spec, self.seed, self.dist = train_idx, spec, seed, dist
-        self.num_rows = num_shapes  # a "row" is a shape here
-
-    def __len__(self) -> int:  # per process
-        return math.ceil(len(self.train_idx) / self.dist.world)
-
-    def batches(self, epoch: int, batch_size: int) -> Iterator[Batch]:
-        # parameters per position of the canonical list: the same in every process
-        gen = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
-        params, seeds = augment.sample_params(len(self.train_idx), gen, self.spec)
-        pos = torch.from_numpy(epoch_positions(len(self.train_idx), epoch, self.seed, self.dist))
-        shapes, params, seeds = torch.as_tensor(self.train_idx)[pos], params[pos], seeds[pos]
-        for s in _batch_slices(len(pos), batch_size):
-            yield Batch(shapes[s], params[s], seeds[s], None, shapes[s])
-
-
-class RecordedShapes:
-    """Offline KD: rows of a record set, restricted to the training (not validation) shapes.
-
-    `one_per_shape`: each epoch visits every training shape once, through row
-    k = (epoch + offset[shape]) mod K with a random per-shape offset, so K epochs visit every
-    row exactly once. `all`: every row of every training shape each epoch."""
-
-    def __init__(self, records, train_idx: np.ndarray, seed: int, rows_per_epoch: str,
-                 dist: Dist = SINGLE, use_k: int = 0):
-        if use_k > records.k:
-            raise ConfigError(f"distill.use_k = {use_k} but the record set has K = {records.k}")
-        self.records, self.train_idx, self.seed, self.dist = records, train_idx, seed, dist
-        self.k = use_k or records.k  # copies k < self.k are used
-        self.spec = records.spec
-        self.rows_per_epoch = rows_per_epoch
-        self.num_rows = len(records)
-        offsets = np.random.default_rng(seed).integers(0, self.k, len(train_idx))
-        self.offsets = offsets
-
-    def __len__(self) -> int:  # per process
-        per_shape = 1 if self.rows_per_epoch == "one_per_shape" else self.k
-        return math.ceil(len(self.train_idx) * per_shape / self.dist.world)
-
-    def _epoch_rows(self, epoch: int) -> np.ndarray:
-        if self.rows_per_epoch == "one_per_shape":
-            ks = (epoch + self.offsets) % self.k
-            return self.records.row_index(self.train_idx, ks)
-        ks = np.repeat(np.arange(self.k), len(self.train_idx))
-        return self.records.row_index(np.tile(self.train_idx, self.k), ks)
-
-    def batches(self, epoch: int, batch_size: int) -> Iterator[Batch]:
-        rows = self._epoch_rows(epoch)
-        rows = rows[epoch_positions(len(rows), epoch, self.seed, self.dist)]
-        for s in _batch_slices(len(rows), batch_size):
-            rb = self.records.rows(rows[s])
-            yield Batch(torch.as_tensor(rb.sample), rb.params, rb.seeds, rb.logits,
-                        torch.as_tensor(rows[s]))
-
-
-def _batch_slices(n: int, batch_size: int) -> list[slice]:
-    """Consecutive batches; a trailing lone cloud is dropped (BatchNorm cannot train on it)."""
-    slices = [slice(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
-    if len(slices) > 1 and slices[-1].stop - slices[-1].start == 1:
-        slices.pop()
-    return slices
-
-
-class SelfTable:
-    """The student's own logits at its previous visit of each key (row or shape), fp16.
-
-    A memory-mapped file backs tables above `mmap_bytes` so a large K stays cheap."""
-
-    def __init__(self, num_keys: int, num_classes: int, path: Path, mmap_bytes: int = 1 << 28):
-        shape = (num_keys, num_classes)
-        if num_keys * num_classes * 2 > mmap_bytes:
-            self.logits = np.lib.format.open_memmap(path, "w+", np.float16, shape)
-        else:
-            self.logits = np.zeros(shape, np.float16)
-        self.seen = np.zeros(num_keys, bool)
-
-    def lookup(self, keys: Tensor) -> tuple[Tensor, Tensor]:
-        k = keys.numpy()
-        return torch.from_numpy(self.logits[k].astype(np.float32)), torch.from_numpy(self.seen[k])
-
-    def update(self, keys: Tensor, logits: Tensor) -> None:
-        k = keys.numpy()
-        safe = logits.detach().float().cpu().clamp(-HALF_SAFE, HALF_SAFE)
-        self.logits[k] = safe.numpy().astype(np.float16)
-        self.seen[k] = True
-
-    def state(self) -> dict[str, Tensor]:
-        return {"logits": torch.from_numpy(np.asarray(self.logits)), "seen": torch.from_numpy(
-            self.seen)}
-
-    def load(self, state: dict[str, Tensor]) -> None:
-        self.logits[:] = state["logits"].numpy()
-        self.seen[:] = state["seen"].numpy()
+from pointkd.records.reader import check_made_for, open_records
+from pointkd.records.replay import RecordReplay
+from pointkd.self_target import SelfTarget, make_self_target
+from pointkd.targets import (
+    SINGLE,
+    AugmentedShapes,
+    Batch,
+    OnlineTeacher,
+    TargetSource,
+    batch_slices,
+)
+from pointkd.teacher import Teacher, load_teachers
+from pointkd.teacher_inference import fit_to_data
 
 
 def lr_lambda(cfg: RunConfig, steps_per_epoch: int, world: int = 1):
@@ -227,147 +124,79 @@ def check_resume(state: dict, cfg: RunConfig, num_classes: int, path: Path) -> N
         raise ConfigError(f"--resume: {path} lacks {', '.join(missing)} (not a last.pt)")
 
 
-def _training_data(cfg: RunConfig) -> tuple[PointCloudSet, object | None]:
-    """The train split and, for offline KD, the record set checked against it."""
-    if cfg.distill.records and not cfg.distill.online:
-        from pointkd.records import open_records, read_manifest
-
-        num_points = read_manifest(cfg.distill.records)["data"].get("num_points")
-        data = load_split(cfg.data.path, "train", num_points=num_points,
-                          normalize=cfg.data.normalize)
-        return data, open_records(cfg.distill.records, data=data)
-    data = load_split(cfg.data.path, "train", num_points=cfg.data.num_points,
-                      normalize=cfg.data.normalize)
-    return data, None
-
-
-def _load_teacher(cfg: RunConfig, data: PointCloudSet, device: torch.device) -> Teacher:
-    """The online teacher, loaded as `record` loads one (a checkpoint or an ONNX file)."""
-    teacher = load_teachers([cfg.distill.teacher], device)[0]
-    match_classes([teacher], data.class_names, cfg.data.path)
-    if teacher.normalization == "none":  # it takes the data's own units
-        raw = load_split(cfg.data.path, "train", num_points=cfg.data.num_points,
-                         normalize=False).points if cfg.data.normalize else None
-        attach_frames([teacher], raw)
-    return teacher
-
-
-@rundir.releases_locks
-def run_training(cfg: RunConfig, resume: bool = False, overwrite: bool = False) -> dict:
-    """Train `cfg.model` as configured; returns the final results dict (also results.json)."""
-    if cfg.distill.online and not cfg.distill.teacher:
-        raise ConfigError("online KD needs a teacher checkpoint (--teacher)")
-    if cfg.distill.online and cfg.distill.records:
-        raise ConfigError("choose either --records (offline) or --online --teacher, not both")
-    if cfg.distill.teacher and not cfg.distill.online:
-        raise ConfigError("--teacher is for online KD: add --online (offline KD uses --records)")
+def check_run(cfg: RunConfig) -> None:
+    """A run needs valid settings (`config.validate`, also for a RunConfig built in code:
+    ranges, choices, the distillation mode and its inputs) and a dataset."""
+    validate(cfg)
     if not cfg.data.path:
         raise ConfigError("no dataset given: pass --data PATH (an HDF5 folder, a class-folder "
                           "dataset, or 'synthetic'), or set data.path in the config")
-    out = Path(cfg.out)
-    dist = distributed.init(cfg.train.device)
-    dist.on_main(prepare_run_dir, out, resume, overwrite, run_inputs(cfg))
-    if cfg.train.threads > 0:
-        torch.set_num_threads(cfg.train.threads)
-    device = dist.device(resolve_device(cfg.train.device))
-    if cfg.train.sync_bn and device.type != "cuda":
-        raise ConfigError("train.sync_bn needs CUDA: PyTorch's SyncBatchNorm does not run on "
-                          f"{device.type}")
-    data, records = _training_data(cfg)
-    train_idx, val_idx = stratified_split(data.labels, cfg.data.val_fraction, cfg.train.seed)
+
+
+def training_source(cfg: RunConfig, dist: Dist, device: torch.device
+                    ) -> tuple[PointCloudSet, np.ndarray, TargetSource]:
+    """The train split, its validation shapes, and where batches and targets come from."""
+    mode = cfg.distill.mode
+    records = open_records(cfg.distill.records) if mode == "offline" else None
+    # offline KD replays the clouds the teacher saw: at the record set's point count
+    num_points = (records.manifest["data"].get("num_points") if records is not None
+                  else cfg.data.num_points)
+    data = load_split(cfg.data.path, "train", num_points=num_points,
+                      normalize=cfg.data.normalize)
     if records is not None:
-        source = RecordedShapes(records, train_idx, cfg.train.seed, cfg.distill.rows_per_epoch,
-                                dist, cfg.distill.use_k)
+        check_made_for(records, data, cfg.distill.records)
+    train_idx, val_idx = stratified_split(data.labels, cfg.data.val_fraction, cfg.train.seed)
+    source: TargetSource
+    if records is not None:
+        source = RecordReplay(records, train_idx, cfg.train.seed, cfg.distill.rows_per_epoch,
+                              dist, cfg.distill.use_k)
     else:
-        spec = augment.AugmentSpec.from_config(cfg.augment)
-        source = AugmentedShapes(train_idx, spec, cfg.train.seed, len(data), dist)
+        source = AugmentedShapes(train_idx, cfg.augment, cfg.train.seed, len(data), dist)
     source.spec.check_points(data.points.shape[1])
-    distilling = records is not None or cfg.distill.online
-    teacher = _load_teacher(cfg, data, device) if cfg.distill.online else None
-    if dist.main:
-        save_config(cfg, out / "config.yaml")
+    if mode == "online":
+        source = OnlineTeacher(source, _load_teacher(cfg, data, device), cfg.train.amp)
+    return data, val_idx, source
 
-    torch.manual_seed(cfg.train.seed)  # the same initial weights in every process
-    model = create_model(cfg.model.name, data.num_classes, **cfg.model.kwargs)
-    if dist.active and cfg.train.sync_bn:
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    model = model.to(device)
-    net = _wrap_ddp(model, device) if dist.active else model  # what the training step calls
-    optimizer = make_optimizer(cfg, model, dist.world)
-    steps = len(_batch_slices(len(source), cfg.train.batch_size))
-    if cfg.train.max_steps_per_epoch:
-        steps = min(steps, cfg.train.max_steps_per_epoch)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, steps, dist.world))
-    use_self = distilling and cfg.distill.beta != 0
-    ema = copy.deepcopy(model).eval() if use_self and cfg.distill.self_target == "ema" else None
-    num_keys = source.num_rows if cfg.distill.self_target == "row" else len(data)
-    table = (SelfTable(num_keys, data.num_classes, out / "self_table.npy")
-             if use_self and ema is None else None)
 
-    start_epoch, best, history = 0, {"val_oa": -1.0, "epoch": -1}, []
-    if resume:  # every process reads the same last.pt (written by rank 0)
-        state = read_checkpoint(out / "last.pt")
-        check_resume(state, cfg, data.num_classes, out / "last.pt")
-        model.load_state_dict(state["state_dict"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        start_epoch, best, history = state["epoch"] + 1, state["best"], state["history"]
-        if ema is not None:
-            ema.load_state_dict(state["ema"])
-        if table is not None:
-            table.load(state["self_table"])
+def _load_teacher(cfg: RunConfig, data: PointCloudSet, device: torch.device) -> Teacher:
+    """The online teacher, loaded and fitted to the data as `record` does it."""
+    teacher = load_teachers([cfg.distill.teacher], device)[0]
+    fit_to_data([teacher], data, cfg.data.path, cfg.data.num_points, cfg.data.normalize)
+    return teacher
 
-    points = torch.from_numpy(data.points)
-    labels = torch.from_numpy(data.labels)
-    meta = {"model": cfg.model.name, "model_kwargs": cfg.model.kwargs,
-            "num_classes": data.num_classes, "class_names": data.class_names,
-            "num_points": int(data.points.shape[1]), "data_fingerprint": data.fingerprint(),
-            "config": to_dict(cfg)}
-    for epoch in range(start_epoch, cfg.train.epochs):
+
+@dataclass
+class Trainer:
+    """The student, its optimizer, and where targets come from: `train_epoch` is the loop."""
+
+    cfg: RunConfig
+    model: nn.Module  # the student
+    net: nn.Module  # what a step calls: the student, or its DistributedDataParallel wrapper
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LambdaLR
+    source: TargetSource
+    self_target: SelfTarget | None  # NWSD's z_self (None: beta = 0 or no distillation)
+    points: Tensor  # the training split's clouds (N, P, 3), on the CPU
+    labels: Tensor
+    device: torch.device
+    dist: Dist
+    steps: int  # per epoch and process
+
+    def train_epoch(self, epoch: int) -> dict:
+        """One epoch; returns its metrics row (summed over processes)."""
+        cfg = self.cfg
         # dropout etc.; its own stream per process
-        torch.manual_seed(cfg.train.seed * 1_000_003 + epoch + 7919 * dist.rank)
+        torch.manual_seed(cfg.train.seed * 1_000_003 + epoch + 7919 * self.dist.rank)
         beta = cfg.distill.beta if epoch >= cfg.distill.nwsd_warmup_epochs else 0.0
-        model.train()
+        self.model.train()
         t0, seen, correct, sums = time.perf_counter(), 0, 0, {"loss": 0.0}
-        batches = source.batches(epoch, cfg.train.batch_size)
-        bar = _progress(batches, steps, f"epoch {epoch + 1}/{cfg.train.epochs}", cfg, dist)
+        batches = self.source.batches(epoch, cfg.train.batch_size)
+        bar = _progress(batches, self.steps, f"epoch {epoch + 1}/{cfg.train.epochs}", cfg,
+                        self.dist)
         for step, batch in enumerate(bar):
-            if step >= steps:
+            if step >= self.steps:
                 break
-            x = augment.apply(points[batch.shapes].to(device), batch.params.to(device),
-                              batch.seeds.to(device), source.spec)
-            y = labels[batch.shapes].to(device)
-            target = batch.teacher_logits
-            if teacher is not None:
-                with torch.no_grad(), _autocast(device, cfg):
-                    target = teacher(x, batch.shapes)
-            self_logits = self_mask = None
-            if beta != 0 and ema is not None:
-                with torch.no_grad(), _autocast(device, cfg):
-                    self_logits = ema(x).float()
-            elif beta != 0 and table is not None:
-                keys = batch.rows if cfg.distill.self_target == "row" else batch.shapes
-                self_logits, self_mask = (t.to(device) for t in table.lookup(keys))
-            with _autocast(device, cfg):
-                logits = net(x)
-            loss, parts = total_loss(
-                logits, y, None if target is None else target.to(device), self_logits,
-                alpha=cfg.distill.alpha if distilling else 0.0, beta=beta, tau=cfg.distill.tau,
-                label_smoothing=cfg.train.label_smoothing, self_mask=self_mask)
-            if not torch.isfinite(loss):
-                raise DataError(f"loss became {float(loss)} at epoch {epoch + 1}, step {step}")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.train.grad_clip > 0:
-                nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            if table is not None:  # every process keeps the whole table
-                keys = batch.rows if cfg.distill.self_target == "row" else batch.shapes
-                table.update(dist.gather_cat(keys).cpu(),
-                             dist.gather_cat(logits.detach().float()).cpu())
-            if ema is not None:
-                _ema_update(ema, model, cfg.distill.ema_decay)
+            loss, parts, logits, y = self.step(batch, beta, f"epoch {epoch + 1}, step {step}")
             n = len(y)
             seen += n
             correct += int((logits.argmax(1) == y).sum())
@@ -376,35 +205,153 @@ def run_training(cfg: RunConfig, resume: bool = False, overwrite: bool = False) 
                 sums[key] = sums.get(key, 0.0) + value * n
         seconds = time.perf_counter() - t0
         keys = sorted(sums)
-        seen, correct, *totals = dist.sum([seen, correct, *(sums[k] for k in keys)])
+        seen, correct, *totals = self.dist.sum([seen, correct, *(sums[k] for k in keys)])
         sums = dict(zip(keys, totals, strict=True))
-        row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
-               **{f"train_{k}": v / max(seen, 1) for k, v in sums.items()},
-               "train_acc": correct / max(seen, 1), "epoch_seconds": seconds,
-               "samples_per_s": seen / max(seconds, 1e-9), "beta": beta}
+        return {"epoch": epoch + 1, "lr": self.optimizer.param_groups[0]["lr"],
+                **{f"train_{k}": v / max(seen, 1) for k, v in sums.items()},
+                "train_acc": correct / max(seen, 1), "epoch_seconds": seconds,
+                "samples_per_s": seen / max(seconds, 1e-9), "beta": beta}
+
+    def step(self, batch: Batch, beta: float, where: str
+             ) -> tuple[Tensor, dict[str, float], Tensor, Tensor]:
+        """One optimizer step: augment, target, student, loss. (loss, parts, logits, y)."""
+        cfg, device = self.cfg, self.device
+        x = augment.apply(self.points[batch.shapes].to(device), batch.params.to(device),
+                          batch.seeds.to(device), self.source.spec)
+        y = self.labels[batch.shapes].to(device)
+        target = self.source.target(batch, x)
+        self_logits = self_mask = None
+        if beta != 0 and self.self_target is not None:
+            self_logits, self_mask = self.self_target.lookup(batch, x)
+        with autocast(device, cfg.train.amp):
+            logits = self.net(x)
+        loss, parts = total_loss(
+            logits, y, None if target is None else target.to(device), self_logits,
+            alpha=cfg.distill.alpha if self.source.distills else 0.0, beta=beta,
+            tau=cfg.distill.tau, label_smoothing=cfg.train.label_smoothing, self_mask=self_mask)
+        if not torch.isfinite(loss):
+            raise DataError(f"loss became {float(loss)} at {where}")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.train.grad_clip > 0:
+            nn.utils.clip_grad_norm_(self.model.parameters(), cfg.train.grad_clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        if self.self_target is not None:
+            self.self_target.update(batch, logits)
+        return loss, parts, logits, y
+
+    def resume(self, path: Path, num_classes: int) -> tuple[int, dict, list[dict]]:
+        """Load last.pt (every process reads the one rank 0 wrote): (first epoch, best,
+        history)."""
+        state = read_checkpoint(path)
+        check_resume(state, self.cfg, num_classes, path)
+        self.model.load_state_dict(state["state_dict"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.self_target is not None:
+            self.self_target.load(state[self.self_target.checkpoint_key])
+        return state["epoch"] + 1, state["best"], state["history"]
+
+    def resume_state(self, best: dict, history: list[dict]) -> dict:
+        """What last.pt adds to best.pt: optimizer, scheduler, history, self target."""
+        extra = ({self.self_target.checkpoint_key: self.self_target.state()}
+                 if self.self_target is not None else {})
+        return {"optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "best": best, "history": history,
+                **extra}
+
+
+def build_trainer(cfg: RunConfig, data: PointCloudSet, source: TargetSource,
+                  device: torch.device, dist: Dist, out: Path) -> Trainer:
+    """The student (the same initial weights in every process), optimizer, schedule, and
+    NWSD's self target when the run distills with beta != 0."""
+    torch.manual_seed(cfg.train.seed)
+    model = create_model(cfg.model.name, data.num_classes, **cfg.model.kwargs)
+    if dist.active and cfg.train.sync_bn:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model = model.to(device)
+    net = _wrap_ddp(model, device) if dist.active else model
+    optimizer = make_optimizer(cfg, model, dist.world)
+    steps = len(batch_slices(len(source), cfg.train.batch_size))
+    if cfg.train.max_steps_per_epoch:
+        steps = min(steps, cfg.train.max_steps_per_epoch)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, steps, dist.world))
+    self_target = None
+    if source.distills and cfg.distill.beta != 0:
+        self_target = make_self_target(cfg.distill.self_target, model, source.num_rows,
+                                       len(data), data.num_classes, out, cfg.distill.ema_decay,
+                                       cfg.train.amp, dist)
+    return Trainer(cfg, model, net, optimizer, scheduler, source, self_target,
+                   torch.from_numpy(data.points), torch.from_numpy(data.labels), device, dist,
+                   steps)
+
+
+@rundir.releases_locks
+def run_training(cfg: RunConfig, resume: bool = False, overwrite: bool = False,
+                 on_epoch: Callable[[dict], None] | None = None) -> dict:
+    """Train `cfg.model` as configured; returns the final results dict (also results.json).
+    `on_epoch(row)` is called with each epoch's metrics once they are saved (in rank 0)."""
+    check_run(cfg)
+    out = Path(cfg.out)
+    dist = distributed.init(cfg.train.device)
+    dist.on_main(prepare_run_dir, out, resume, overwrite, run_inputs(cfg))
+    device = _compute_device(cfg, dist)
+    data, val_idx, source = training_source(cfg, dist, device)
+    if dist.main:
+        save_config(cfg, out / "config.yaml")
+    trainer = build_trainer(cfg, data, source, device, dist, out)
+    start_epoch, best, history = 0, {"val_oa": -1.0, "epoch": -1}, []
+    if resume:
+        start_epoch, best, history = trainer.resume(out / "last.pt", data.num_classes)
+    meta = _checkpoint_meta(cfg, data)
+    for epoch in range(start_epoch, cfg.train.epochs):
+        row = trainer.train_epoch(epoch)
         if len(val_idx):
-            val = _validate(model, points, data, val_idx, cfg, device, dist)
+            val = _validate(trainer.model, trainer.points, data, val_idx, cfg, device, dist)
             row.update(val_oa=val["oa"], val_macc=val["macc"])
         history.append(row)
-        score = row.get("val_oa", epoch)  # no validation split: keep the last epoch
-        state = {**meta, "state_dict": model.state_dict(), "epoch": epoch, "metrics": row}
-        improved = score >= best["val_oa"]
-        if improved:
-            best = {"val_oa": score, "epoch": epoch + 1}
-        if dist.main:
-            if improved:
-                save_checkpoint(state, out / "best.pt")
-            save_checkpoint({**state, "optimizer": optimizer.state_dict(),
-                             "scheduler": scheduler.state_dict(), "best": best,
-                             "history": history,
-                             **({"ema": ema.state_dict()} if ema is not None else {}),
-                             **({"self_table": table.state()} if table is not None else {})},
-                            out / "last.pt")
-            write_history(history, out)
-            _log_epoch(row, cfg)
-        dist.barrier()  # last.pt is complete before any process may stop or resume
-
+        best = _save_epoch(trainer, meta, out, epoch, row, best, history)
+        if on_epoch is not None and dist.main:
+            on_epoch(row)
     return dist.on_main(finish_run, cfg, out, data, device, best, history, start_epoch)
+
+
+def _compute_device(cfg: RunConfig, dist: Dist) -> torch.device:
+    """torch threads as train.threads says, and this process's device."""
+    if cfg.train.threads > 0:
+        torch.set_num_threads(cfg.train.threads)
+    device = dist.device(resolve_device(cfg.train.device))
+    if cfg.train.sync_bn and device.type != "cuda":
+        raise ConfigError("train.sync_bn needs CUDA: PyTorch's SyncBatchNorm does not run on "
+                          f"{device.type}")
+    return device
+
+
+def _checkpoint_meta(cfg: RunConfig, data: PointCloudSet) -> dict:
+    """What every checkpoint of the run says about its model and data."""
+    return {"model": cfg.model.name, "model_kwargs": cfg.model.kwargs,
+            "num_classes": data.num_classes, "class_names": data.class_names,
+            "num_points": int(data.points.shape[1]), "data_fingerprint": data.fingerprint(),
+            "config": to_dict(cfg)}
+
+
+def _save_epoch(trainer: Trainer, meta: dict, out: Path, epoch: int, row: dict, best: dict,
+                history: list[dict]) -> dict:
+    """best.pt when validation OA did not drop (no validation split: every epoch), last.pt,
+    and the metrics files (rank 0); returns the best epoch so far."""
+    score = row.get("val_oa", epoch)  # no validation split: keep the last epoch
+    state = {**meta, "state_dict": trainer.model.state_dict(), "epoch": epoch, "metrics": row}
+    improved = score >= best["val_oa"]
+    if improved:
+        best = {"val_oa": score, "epoch": epoch + 1}
+    if trainer.dist.main:
+        if improved:
+            save_checkpoint(state, out / "best.pt")
+        save_checkpoint({**state, **trainer.resume_state(best, history)}, out / "last.pt")
+        write_history(history, out)
+    trainer.dist.barrier()  # last.pt is complete before any process may stop or resume
+    return best
 
 
 def _wrap_ddp(model: nn.Module, device: torch.device) -> nn.Module:
@@ -426,34 +373,38 @@ def _validate(model: nn.Module, points: Tensor, data: PointCloudSet, val_idx: np
 
 def finish_run(cfg: RunConfig, out: Path, data: PointCloudSet, device: torch.device,
                best: dict, history: list[dict], start_epoch: int = 0) -> dict:
-    """Evaluate the best checkpoint on the test split (reporting only) and write results.
+    """Evaluate the best checkpoint on the test split (reporting only, `evaluate_checkpoint`)
+    and write results.json.
 
     Training time counts the epochs' training loops (`epoch_seconds`), in this session (the
     epochs from `start_epoch` on) and in all. Distillation settings are written only for a
     run that distilled."""
-    model, meta = load_model(out / "best.pt", device)
-    results = {"model": cfg.model.name, "params": count_parameters(model),
-               "flops": count_flops(model, meta["num_points"], device),
-               "best_epoch": best["epoch"],
+    try:
+        test = evaluate_checkpoint(EvalConfig(
+            checkpoints=[str(out / "best.pt")], data=cfg.data.path, split="test",
+            device=str(device), batch_size=cfg.train.eval_batch_size, latency=False,
+            normalize=cfg.data.normalize, progress=False)).report
+    except DataError as exc:  # no test split: the cost of the model all the same
+        model, meta = load_model(out / "best.pt", device)
+        cost = {"params": count_parameters(model),
+                "flops": count_flops(model, meta["num_points"], device)}
+        scores = {"test_note": f"no test split evaluated: {exc}"}
+    else:
+        cost = {"params": test["params"], "flops": test["flops"]}
+        m = test["single_view"]
+        scores = {"test_oa": m["oa"], "test_macc": m["macc"], "test_per_class": m["per_class"]}
+    mode = {"plain": "plain", "online": "online-kd", "offline": "offline-kd"}[cfg.distill.mode]
+    results = {"model": cfg.model.name, **cost, "best_epoch": best["epoch"],
                "val_oa": best["val_oa"] if "val_oa" in history[-1] else None,
                "epochs": len(history),
                "train_seconds_this_session": sum(h["epoch_seconds"]
                                                  for h in history[start_epoch:]),
                "train_seconds_total": sum(h["epoch_seconds"] for h in history),
                "seed": cfg.train.seed, "device": str(device), "data": cfg.data.path,
-               "mode": "offline-kd" if cfg.distill.records else
-                       "online-kd" if cfg.distill.online else "plain"}
-    if results["mode"] != "plain":
+               "mode": mode}
+    if mode != "plain":
         results.update(alpha=cfg.distill.alpha, beta=cfg.distill.beta, tau=cfg.distill.tau)
-    try:
-        test = load_split(cfg.data.path, "test", num_points=meta["num_points"],
-                          normalize=cfg.data.normalize)
-    except DataError as exc:
-        results["test_note"] = f"no test split evaluated: {exc}"
-    else:
-        logits = predict_logits(model, test.points, cfg.train.eval_batch_size, device)
-        m = classification_metrics(logits.argmax(1), test.labels, test.num_classes)
-        results.update(test_oa=m["oa"], test_macc=m["macc"], test_per_class=m["per_class"])
+    results.update(scores)
     (out / "results.json").write_text(json.dumps(results, indent=1))
     return results
 
@@ -502,30 +453,15 @@ def plot_curves(history: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def _ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
-    with torch.no_grad():
-        for e, m in zip(ema.state_dict().values(), model.state_dict().values(), strict=True):
-            if e.dtype.is_floating_point:
-                e.mul_(decay).add_(m.detach(), alpha=1 - decay)
-            else:
-                e.copy_(m)
-
-
-def _autocast(device: torch.device, cfg: RunConfig):
-    return torch.autocast("cuda", dtype=torch.bfloat16,
-                          enabled=device.type == "cuda" and cfg.train.amp)
-
-
 def _progress(it, total: int, desc: str, cfg: RunConfig, dist: Dist = SINGLE):
     """A transient live bar per epoch on a terminal; nothing in a log (the epoch line is)."""
     return track(it, total, desc, unit="batch", enabled=cfg.train.progress and dist.main)
 
 
-def _log_epoch(row: dict, cfg: RunConfig) -> None:
-    if not cfg.train.progress:
-        return
+def epoch_line(row: dict, epochs: int) -> str:
+    """The line the CLI prints after each epoch (with train.progress)."""
     val = (f" val OA {100 * row['val_oa']:.2f}% mAcc {100 * row['val_macc']:.2f}%"
            if "val_oa" in row else "")
-    print(f"epoch {row['epoch']:3d}/{cfg.train.epochs} loss {row['train_loss']:.4f} "
-          f"acc {100 * row['train_acc']:.2f}%{val} ({row['epoch_seconds']:.1f}s, "
-          f"{row['samples_per_s']:.0f} samples/s)", flush=True)
+    return (f"epoch {row['epoch']:3d}/{epochs} loss {row['train_loss']:.4f} "
+            f"acc {100 * row['train_acc']:.2f}%{val} ({row['epoch_seconds']:.1f}s, "
+            f"{row['samples_per_s']:.0f} samples/s)")

@@ -9,13 +9,16 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from torch import nn
 
 from pointkd import rundir
-from pointkd.checkpoint import load_model, resolve_device
+from pointkd.checkpoint import load_model
+from pointkd.config import EvalConfig
+from pointkd.device import autocast, resolve_device
 from pointkd.errors import DataError, ModelError
 
 
@@ -35,7 +38,7 @@ def predict_logits(
     starts = range(0, len(pts), batch_size)
     for start in track(starts, len(starts), progress, unit="batch", enabled=bool(progress)):
         batch = pts[start : start + batch_size].to(device, non_blocking=True)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        with autocast(device):
             out.append(model(batch).float().cpu())
     return torch.cat(out) if out else torch.empty(0)
 
@@ -147,12 +150,20 @@ def save_confusion_png(confusion: np.ndarray, class_names: list[str], path: str 
     plt.close(fig)
 
 
+class Evaluation(NamedTuple):
+    """What `evaluate_checkpoint` found: the report (as `eval_<split>.json` holds it) and the
+    data's class names, which its text form names the weakest classes by."""
+
+    report: dict
+    class_names: list[str]
+
+    def text(self) -> str:
+        return format_report(self.report, self.class_names)
+
+
 @rundir.releases_locks
-def evaluate_checkpoint(
-    checkpoint: str | Path | list[str], data: str, split: str = "test", out: str | None = None,
-    device: str = "auto", votes: int = 0, batch_size: int = 32, latency: bool = True,
-) -> dict:
-    """`pointkd eval`: print and (optionally) save the full report for one checkpoint.
+def evaluate_checkpoint(cfg: EvalConfig) -> Evaluation:
+    """`pointkd eval`: the full report for one checkpoint, saved under `cfg.out` if given.
 
     Several checkpoints are evaluated as an ensemble whose logits are the members' mean — the
     same combination `pointkd record --teacher A --teacher B` stores — so a multi-teacher
@@ -160,10 +171,11 @@ def evaluate_checkpoint(
     """
     from pointkd.data import load_split
 
-    paths = [str(checkpoint)] if isinstance(checkpoint, (str, Path)) else list(map(str, checkpoint))
-    if out is not None:  # refuse a bad --out before any work; locked until we return
-        rundir.open_eval_output(out, inputs=[data])
-    dev = resolve_device(device)
+    cfg.check()
+    paths, data, split = [str(p) for p in cfg.checkpoints], cfg.data, cfg.split
+    if cfg.out is not None:  # refuse a bad --out before any work; locked until we return
+        rundir.open_eval_output(cfg.out, inputs=[data])
+    dev = resolve_device(cfg.device)
     loaded = [load_model(p, dev) for p in paths]
     meta = loaded[0][1]
     for path, (_, m) in zip(paths[1:], loaded[1:], strict=True):
@@ -173,13 +185,14 @@ def evaluate_checkpoint(
                 f"but {paths[0]} {meta['num_classes']} from {meta.get('num_points')}: "
                 "ensemble members must agree"
             )
-    ds = load_split(data, split, num_points=meta.get("num_points"))
+    ds = load_split(data, split, num_points=meta.get("num_points"), normalize=cfg.normalize)
     if ds.num_classes != meta["num_classes"]:
         raise DataError(
             f"{data} has {ds.num_classes} classes but the checkpoint was trained on "
             f"{meta['num_classes']}"
         )
-    members = [predict_logits(model, ds.points, batch_size, dev, progress=f"eval {m['model']}")
+    members = [predict_logits(model, ds.points, cfg.batch_size, dev,
+                              progress=f"eval {m['model']}" if cfg.progress else "")
                for model, m in loaded]
     for path, z in zip(paths, members, strict=True):
         require_finite(z, f"checkpoint {path}", ds.shape_ids)
@@ -196,22 +209,21 @@ def evaluate_checkpoint(
                 k: v for k, v in classification_metrics(
                     z.argmax(1), ds.labels, ds.num_classes).items() if k in ("oa", "macc")}}
             for path, (_, m), z in zip(paths, loaded, members, strict=True)]
-    if votes > 0:
-        voted = torch.stack([vote_logits(model, ds.points, votes, batch_size, dev)
+    if cfg.votes > 0:
+        voted = torch.stack([vote_logits(model, ds.points, cfg.votes, cfg.batch_size, dev)
                              for model, _ in loaded]).mean(0)
         require_finite(voted, "multi-view voting of " + " + ".join(paths))
-        report["voting"] = {"votes": votes, **classification_metrics(
+        report["voting"] = {"votes": cfg.votes, **classification_metrics(
             voted.argmax(1), ds.labels, ds.num_classes)}
-    if latency:
+    if cfg.latency:
         report["latency"] = [_sum_latency([measure_latency(model, ds.points.shape[1], b, dev)
                                            for model, _ in loaded]) for b in (1, 32)]
-    print(format_report(report, ds.class_names))
-    if out is not None:
-        out_dir = Path(out)
+    if cfg.out is not None:
+        out_dir = Path(cfg.out)
         (out_dir / f"eval_{split}.json").write_text(json.dumps(report, indent=1))
         save_confusion_png(np.array(report["single_view"]["confusion"]), ds.class_names,
                            out_dir / f"confusion_{split}.png")
-    return report
+    return Evaluation(report, list(ds.class_names))
 
 
 def _sum_latency(parts: list[dict]) -> dict:

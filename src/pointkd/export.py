@@ -20,15 +20,17 @@ import json
 import os
 import sys
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from pointkd import __version__
-from pointkd.checkpoint import load_model, resolve_device
+from pointkd.checkpoint import load_model
 from pointkd.data import normalize_unit_sphere, read_cloud
 from pointkd.data.readers import MIN_POINTS, POINT_SUFFIXES
+from pointkd.device import resolve_device
 from pointkd.errors import DataError, ModelError, PointKDError
 from pointkd.evaluate import predict_logits, require_finite
 from pointkd.progress import track
@@ -52,20 +54,18 @@ def expand_inputs(inputs: list[str]) -> list[Path]:
     return files
 
 
-def predict_files(
+def iter_predictions(
     checkpoint: str, inputs: list[str], topk: int = 3, batch_size: int = 32,
-    device: str = "auto", as_json: bool = False, progress: bool = True,
-    min_points: int | None = None,
-) -> int:
-    """Print top-k classes per file; bad files get a one-line error and do not stop the rest.
-
-    A point file with fewer than `min_points` points (default `MIN_POINTS`, 16) is one of the
-    failures. Returns the exit code: 0 if every file was predicted, 1 if some failed."""
+    device: str = "auto", progress: bool = True, min_points: int | None = None,
+) -> Iterator[dict]:
+    """Top-k classes per file, one result per file as soon as its batch is done:
+    {"file", "top": [{"class", "index", "prob"}, ...]}, or {"file", "error"} for a file that
+    cannot be read (it does not stop the rest). A point file with fewer than `min_points`
+    points (default `MIN_POINTS`, 16) is one of the failures."""
     dev = resolve_device(device)
     model, meta = load_model(checkpoint, dev)
     num_points, names = meta.get("num_points", 1024), meta["class_names"]
     files = expand_inputs(inputs)
-    results, failed = [], 0
     starts = range(0, len(files), batch_size)
     for start in track(starts, len(starts), "predict", unit="batch",
                        enabled=progress and len(files) > batch_size):
@@ -77,10 +77,8 @@ def predict_files(
                 clouds.append(normalize_unit_sphere(cloud))
                 kept.append(path)
             except PointKDError as exc:
-                failed += 1
                 message = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
-                print(f"pointkd: error: {message}", file=sys.stderr)
-                results.append({"file": str(path), "error": message})
+                yield {"file": str(path), "error": message}
         if not clouds:
             continue
         logits = predict_logits(model, np.stack(clouds), batch_size, dev)
@@ -88,14 +86,17 @@ def predict_files(
         probs = torch.softmax(logits, dim=1)
         top_p, top_i = probs.topk(min(topk, probs.shape[1]), dim=1)
         for path, p_row, i_row in zip(kept, top_p.tolist(), top_i.tolist(), strict=True):
-            top = [{"class": names[i], "index": i, "prob": p} for p, i in zip(p_row, i_row,
-                                                                               strict=True)]
-            results.append({"file": str(path), "top": top})
-            if not as_json:
-                print(f"{path}: " + ", ".join(f"{t['class']} {t['prob']:.3f}" for t in top))
-    if as_json:
-        print(json.dumps(results, indent=1))
-    return 1 if failed else 0
+            yield {"file": str(path), "top": [{"class": names[i], "index": i, "prob": p}
+                                              for p, i in zip(p_row, i_row, strict=True)]}
+
+
+def predict_files(
+    checkpoint: str, inputs: list[str], topk: int = 3, batch_size: int = 32,
+    device: str = "auto", progress: bool = True, min_points: int | None = None,
+) -> list[dict]:
+    """Every result of `iter_predictions`, in input order."""
+    return list(iter_predictions(checkpoint, inputs, topk, batch_size, device, progress,
+                                 min_points))
 
 
 NORMALIZATION = ("unit_sphere: subtract the cloud's mean point, then divide by the largest "

@@ -1,7 +1,8 @@
-"""Teacher inference: load one or several teachers of any kind, run them on clouds.
+"""Loading teachers: one or several of any kind, each callable on a batch of clouds.
 
-Used by `pointkd record` (offline KD) and by online KD (`engine`). A teacher is named by what
-the user has:
+Running them over data (class matching, a batch, a plan of record rows) is the stage in
+`pointkd.teacher_inference`, used by `pointkd record` (offline KD) and by online KD
+(`pointkd.targets.OnlineTeacher`). A teacher is named by what the user has:
 
 - `runs/x/best.pt` — a pointkd checkpoint (kind `pointkd`);
 - `model.onnx` — any ONNX model, run by ONNX Runtime (kind `onnx`; CPU, or the CUDA provider
@@ -30,9 +31,11 @@ import importlib
 import importlib.util
 import json
 import sys
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -41,7 +44,8 @@ from torch import nn
 from pointkd import checkpoint
 from pointkd.errors import ModelError, PointKDError
 
-NORMALIZATIONS = ("pointkd", "unit_sphere", "unit_cube", "none")
+Normalization = Literal["pointkd", "unit_sphere", "unit_cube", "none"]
+NORMALIZATIONS: tuple[str, ...] = typing.get_args(Normalization)
 KINDS = ("pointkd", "onnx", "module")
 
 

@@ -1,8 +1,11 @@
-"""Record store: write once with the teacher, read by every student. Format: docs/records.md.
+"""Record store: written once from the teacher, read by every student. Format: docs/records.md.
 
-- `record(...)`             run the teacher(s) over K augmented copies of every shape
+Storage only; the teachers run in `pointkd.teacher_inference`.
+
+- `record(RecordConfig)`    store the teachers' logits for K augmented copies of every shape
 - `open_records(dir, data)` memory-mapped `RecordSet`; `.rows(idx)` -> `RecordBatch`
 - `verify(dir, ...)`, `info(dir)`  for `pointkd records verify|info`
+- `replay.RecordReplay`     offline KD's target source: rows -> augmented batches + logits
 """
 
 from pointkd.records.format import (

@@ -133,12 +133,20 @@ def open_records(root: str | Path, data=None) -> RecordSet:
     check_shard_ranges(m, root)
     rs = RecordSet(root, m)
     check_shard_files(rs)
-    if data is not None and data.fingerprint() != m["data"]["fingerprint"]:
+    if data is not None:
+        check_made_for(rs, data, root)
+    return rs
+
+
+def check_made_for(rs: RecordSet, data, root: str | Path | None = None) -> None:
+    """Refuse records made for other data than `data` (a PointCloudSet: the training split);
+    `root`: the record set as the user named it (default: its directory)."""
+    root, m = rs.root if root is None else root, rs.manifest
+    if data.fingerprint() != m["data"]["fingerprint"]:
         raise RecordError(f"{root}: records were made for another dataset "
                           f"({m['data']['name']}, {m['data']['fingerprint'][:19]}…), "
                           f"not {data.name} ({data.fingerprint()[:19]}…)")
-    if data is not None and (rs.num_shapes, rs.num_classes) != (len(data), data.num_classes):
+    if (rs.num_shapes, rs.num_classes) != (len(data), data.num_classes):
         raise RecordError(f"{root}: manifest says {rs.num_shapes} shapes of "
                           f"{rs.num_classes} classes, the data has {len(data)} of "
                           f"{data.num_classes}")
-    return rs

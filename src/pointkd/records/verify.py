@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from pointkd.checkpoint import file_sha256
+from pointkd.config import augment_spec
 from pointkd.errors import PointKDError, RecordError
 from pointkd.records.format import CLOUD_BYTES
 from pointkd.records.manifest import read_manifest
 from pointkd.records.reader import open_records
-from pointkd.records.writer import spec_from_config
 from pointkd.teacher import teacher_identity, teacher_kind
 
 
@@ -36,7 +36,7 @@ def verify(root: str, data: str | None = None, teachers: list[str] | None = None
         checked.append(f"made for {data}")
     checked += _check_teachers(root, m["teachers"], teachers or [], weights or [])
     if config is not None:
-        want = spec_from_config(config)
+        want = augment_spec(config)
         if want != rs.spec:
             diff = [f"{k}={v}" for k, v in want.to_dict().items() if rs.spec.to_dict()[k] != v]
             raise RecordError(f"{root}: records were made with another augmentation spec than "

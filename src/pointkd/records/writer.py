@@ -14,22 +14,21 @@ row order, are the very bytes a single process writes.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from pointkd import __version__, augment, distributed, rundir
-from pointkd.checkpoint import file_sha256, resolve_device
+from pointkd import __version__, distributed, rundir
+from pointkd.checkpoint import file_sha256
+from pointkd.config import RecordConfig
+from pointkd.device import resolve_device
 from pointkd.errors import RecordError
 from pointkd.progress import Progress
 from pointkd.records.format import (
-    ENCODINGS,
     FORMAT,
     FORMAT_VERSION,
     dtype_descr,
@@ -43,7 +42,8 @@ from pointkd.records.manifest import (
     shard_name,
     write_json_atomic,
 )
-from pointkd.teacher import attach_frames, load_teachers, match_classes
+from pointkd.teacher import load_teachers
+from pointkd.teacher_inference import deterministic, fit_to_data, logits_over_rows
 
 
 class ShardWriter:
@@ -89,57 +89,25 @@ class ShardWriter:
 
 
 @rundir.releases_locks
-def record(teachers: list[str], data: str, out: str, k: int = 10, seed: int = 0,
-           logits: str = "int8", topk: int = 0, combine: str = "mean", batch_size: int = 64,
-           device: str = "auto", resume: bool = False, overwrite: bool = False,
-           augment_config: str | None = None, progress: bool = True,
-           weights: list[str] | None = None, class_names: str | None = None,
-           teacher_normalization: str | None = None) -> Path:
-    """Record K augmented copies of every shape of `data`'s train split; returns the record
-    directory. See docs/records.md for the format. Teachers: pointkd checkpoints, ONNX files
-    or `module:factory` entry points with `weights` (see `pointkd.teacher`)."""
+def record(cfg: RecordConfig) -> Path:
+    """Record K augmented copies of every shape of `cfg.data`'s train split; returns the
+    record directory. See docs/records.md for the format. Teachers: pointkd checkpoints, ONNX
+    files or `module:factory` entry points with `weights` (see `pointkd.teacher`); they run
+    in `pointkd.teacher_inference`, this function stores what they say."""
     from pointkd.data import load_split
 
-    if not teachers:
-        raise RecordError("no teacher checkpoint given")
-    if k < 1 or batch_size < 1:
-        raise RecordError("--k and --batch-size must be >= 1")
-    if combine not in ("mean", "each"):
-        raise RecordError(f"--combine must be mean or each, not '{combine}'")
-    if logits not in ENCODINGS[:3]:
-        raise RecordError(f"--logits must be one of fp32, fp16, int8, not '{logits}'")
-    if resume and overwrite:
-        raise RecordError("choose either --resume or --overwrite")
-    spec = spec_from_config(augment_config)
-    dist = distributed.init(device)
-    dev = dist.device(resolve_device(device))
-    models = load_teachers(teachers, dev, weights, class_names, teacher_normalization)
-    ds = load_split(data, "train", num_points=models[0].num_points)
-    match_classes(models, ds.class_names, data, error=RecordError)
-    if any(t.normalization == "none" for t in models):  # teachers fed the data's own units
-        raw = load_split(data, "train", num_points=models[0].num_points, normalize=False)
-        attach_frames(models, raw.points)
-    spec.check_points(ds.points.shape[1])
-    encoding = "topk" if topk else logits
-    stored = len(teachers) if combine == "each" else 1
-    dtype = row_dtype(ds.num_classes, encoding, topk, stored)
-    total = k * len(ds)
-    manifest = {
-        "format": FORMAT, "format_version": FORMAT_VERSION, "pointkd_version": __version__,
-        "created": _now(), "complete": False,
-        "data": {"name": ds.name, "path": str(data), "fingerprint": ds.fingerprint(),
-                 "num_shapes": len(ds), "num_classes": ds.num_classes,
-                 "class_names": list(ds.class_names), "num_points": int(ds.points.shape[1])},
-        "teachers": [t.entry for t in models],
-        "augment": spec.to_dict(), "k": k, "seed": seed, "batch_size": batch_size,
-        "logits": {"encoding": encoding, "topk": topk, "combine": combine,
-                   "stored_teachers": stored},
-        "row_dtype": dtype_descr(dtype), "bytes_per_row": dtype.itemsize, "total_rows": total,
-        "shards": plan_shards(total, batch_size, dist.world),
-    }
-    root = Path(out)
-    previous = dist.on_main(_prepare_out, root, manifest, resume, overwrite,
-                            (*teachers, data))
+    cfg.check()
+    dist = distributed.init(cfg.device)
+    dev = dist.device(resolve_device(cfg.device))
+    models = load_teachers(cfg.teachers, dev, cfg.weights, cfg.class_names,
+                           cfg.teacher_normalization)
+    ds = load_split(cfg.data, "train", num_points=models[0].num_points)
+    fit_to_data(models, ds, cfg.data, models[0].num_points, error=RecordError)
+    cfg.augment.check_points(ds.points.shape[1])
+    manifest, dtype = _new_manifest(cfg, ds, models, dist.world)
+    root = Path(cfg.out)
+    previous = dist.on_main(_prepare_out, root, manifest, cfg.resume, cfg.overwrite,
+                            (*cfg.teachers, cfg.data))
     if previous is not None and previous["complete"]:
         return root  # --resume of a finished recording: nothing to do
     if previous is not None:
@@ -152,16 +120,20 @@ def record(teachers: list[str], data: str, out: str, k: int = 10, seed: int = 0,
     t0, first = time.perf_counter(), 0
     if mine is not None:  # a tiny set may leave the last ranks without rows
         lo, n = mine["row_start"], mine["rows"]
-        writer = ShardWriter(root / mine["file"], dtype, n, batch_size, resume)
+        writer = ShardWriter(root / mine["file"], dtype, n, cfg.batch_size, cfg.resume)
         first = writer.done
         # a live bar on a terminal, a plain line per tenth of the rows in a log
         bar = Progress(n, "record" if not dist.active else f"record (rank 0 of {dist.world})",
-                       unit="row", initial=writer.done, enabled=progress and dist.main)
+                       unit="row", initial=writer.done, enabled=cfg.progress and dist.main)
         points = torch.from_numpy(ds.points).to(dev)  # the whole split: ~120 MB (ModelNet40)
-        with torch.inference_mode(), _deterministic(dev):
-            for rows, z in _teacher_batches(models, points, spec, seed, range(lo, lo + n),
-                                            writer.done, batch_size, combine, dev, dtype):
-                encode_logits(rows, z, encoding, topk)
+        todo = range(lo + writer.done, lo + n)  # whole batches of the grid are in place
+        with torch.inference_mode(), deterministic(dev):
+            for params16, seeds, z in logits_over_rows(models, points, cfg.augment, cfg.seed,
+                                                       todo, cfg.batch_size, cfg.combine, dev):
+                rows = np.zeros(len(seeds), dtype)
+                rows["params"] = params16.numpy()
+                rows["seed"] = seeds.numpy().view(np.uint64)
+                encode_logits(rows, z, manifest["logits"]["encoding"], cfg.topk)
                 writer.write(rows)
                 bar.update(len(rows))
                 if _TEST_DELAY:
@@ -181,6 +153,29 @@ def record(teachers: list[str], data: str, out: str, k: int = 10, seed: int = 0,
     return root
 
 
+def _new_manifest(cfg: RecordConfig, ds, models: list, world: int) -> tuple[dict, np.dtype]:
+    """The manifest of a recording not yet begun (`complete: false`) and its row layout."""
+    encoding = "topk" if cfg.topk else cfg.logits
+    stored = len(cfg.teachers) if cfg.combine == "each" else 1
+    dtype = row_dtype(ds.num_classes, encoding, cfg.topk, stored)
+    total = cfg.k * len(ds)
+    manifest = {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "pointkd_version": __version__,
+        "created": _now(), "complete": False,
+        "data": {"name": ds.name, "path": str(cfg.data), "fingerprint": ds.fingerprint(),
+                 "num_shapes": len(ds), "num_classes": ds.num_classes,
+                 "class_names": list(ds.class_names), "num_points": int(ds.points.shape[1])},
+        "teachers": [t.entry for t in models],
+        "augment": cfg.augment.to_dict(), "k": cfg.k, "seed": cfg.seed,
+        "batch_size": cfg.batch_size,
+        "logits": {"encoding": encoding, "topk": cfg.topk, "combine": cfg.combine,
+                   "stored_teachers": stored},
+        "row_dtype": dtype_descr(dtype), "bytes_per_row": dtype.itemsize, "total_rows": total,
+        "shards": plan_shards(total, cfg.batch_size, world),
+    }
+    return manifest, dtype
+
+
 def plan_shards(total: int, batch_size: int, world: int) -> list[dict]:
     """One contiguous row range per process, cut on the batch grid; empty ranges dropped."""
     batches = math.ceil(total / batch_size)
@@ -192,55 +187,6 @@ def plan_shards(total: int, batch_size: int, world: int) -> list[dict]:
 
 # testing aid: seconds to sleep after each batch, so a test can kill a recording mid-run
 _TEST_DELAY = float(os.environ.get("POINTKD_RECORD_DELAY", "0") or 0)
-
-
-def _teacher_batches(models, points: torch.Tensor, spec: augment.AugmentSpec, seed: int,
-                     shard_rows: range, done: int, batch_size: int, combine: str,
-                     dev: torch.device, dtype: np.dtype) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """(rows with params + seed filled in, float32 logits (n, T, C)) per grid batch of the
-    shard, starting after `done` rows. On CUDA the logits of batch i are copied back while
-    batch i + 1 runs (one batch in flight)."""
-    n, pending = len(points), None
-    for lo in range(shard_rows.start + done, shard_rows.stop, batch_size):
-        ids = torch.arange(lo, min(lo + batch_size, shard_rows.stop))
-        samples, ks = ids % n, ids // n
-        params, seeds = augment.keyed_params(augment.row_keys(seed, samples, ks), spec)
-        params16 = params.half()  # stored precision == applied precision: exact replay
-        x = augment.apply(points[samples.to(dev)], params16.float().to(dev), seeds.to(dev),
-                          spec)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=dev.type == "cuda"):
-            z = torch.stack([t(x, samples) for t in models], dim=1)
-        if combine == "mean":
-            z = z.mean(dim=1, keepdim=True)
-        event = None
-        if dev.type == "cuda":
-            z = z.to("cpu", non_blocking=True)
-            event = torch.cuda.Event()
-            event.record()
-        if pending is not None:
-            yield _finish(dtype, *pending)
-        pending = (params16, seeds, z, event)
-    if pending is not None:
-        yield _finish(dtype, *pending)
-
-
-def _finish(dtype: np.dtype, params16: torch.Tensor, seeds: torch.Tensor, z: torch.Tensor,
-            event) -> tuple[np.ndarray, np.ndarray]:
-    if event is not None:
-        event.synchronize()
-    rows = np.zeros(len(seeds), dtype)
-    rows["params"] = params16.numpy()
-    rows["seed"] = seeds.numpy().view(np.uint64)
-    return rows, z.numpy()
-
-
-def spec_from_config(path: str | None) -> augment.AugmentSpec:
-    """The augmentation spec of a YAML config's `augment` section (defaults without one)."""
-    if not path:
-        return augment.AugmentSpec()
-    from pointkd.config import load_config
-
-    return augment.AugmentSpec.from_config(load_config(path).augment)
 
 
 def _prepare_out(root: Path, manifest: dict, resume: bool, overwrite: bool,
@@ -259,20 +205,6 @@ def _prepare_out(root: Path, manifest: dict, resume: bool, overwrite: bool,
         raise RecordError(f"{root}: --resume with other settings than the recording there "
                           f"({', '.join(changed)})")
     return previous
-
-
-@contextlib.contextmanager
-def _deterministic(dev: torch.device):
-    """cuDNN's autotuner may pick other kernels after a restart; pin them while recording."""
-    if dev.type != "cuda":
-        yield
-        return
-    saved = torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark
-    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
-    try:
-        yield
-    finally:
-        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved
 
 
 def _now() -> str:

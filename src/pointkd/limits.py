@@ -1,0 +1,117 @@
+"""Allowed values of typed settings, declared once beside their fields.
+
+A settings dataclass (a config section, `AugmentSpec`, `RecordConfig`) declares
+- each field's type, a `Literal[...]` for a choice of values;
+- `LIMITS: ClassVar[dict]`: field -> `Range` for numeric ranges and non-empty strings;
+- `CHECKS: ClassVar[tuple]`: (rule, message) pairs relating several of its fields.
+`field_problem` and `check_problem` name the first violation; floats must be finite whether
+or not a rule names them. Callers word the message for their users (a config key, an option).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import types
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+MAX_POINTS = 1 << 20  # points per cloud; more is a typo (and would not fit in memory)
+
+
+@dataclass(frozen=True)
+class Range:
+    """The allowed values of one field: [low, high] (either end open or absent), a set of
+    `choices`, or a non-empty string (`text`). Floats must also be finite."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    choices: tuple = ()
+    text: bool = False
+
+    def problem(self, value: Any) -> str | None:
+        """Why `value` is not allowed, or None."""
+        if self.choices:
+            return None if value in self.choices else \
+                "must be one of " + ", ".join(map(str, self.choices))
+        if self.text:
+            return None if str(value).strip() else "must not be empty"
+        if isinstance(value, float) and not math.isfinite(value):
+            return "must be a finite number"
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return f"must be {'>' if self.low_open else '>='} {self.low}"
+        if self.high is not None and (value >= self.high if self.high_open else
+                                      value > self.high):
+            return f"must be {'<' if self.high_open else '<='} {self.high}"
+        return None
+
+
+def choices(hint: Any) -> tuple | None:
+    """The values of a `Literal[...]` type (also inside `X | None`), else None."""
+    if typing.get_origin(hint) is Literal:
+        return typing.get_args(hint)
+    for option in typing.get_args(hint):
+        if typing.get_origin(option) is Literal:
+            return typing.get_args(option)
+    return None
+
+
+def rules(cls: type) -> dict[str, Range]:
+    """Every field's rule: its `Literal` choices, else its LIMITS entry, else finiteness."""
+    hints = typing.get_type_hints(cls)
+    limits = getattr(cls, "LIMITS", {})
+    out = {}
+    for f in dataclasses.fields(cls):
+        values = choices(hints[f.name])
+        out[f.name] = Range(choices=values) if values else limits.get(f.name, Range())
+    return out
+
+
+def field_problem(cls: type, values: dict[str, Any]) -> tuple[str, str, Any] | None:
+    """(field, why, value) of the first of `values` (fields of `cls`) that its rule refuses,
+    or None. None passes where the type allows it; booleans, mappings and sequences are
+    checked by type only."""
+    for name, rule in rules(cls).items():
+        value = values[name]
+        if value is None or isinstance(value, bool | dict | list | tuple):
+            continue
+        why = rule.problem(value)
+        if why:
+            return name, why, value
+    return None
+
+
+def check_problem(cls: type, values: dict[str, Any]) -> str | None:
+    """The message of the first of `cls`'s cross-field CHECKS that `values` fail, or None."""
+    obj = types.SimpleNamespace(**values)
+    for rule, message in getattr(cls, "CHECKS", ()):
+        if not rule(obj):
+            return message
+    return None
+
+
+def field_values(obj: Any) -> dict[str, Any]:
+    """A dataclass instance's own fields (not nested into dicts, unlike `asdict`)."""
+    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+
+
+def check_settings(obj: Any, label: Callable[[str], str], error: type[Exception]) -> None:
+    """Raise `error` for the first rule `obj` breaks: "<label(field)> <why>, got <value>" for
+    a field, a CHECKS message as it is."""
+    values = field_values(obj)
+    bad = field_problem(type(obj), values)
+    if bad:
+        name, why, value = bad
+        raise error(f"{label(name)} {why}, got {value!r}")
+    message = check_problem(type(obj), values)
+    if message:
+        raise error(message)
+
+
+def option(name: str) -> str:
+    """A field's command-line option: `batch_size` -> `--batch-size`."""
+    return "--" + name.replace("_", "-")

@@ -1,0 +1,68 @@
+"""Replay: record rows -> the teacher's augmented input and its recorded logits.
+
+Offline KD's `TargetSource` (see `pointkd.targets`). A record row stores the augmentation
+parameters and point seed the teacher saw (`pointkd.records.reader` decodes them);
+`augment.apply(points[row.sample], row.params, row.seeds, records.spec)` rebuilds that very
+input, bit for bit, and the recorded logits are the target. The teacher is never loaded.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from pointkd.distributed import Dist
+from pointkd.errors import ConfigError
+from pointkd.records.reader import RecordSet
+from pointkd.targets import SINGLE, Batch, batch_slices, epoch_positions
+
+RowsPerEpoch = Literal["one_per_shape", "all"]
+
+
+class RecordReplay:
+    """Offline KD: rows of a record set, restricted to the training (not validation) shapes.
+
+    `one_per_shape`: each epoch visits every training shape once, through row
+    k = (epoch + offset[shape]) mod K with a random per-shape offset, so K epochs visit every
+    row exactly once. `all`: every row of every training shape each epoch. `use_k` > 0 uses
+    only copies k < use_k: the very rows a recording with K = use_k and the same seed holds."""
+
+    distills = True
+
+    def __init__(self, records: RecordSet, train_idx: np.ndarray, seed: int,
+                 rows_per_epoch: RowsPerEpoch, dist: Dist = SINGLE, use_k: int = 0):
+        if use_k > records.k:
+            raise ConfigError(f"distill.use_k = {use_k} but the record set has K = {records.k}")
+        self.records, self.train_idx, self.seed, self.dist = records, train_idx, seed, dist
+        self.k = use_k or records.k  # copies k < self.k are used
+        self.spec = records.spec
+        self.rows_per_epoch = rows_per_epoch
+        self.num_rows = len(records)
+        self.offsets = np.random.default_rng(seed).integers(0, self.k, len(train_idx))
+
+    def __len__(self) -> int:  # per process
+        per_shape = 1 if self.rows_per_epoch == "one_per_shape" else self.k
+        return math.ceil(len(self.train_idx) * per_shape / self.dist.world)
+
+    def _epoch_rows(self, epoch: int) -> np.ndarray:
+        if self.rows_per_epoch == "one_per_shape":
+            ks = (epoch + self.offsets) % self.k
+            return self.records.row_index(self.train_idx, ks)
+        ks = np.repeat(np.arange(self.k), len(self.train_idx))
+        return self.records.row_index(np.tile(self.train_idx, self.k), ks)
+
+    def batches(self, epoch: int, batch_size: int) -> Iterator[Batch]:
+        rows = self._epoch_rows(epoch)
+        rows = rows[epoch_positions(len(rows), epoch, self.seed, self.dist)]
+        for s in batch_slices(len(rows), batch_size):
+            rb = self.records.rows(rows[s])
+            yield Batch(torch.as_tensor(rb.sample), rb.params, rb.seeds, torch.as_tensor(rows[s]),
+                        rb.logits)
+
+    def target(self, batch: Batch, x: Tensor) -> Tensor | None:
+        return batch.teacher_logits

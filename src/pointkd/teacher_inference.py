@@ -1,0 +1,99 @@
+"""Teacher inference, the stage shared by `pointkd record` and online KD.
+
+`pointkd.teacher` loads teachers of any kind (checkpoint, ONNX, `module:factory`); this module
+fits them to a dataset and runs them:
+
+- `fit_to_data`        class matching (outputs reordered to the data's classes) and, for
+                       teachers fed the data's own units, every shape's normalisation frame;
+- `teacher_logits`     (B, T, C) logits of T teachers on one augmented batch (online KD runs
+                       it on every training batch, recording on every batch of rows);
+- `logits_over_rows`   a plan of record rows -> (fp16 params, seeds, logits) per batch: the
+                       augmentation of row (sample, k) derives from (seed, sample, k) alone,
+                       so any row is recomputed identically (exact resume; the record writer
+                       stores what this yields).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from pointkd import augment
+from pointkd.data import PointCloudSet, load_split
+from pointkd.device import autocast
+from pointkd.errors import ModelError, PointKDError
+from pointkd.teacher import Teacher, attach_frames, match_classes
+
+
+def fit_to_data(teachers: list[Teacher], data: PointCloudSet, data_path: str,
+                num_points: int | None, normalized: bool = True,
+                error: type[PointKDError] = ModelError) -> None:
+    """Check the teachers against `data` (the train split at `num_points`, loaded from
+    `data_path`; `normalized`: with pointkd's unit-sphere normalisation) and set each one's
+    class reordering and input frames. A mismatch is a one-line `error`."""
+    match_classes(teachers, data.class_names, data_path, error=error)
+    if any(t.normalization == "none" for t in teachers):  # they take the data's own units
+        raw = load_split(data_path, "train", num_points=num_points,
+                         normalize=False).points if normalized else None
+        attach_frames(teachers, raw)
+
+
+def teacher_logits(teachers: list[Teacher], x: Tensor, samples: Tensor) -> Tensor:
+    """(B, T, C) float32 logits of every teacher on augmented clouds `x` of shapes `samples`."""
+    return torch.stack([t(x, samples) for t in teachers], dim=1)
+
+
+def logits_over_rows(teachers: list[Teacher], points: Tensor, spec: augment.AugmentSpec,
+                     seed: int, rows: range, batch_size: int, combine: str,
+                     device: torch.device) -> Iterator[tuple[Tensor, Tensor, np.ndarray]]:
+    """(params as stored in float16, int64 seeds, float32 logits (n, T, C) as numpy) for each
+    batch of `batch_size` consecutive rows of `rows`. Row r is copy k = r // N of shape
+    r % N (N = len(points)); `combine="mean"` averages the teachers (T = 1). On CUDA the
+    logits of batch i are copied back while batch i + 1 runs (one batch in flight)."""
+    n, pending = len(points), None
+    for lo in range(rows.start, rows.stop, batch_size):
+        ids = torch.arange(lo, min(lo + batch_size, rows.stop))
+        samples, ks = ids % n, ids // n
+        params, seeds = augment.keyed_params(augment.row_keys(seed, samples, ks), spec)
+        params16 = params.half()  # stored precision == applied precision: exact replay
+        x = augment.apply(points[samples.to(device)], params16.float().to(device),
+                          seeds.to(device), spec)
+        with autocast(device):
+            z = teacher_logits(teachers, x, samples)
+        if combine == "mean":
+            z = z.mean(dim=1, keepdim=True)
+        event = None
+        if device.type == "cuda":
+            z = z.to("cpu", non_blocking=True)
+            event = torch.cuda.Event()
+            event.record()
+        if pending is not None:
+            yield _ready(*pending)
+        pending = (params16, seeds, z, event)
+    if pending is not None:
+        yield _ready(*pending)
+
+
+def _ready(params16: Tensor, seeds: Tensor, z: Tensor, event
+           ) -> tuple[Tensor, Tensor, np.ndarray]:
+    if event is not None:
+        event.synchronize()
+    return params16, seeds, z.numpy()
+
+
+@contextlib.contextmanager
+def deterministic(device: torch.device):
+    """cuDNN's autotuner may pick other kernels after a restart; pin them while recording."""
+    if device.type != "cuda":
+        yield
+        return
+    saved = torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved
