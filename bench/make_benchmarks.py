@@ -218,8 +218,13 @@ def section_tau_probe_l() -> list[str]:
         "tau_probe_student_l", "τ on validation, strong teacher (issue #13)", "tau",
         "Offline KD (β = 0) into student_s, 15 epochs, seed 0, one run per τ, from a K = 4 int8 "
         "record set of the student_l teacher *in progress* (its best checkpoint after 77 of 150 "
-        "epochs, 94.3% validation OA; the final teacher's records came later). τ is chosen on "
-        "validation OA only.")
+        "epochs, 94.3% validation OA; `pointkd record --teacher best.pt --data "
+        "../shared/data/modelnet40_1024 --k 4 --out rec_wip_k4 --threads 1`, 242 s, not "
+        "committed), so that τ could be chosen while the teacher finished. τ is chosen on "
+        "validation OA only: **τ = 1**, 0.3 points (3 shapes) above τ = 4 — within one run's "
+        "noise, and test OA ranks them the other way; what the probe does show is that the "
+        "flatter τ = 4 targets are not clearly better either. The probes ran one at a time on "
+        "one core beside the teacher's training, so their times are not comparable.")
 
 
 def section_beta_probe_l() -> list[str]:
