@@ -210,6 +210,14 @@ def section_probe(name: str, title: str, key: str, reading: str) -> list[str]:
              "|---:|---:|---:|---:|---|"]
     lines += [f"| {r[key]:g} | {pct(r['val_oa'])} | {pct(r['test_oa'])} | {r['best_epoch']} | "
               f"`{r['command']}` |" for r in runs]
+    ranked = sorted(runs, key=lambda r: -r["val_oa"])
+    if len(ranked) > 1:
+        a, b = ranked[:2]
+        gap = a["val_oa"] - b["val_oa"]
+        lines += ["", f"Chosen on validation: **{key} = {a[key]:g}**, {100 * gap:.2f} points "
+                  f"({round(gap * 985)} of 985 shapes) above {key} = {b[key]:g}; on test the "
+                  f"two rank {'the same way' if a['test_oa'] >= b['test_oa'] else 'the other way'}"
+                  f" ({pct(a['test_oa'])} vs {pct(b['test_oa'])})."]
     return lines + ["", f"Machine: {runs[0]['machine']}.", ""]
 
 
@@ -221,10 +229,9 @@ def section_tau_probe_l() -> list[str]:
         "epochs, 94.3% validation OA; `pointkd record --teacher best.pt --data "
         "../shared/data/modelnet40_1024 --k 4 --out rec_wip_k4 --threads 1`, 242 s, not "
         "committed), so that τ could be chosen while the teacher finished. τ is chosen on "
-        "validation OA only: **τ = 1**, 0.3 points (3 shapes) above τ = 4 — within one run's "
-        "noise, and test OA ranks them the other way; what the probe does show is that the "
-        "flatter τ = 4 targets are not clearly better either. The probes ran one at a time on "
-        "one core beside the teacher's training, so their times are not comparable.")
+        "validation OA only; a gap of a few shapes is within one run's noise. The probes ran "
+        "one at a time on one core beside the teacher's training, so their times are not "
+        "comparable.")
 
 
 def section_beta_probe_l() -> list[str]:
