@@ -199,11 +199,17 @@ def section_flatness() -> list[str]:
     return lines + [""]
 
 
-def section_probe(name: str, title: str, key: str, reading: str) -> list[str]:
+def probe_runs(name: str) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted((RESULTS / name).glob("*.json"))]
+
+
+def section_probe(name: str, title: str, key: str, reading: str,
+                  extra: list[dict] = ()) -> list[str]:
     """A one-seed probe of one distillation setting on validation (bench_students runs)."""
-    runs = [json.loads(p.read_text()) for p in sorted((RESULTS / name).glob("*.json"))]
+    runs = probe_runs(name)
     if not runs:
         return []
+    runs += extra
     runs.sort(key=lambda r: r[key])
     lines = [f"### {title}", "", reading, "",
              f"| {key} | best val OA | test OA | best epoch | command |",
@@ -235,10 +241,13 @@ def section_tau_probe_l() -> list[str]:
 
 
 def section_beta_probe_l() -> list[str]:
+    taus = probe_runs("tau_probe_student_l")
+    chosen = [max(taus, key=lambda r: r["val_oa"])] if taus else []
     return section_probe(
         "beta_probe_student_l", "β on validation, strong teacher (issue #13)", "beta",
-        "Offline KD + NWSD into student_s at the chosen τ, 15 epochs, seed 0, same record set "
-        "as the τ probe; β = 0 is the τ probe's run. β is chosen on validation OA only.")
+        "Offline KD + NWSD into student_s at the chosen τ, 15 epochs, seed 0, NWSD warm-up 5 "
+        "epochs, same record set as the τ probe; the β = 0 row is the τ probe's run. β is "
+        "chosen on validation OA only.", extra=chosen)
 
 
 MODE_LABELS = {"plain": "(a) no KD", "kd": "(b) offline KD",
