@@ -131,7 +131,8 @@ def section_teacher_wip() -> list[str]:
                  f"validation OA {100 * float(best['val_oa']):.2f}% (epoch {best['epoch']}); "
                  "test not looked at until the run ends. Validation curve (985 shapes, so 1 "
                  "shape = 0.1 point):", ""]
-    plot = _plot_curve(rows, RESULTS / "teacher_wip_curve.png")
+    plot = _plot_curve(rows, RESULTS / ("teacher_student_l_curve.png" if final
+                                        else "teacher_wip_curve.png"))
     if plot:
         lines += [f"![teacher validation curve](bench/results/{plot})", ""]
     lines += ["| epoch | " + " | ".join(r["epoch"] for r in rows[9::10]) + " |",
