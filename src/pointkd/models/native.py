@@ -33,7 +33,8 @@ from torch import Tensor
 
 from pointkd.models.ops import _timed
 
-__all__ = ["available", "fps_knn", "gathered_max", "gathered_scatter"]
+__all__ = ["available", "fps_knn", "gather_max", "gathered_max", "gathered_scatter",
+           "prefix_knn"]
 
 _SOURCE = r"""
 #include <torch/extension.h>
@@ -310,6 +311,110 @@ void gathered_scatter(torch::Tensor dx, torch::Tensor index, torch::Tensor add,
     for (int64_t c = 0; c < C; ++c) DX[WN[g * C + c] * C + c] += SP[g * C + c];
   }
 }
+// Later stages' neighbourhoods: anchors are the first m FPS samples, points the first `refs`
+// samples. Distances are computed from the coordinates with the very operations of the FPS
+// loop above (so they equal its distance rows bit for bit) instead of being read from those
+// rows: `refs` scattered reads per anchor miss the cache once a batch's rows outgrow it.
+// Returns the k nearest as sample positions j < refs (ties: lowest j), unordered, and their
+// squared distances.
+std::vector<torch::Tensor> prefix_knn(torch::Tensor xyz, torch::Tensor idx, int64_t m,
+                                      int64_t refs, int64_t k) {
+  TORCH_CHECK(xyz.dim() == 3 && xyz.size(2) == 3 && xyz.scalar_type() == torch::kFloat &&
+              idx.dim() == 2 && idx.scalar_type() == torch::kLong &&
+              idx.size(0) == xyz.size(0), "prefix_knn: expected float (B, N, 3), long (B, M0)");
+  auto pts = xyz.contiguous();
+  auto ix = idx.contiguous();
+  const int64_t B = pts.size(0), N = pts.size(1), M0 = ix.size(1);
+  TORCH_CHECK(0 < m && m <= refs && refs <= M0 && 0 < k && k <= refs, "prefix_knn: sizes");
+  const int64_t* I = ix.data_ptr<int64_t>();
+  for (int64_t j = 0; j < B * M0; ++j)
+    TORCH_CHECK(0 <= I[j] && I[j] < N, "prefix_knn: index out of range");
+  auto nbr = torch::empty({B, m, k}, torch::kLong);
+  auto sq = torch::empty({B, m, k}, torch::kFloat);
+  const float* P = pts.data_ptr<float>();
+  int64_t* NB = nbr.data_ptr<int64_t>();
+  float* SQ = sq.data_ptr<float>();
+  at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+    std::vector<float> x(refs), y(refs), z(refs), d(refs), bd(k);
+    std::vector<int64_t> bj(k);
+    for (int64_t b = b0; b < b1; ++b) {
+      for (int64_t j = 0; j < refs; ++j) {
+        const float* p = P + (b * N + I[b * M0 + j]) * 3;
+        x[j] = p[0]; y[j] = p[1]; z[j] = p[2];
+      }
+      for (int64_t a = 0; a < m; ++a) {
+        const float cx = x[a], cy = y[a], cz = z[a];
+        for (int64_t j = 0; j < refs; ++j) {
+          float t = x[j] - cx;
+          float e = t * t;
+          t = y[j] - cy;
+          e = std::fma(t, t, e);
+          t = z[j] - cz;
+          d[j] = std::fma(t, t, e);
+        }
+        // insertion into a sorted list of the k best so far, in index order (ties: lowest
+        // index): after the first few, most points fail the one comparison with the k-th
+        int64_t filled = 0;
+        for (int64_t j = 0; j < refs; ++j) {
+          const float v = d[j] == d[j] ? d[j] : std::numeric_limits<float>::infinity();
+          if (filled < k || v < bd[k - 1]) insert(bd.data(), bj.data(), filled, k, v, j);
+        }
+        const int64_t r = b * m + a;
+        for (int64_t q = 0; q < k; ++q) {
+          NB[r * k + q] = bj[q];
+          SQ[r * k + q] = d[bj[q]];
+        }
+      }
+    }
+  });
+  return {nbr, sq};
+}
+
+// Inference of a local stage's pool: out[b, g] = act(max_k table[b, nbr[b, g, k]] + centre[b, g])
+// (BatchNorm folded, so the max may come before the monotonic activation; NaNs propagate as
+// in amax/relu). table (B, N, C), nbr (B, M, K), centre (B, M, C), all float32 but nbr.
+torch::Tensor gather_max_act(torch::Tensor table, torch::Tensor nbr, torch::Tensor centre,
+                             double slope) {
+  TORCH_CHECK(table.dim() == 3 && nbr.dim() == 3 && centre.dim() == 3 &&
+              table.scalar_type() == torch::kFloat && centre.scalar_type() == torch::kFloat &&
+              nbr.scalar_type() == torch::kLong, "gather_max_act: dtypes/shapes");
+  auto tb = table.contiguous();
+  auto nb = nbr.contiguous();
+  auto ce = centre.contiguous();
+  const int64_t B = tb.size(0), N = tb.size(1), C = tb.size(2), M = nb.size(1), K = nb.size(2);
+  TORCH_CHECK(nb.size(0) == B && ce.size(0) == B && ce.size(1) == M && ce.size(2) == C && K > 0,
+              "gather_max_act: sizes");
+  const int64_t* IX = nb.data_ptr<int64_t>();
+  for (int64_t j = 0; j < B * M * K; ++j)
+    TORCH_CHECK(0 <= IX[j] && IX[j] < N, "gather_max_act: index out of range");
+  auto out = torch::empty({B, M, C}, torch::kFloat);
+  const float* X = tb.data_ptr<float>();
+  const float* CE = ce.data_ptr<float>();
+  float* O = out.data_ptr<float>();
+  const float s = (float)slope;
+  at::parallel_for(0, B * M, 16, [&](int64_t g0, int64_t g1) {
+    for (int64_t g = g0; g < g1; ++g) {
+      const float* __restrict__ T = X + (g / M) * N * C;
+      const int64_t* ix = IX + g * K;
+      float* __restrict__ o = O + g * C;
+      const float* __restrict__ first = T + ix[0] * C;
+      for (int64_t c = 0; c < C; ++c) o[c] = first[c];
+      for (int64_t q = 1; q < K; ++q) {
+        const float* __restrict__ row = T + ix[q] * C;
+        for (int64_t c = 0; c < C; ++c) {
+          const float v = row[c];
+          o[c] = (v > o[c] || v != v) ? v : o[c];
+        }
+      }
+      const float* __restrict__ cg = CE + g * C;
+      for (int64_t c = 0; c < C; ++c) {
+        const float v = o[c] + cg[c];
+        o[c] = v < 0.f ? v * s : v;
+      }
+    }
+  });
+  return out;
+}
 """
 
 _module = None
@@ -327,8 +432,9 @@ def available() -> bool:
         from torch.utils.cpp_extension import load_inline
 
         _module = load_inline(
-            name="pointkd_native_v10", cpp_sources=[_SOURCE],
-            functions=["fps_knn", "gathered_max", "gathered_scatter"],
+            name="pointkd_native_v14", cpp_sources=[_SOURCE],
+            functions=["fps_knn", "prefix_knn", "gather_max_act", "gathered_max",
+                       "gathered_scatter"],
             extra_cflags=["-O3", "-march=native", "-ffp-contract=off", "-fopenmp"],
             extra_ldflags=["-fopenmp"], verbose=False)
     except Exception as exc:  # no compiler, no headers: the PyTorch ops do the same work
@@ -360,3 +466,20 @@ def gathered_scatter(dx: Tensor, index: Tensor, add: Tensor, winner: Tensor, tie
     """dx[index[g, k]] += add[g] for every slot; dx[winner, c] += sparse for untied groups."""
     _module.gathered_scatter(dx, index.contiguous(), add.contiguous(), winner, tied,
                              sparse.contiguous())
+
+
+@_timed
+def prefix_knn(xyz: Tensor, idx: Tensor, m: int, refs: int, k: int) -> tuple[Tensor, Tensor]:
+    """For the first m FPS samples `idx (B, M0)` of `xyz (B, N, 3)`, the k nearest of the
+    first `refs` samples `(B, m, k)` (as sample positions; ties: lowest position) and their
+    squared distances, equal to the entries of `ops.fps_with_distances`'s table."""
+    nbr, sq = _module.prefix_knn(xyz.detach().float().contiguous(), idx, m, refs, k)
+    return nbr, sq.to(xyz.dtype)
+
+
+@_timed
+def gather_max(table: Tensor, nbr: Tensor, centre: Tensor, slope: float) -> Tensor:
+    """Inference pool of a local stage: `act(max_k table[b, nbr[b, m, k]] + centre[b, m])`
+    with act a ReLU (slope 0) or LeakyReLU; `table (B, N, C)`, `nbr (B, M, K)`, float32. The
+    same values as `ops.gather_max` + add + activation, without the `(B, M, K, C)` rows."""
+    return _module.gather_max_act(table, nbr, centre, slope)

@@ -100,7 +100,9 @@ class LocalStage(nn.Module):
         w_centre = torch.cat([weight[:, d:], -weight[:, :3]], dim=1)
         centre = F.linear(torch.cat([anchor_xyz, anchor_f, anchor_xyz * inv], dim=-1),
                           w_centre, bias)  # (B, M, C')
-        if self.group.folded():
+        if self.group.folded() and _native_pool(table, centre):
+            pooled = native.gather_max(table, nbr, centre, self.group.slope)
+        elif self.group.folded():
             pooled = self.group.activate(gather_max(table, nbr) + centre)
         else:
             c = table.shape[-1]
@@ -108,6 +110,12 @@ class LocalStage(nn.Module):
             pooled = self.group.pool_gathered(table.reshape(bsz * n, c), flat.view(bsz * m, -1),
                                               centre.reshape(bsz * m, c)).view(bsz, m, c)
         return anchor_xyz, pooled + self.post(pooled)
+
+
+def _native_pool(table: Tensor, centre: Tensor) -> bool:
+    """Whether the inference pool can run as the C++ kernel (float32 on CPU, not exporting)."""
+    return (table.dtype == centre.dtype == torch.float32 and table.is_cpu
+            and not ops._tracing() and native.available())
 
 
 def fps_first(points: Tensor, m: int) -> Tensor:
@@ -157,9 +165,10 @@ class PointStudent(nn.Module):
         exact, (x − y)² summed, as FPS has them."""
         bsz, n, _ = points.shape
         m0, k0 = min(self.anchors[0], n), min(self.stages[0].k, n)
-        rows = min(self.anchors[1], m0) if len(self.anchors) > 1 else 0  # used by stage 2+
-        if native.available() and points.is_cpu:
-            idx, nbr0, sq0, table = native.fps_knn(points, m0, k0, rows)
+        use_native = native.available() and points.is_cpu
+        if use_native:  # later stages' distances come from the coordinates, not a table
+            idx, nbr0, sq0, _ = native.fps_knn(points, m0, k0, 0)
+            xyz = points
         else:
             idx, table = fps_with_distances(points, m0)
             nbr0, sq0 = nearest(table, k0)
@@ -169,6 +178,8 @@ class PointStudent(nn.Module):
             m, k = min(stage.num_anchors, refs), min(stage.k, refs)
             if i == 0:  # columns are input points: renumber them to their new positions
                 nbr, sq = position.gather(1, nbr0.view(bsz, -1)).view(bsz, m, k), sq0
+            elif use_native:  # the same selection in one C++ pass
+                nbr, sq = native.prefix_knn(xyz, idx, m, refs, k)
             else:  # columns of the first `refs` samples, which are this stage's points
                 cols = idx[:, None, :refs].expand(-1, m, -1)
                 nbr, sq = nearest(table[:, :m].gather(2, cols), k)
