@@ -39,11 +39,10 @@ as-is.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pointkd.models import native, ops, register_model
-from pointkd.models.layers import SharedMLP
+from pointkd.models.layers import SharedMLP, cat_linear
 from pointkd.models.ops import (
     check_points,
     farthest_point_sample,
@@ -96,10 +95,10 @@ class LocalStage(nn.Module):
         weight, bias = self.group.weight_bias()
         d = 3 + c_in
         # one matmul per term (a 3-wide matmul costs about as much as a 64-wide one)
-        table = F.linear(torch.cat([xyz * inv, feats], dim=-1), weight[:, :d])  # (B, N, C')
+        # cat_linear: the coordinate columns get no input gradient (cheaper backward)
+        table = cat_linear([xyz * inv, feats], weight[:, :d])  # (B, N, C')
         w_centre = torch.cat([weight[:, d:], -weight[:, :3]], dim=1)
-        centre = F.linear(torch.cat([anchor_xyz, anchor_f, anchor_xyz * inv], dim=-1),
-                          w_centre, bias)  # (B, M, C')
+        centre = cat_linear([anchor_xyz, anchor_f, anchor_xyz * inv], w_centre, bias)  # (B, M, C')
         if self.group.folded() and _native_pool(table, centre):
             pooled = native.gather_max(table, nbr, centre, self.group.slope)
         elif self.group.folded():
