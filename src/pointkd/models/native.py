@@ -40,6 +40,8 @@ _SOURCE = r"""
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 #include <algorithm>
+#include <array>
+#include <cstring>
 #include <cmath>
 #include <limits>
 #include <mutex>
@@ -178,25 +180,72 @@ std::vector<torch::Tensor> fps_knn(torch::Tensor xyz, int64_t m, int64_t k, int6
   return {idx, nbr, sq, table};
 }
 
-// One neighbour's row z of a group: count the channels where it reaches the group's max,
-// keep the first k that does, and add it to the sums. A separate function, so that its
-// unaliased pointers let the compiler vectorise the loop.
-static inline void hit_pass(const float* __restrict__ z, const float* __restrict__ tp,
-                            const float* __restrict__ sh, float* __restrict__ cnt,
-                            float* __restrict__ wk, float* __restrict__ zs,
-                            float* __restrict__ f1, float* __restrict__ f2, float kf,
-                            float kmax, int64_t C) {
-  for (int64_t c = 0; c < C; ++c) {
-    const float v = z[c];
-    const bool hit = v == tp[c];
-    cnt[c] += hit ? 1.f : 0.f;
-    const float cand = hit ? kf : kmax;
-    wk[c] = cand < wk[c] ? cand : wk[c];
-    zs[c] += v;
-    const float d = v - sh[c];
-    f1[c] += d;
-    f2[c] += d * d;
+// Channels [c, c + W) of one group of the gathered pool (see gathered_max), the running
+// values held in registers: each neighbour's row is read twice from cache (max pass, then
+// hits and sums) instead of being copied out and re-read through accumulators in memory.
+// Per channel the sums run over k in order, so the results are the same floats as a plain
+// loop. V is float for the tail channels, or a 16-lane GCC vector: compilers do not
+// vectorise the loop nest by themselves (their outer-loop vectoriser gives up on it).
+typedef float f16v __attribute__((vector_size(64)));
+
+template <typename V>
+static inline V load(const float* p) {
+  V v;
+  std::memcpy(&v, p, sizeof(V));
+  return v;
+}
+
+template <typename V>
+static inline void store(float* p, const V& v) {
+  std::memcpy(p, &v, sizeof(V));
+}
+
+template <typename V>
+static inline void pool_channels(const float* __restrict__ X, const int64_t* __restrict__ ix,
+                                 int64_t K, int64_t C, const float* __restrict__ ce,
+                                 const float* __restrict__ sgn, const float* __restrict__ sh,
+                                 float* __restrict__ tp_out, float* __restrict__ zs_out,
+                                 int64_t* __restrict__ wn_out, double* __restrict__ a1,
+                                 double* __restrict__ a2, bool& tied) {
+  constexpr int W = sizeof(V) / sizeof(float);
+  const V sg = load<V>(sgn), cv = load<V>(ce), shv = load<V>(sh);
+  const V zero = load<V>(std::array<float, W>{}.data());
+  const V one = zero + 1.f, kmax = zero + (float)K;
+  // max of sgn·z, times sgn: the max or the min of z, exactly (sign flips are exact)
+  V mx = sg * (load<V>(X + ix[0] * C) + cv);
+  for (int64_t k = 1; k < K; ++k) {
+    const V v = sg * (load<V>(X + ix[k] * C) + cv);
+    mx = v > mx ? v : mx;
   }
+  const V tp = sg * mx;
+  V cnt = zero, wk = kmax, zs = zero, f1 = zero, f2 = zero;
+  // count the neighbours at the max, keep the first that is, add z to the sums
+  for (int64_t k = 0; k < K; ++k) {
+    const V v = load<V>(X + ix[k] * C) + cv;
+    const V kf = zero + (float)k;
+    const V cand = v == tp ? kf : kmax;
+    cnt += v == tp ? one : zero;
+    wk = cand < wk ? cand : wk;
+    zs += v;
+    const V d = v - shv;
+    f1 += d;
+    f2 += d * d;
+  }
+  float w[W], c1[W], c2[W], n[W];
+  store(tp_out, tp);
+  store(zs_out, zs);
+  store(w, wk);
+  store(c1, f1);
+  store(c2, f2);
+  store(n, cnt);
+  bool any = false;
+  for (int t = 0; t < W; ++t) {
+    wn_out[t] = ix[(int64_t)w[t]];
+    a1[t] += c1[t];
+    a2[t] += c2[t];
+    any |= n[t] > 1.5f;
+  }
+  tied = tied || any;
 }
 
 // Training forward of the gathered pool z[g, k] = x[index[g, k]] + centre[g]: per (group,
@@ -229,59 +278,23 @@ std::vector<torch::Tensor> gathered_max(torch::Tensor x, torch::Tensor index,
   double* S1 = s1.data_ptr<double>();
   double* S2 = s2.data_ptr<double>();
   std::mutex lock;
-  // loops over channels with simple bodies and unaliased (__restrict__) pointers, so that
-  // the compiler vectorises them
   at::parallel_for(0, G, 64, [&](int64_t g0, int64_t g1) {
     std::vector<double> a1(C, 0.0), a2(C, 0.0);
-    std::vector<float> zbuf(K * C), mxv(C), f1v(C), f2v(C), tpv(C), zsv(C);
-    std::vector<float> cntv(C), wkv(C), sgnv(C);
-    float* __restrict__ zb = zbuf.data();
-    float* __restrict__ mx = mxv.data();
-    float* __restrict__ f1 = f1v.data();
-    float* __restrict__ f2 = f2v.data();
-    float* __restrict__ tp = tpv.data();
-    float* __restrict__ zs = zsv.data();
-    float* __restrict__ cnt = cntv.data();  // float counters: one vector type per loop
-    float* __restrict__ wk = wkv.data();
-    float* __restrict__ sgn = sgnv.data();  // +1, or -1 where the min is taken
-    const float* __restrict__ sh = SH;
+    std::vector<float> sgn(C);  // +1, or -1 where the min is taken
     for (int64_t c = 0; c < C; ++c) sgn[c] = NEG[c] ? -1.f : 1.f;
-    const float kmax = (float)K;
     for (int64_t g = g0; g < g1; ++g) {
-      const float* __restrict__ ce = CE + g * C;
-      for (int64_t k = 0; k < K; ++k) {
-        const float* __restrict__ row = X + IX[g * K + k] * C;
-        float* __restrict__ zk = zb + k * C;
-        for (int64_t c = 0; c < C; ++c) zk[c] = row[c] + ce[c];
-      }
-      // max of sgn·z, times sgn: the max or the min of z, exactly (sign flips are exact)
-      for (int64_t c = 0; c < C; ++c) mx[c] = sgn[c] * zb[c];
-      for (int64_t k = 1; k < K; ++k) {
-        const float* __restrict__ zk = zb + k * C;
-        for (int64_t c = 0; c < C; ++c) {
-          const float v = sgn[c] * zk[c];
-          mx[c] = v > mx[c] ? v : mx[c];
-        }
-      }
-      for (int64_t c = 0; c < C; ++c) tp[c] = sgn[c] * mx[c];
-      std::fill(cnt, cnt + C, 0.f);
-      std::fill(wk, wk + C, kmax);
-      std::fill(zs, zs + C, 0.f);
-      std::fill(f1, f1 + C, 0.f);
-      std::fill(f2, f2 + C, 0.f);
-      for (int64_t k = 0; k < K; ++k) {
-        hit_pass(zb + k * C, tp, sh, cnt, wk, zs, f1, f2, (float)k, kmax, C);
-      }
-      int64_t* wn = WN + g * C;
+      const int64_t* ix = IX + g * K;
+      const float* ce = CE + g * C;
       bool t = false;
-      for (int64_t c = 0; c < C; ++c) {
-        wn[c] = IX[g * K + (int64_t)wk[c]];
-        a1[c] += f1[c];
-        a2[c] += f2[c];
-        t |= cnt[c] > 1.5f;
-      }
-      std::copy(tp, tp + C, TP + g * C);
-      std::copy(zs, zs + C, ZS + g * C);
+      int64_t c0 = 0;
+      for (; c0 + 16 <= C; c0 += 16)
+        pool_channels<f16v>(X + c0, ix, K, C, ce + c0, sgn.data() + c0, SH + c0,
+                          TP + g * C + c0, ZS + g * C + c0, WN + g * C + c0, a1.data() + c0,
+                          a2.data() + c0, t);
+      for (; c0 < C; ++c0)
+        pool_channels<float>(X + c0, ix, K, C, ce + c0, sgn.data() + c0, SH + c0,
+                         TP + g * C + c0, ZS + g * C + c0, WN + g * C + c0, a1.data() + c0,
+                         a2.data() + c0, t);
       TD[g] = t;
     }
     std::lock_guard<std::mutex> guard(lock);
@@ -432,7 +445,7 @@ def available() -> bool:
         from torch.utils.cpp_extension import load_inline
 
         _module = load_inline(
-            name="pointkd_native_v14", cpp_sources=[_SOURCE],
+            name="pointkd_native_v16", cpp_sources=[_SOURCE],
             functions=["fps_knn", "prefix_knn", "gather_max_act", "gathered_max",
                        "gathered_scatter"],
             extra_cflags=["-O3", "-march=native", "-ffp-contract=off", "-fopenmp"],
