@@ -49,12 +49,10 @@ def _gathered_backward(x, index, centre, top, alpha, offset, sparse, winner, zsu
         torch.addcmul(sparse + k * offset, zsum, alpha, out=dc)
     if dx is None:
         return
-    cnt = torch.bincount(index.reshape(-1), minlength=x.shape[0]).to(x.dtype).unsqueeze(1)
-    if x.dtype == torch.float32 and native.available():  # the same sums in one C++ pass
-        torch.mul(x, alpha, out=dx).mul_(cnt)
-        native.gathered_scatter(dx, index, torch.addcmul(offset, centre, alpha), winner, tied,
-                                sparse)
+    if x.dtype == centre.dtype == torch.float32 and native.available():  # the same, in C++
+        native.gathered_backward(dx, x, index, centre, alpha, offset, winner, tied, sparse)
     else:
+        cnt = torch.bincount(index.reshape(-1), minlength=x.shape[0]).to(x.dtype).unsqueeze(1)
         torch.addcmul(offset, x, alpha, out=dx).mul_(cnt)
         scaled = centre * alpha
         for j in range(k):  # k row-scatters of (G, C): no (G, K, C) tensor

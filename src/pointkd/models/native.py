@@ -1,5 +1,5 @@
-"""Optional C++ kernels: the students' sampling and stage-1 neighbour search, and the
-gathered max-pool of their local stages (and of DGCNN's EdgeConv) in training.
+"""Optional C++ kernels: the students' sampling and neighbour searches, the gathered max-pool
+of their local stages (and of DGCNN's EdgeConv) in training, and the students' inference pool.
 
 `fps_knn` runs farthest-point sampling and, inside the same loop, keeps each sample's k
 nearest points and the first rows of the distance table — what `ops.fps_with_distances` +
@@ -8,9 +8,14 @@ the same: distances are summed in the same order with the same fused multiply-ad
 PyTorch's vectorised `addcmul_` (explicit `std::fma`, no other contraction:
 `-ffp-contract=off`), so the table and the samples are bit for bit equal (tested) and the
 neighbours are the same set (among points at exactly the k-th distance it keeps the lowest
-indices; topk keeps any).
+indices; topk keeps any). `prefix_knn` gives the later stages' neighbourhoods (FPS prefixes
+among FPS prefixes) from the coordinates with those same operations, so its distances equal
+the table's entries without the table being kept.
 
-`gathered_max` / `gathered_scatter` are the forward and backward of that pool's chunked
+`gather_max` is the students' inference pool, act(max_k table[nbr] + centre), in one pass
+without the (B, M, K, C) rows: the same floats as the PyTorch ops.
+
+`gathered_max` / `gathered_backward` are the forward and backward of that pool's chunked
 PyTorch loops in `layers._BatchNormActMax`, one pass each; they agree within float rounding
 (the batch statistics are summed in float64 instead of per-chunk float32 sums). Students
 stay within the model's own float noise (gradients of student_l differ from the PyTorch ops
@@ -33,7 +38,7 @@ from torch import Tensor
 
 from pointkd.models.ops import _timed
 
-__all__ = ["available", "fps_knn", "gather_max", "gathered_max", "gathered_scatter",
+__all__ = ["available", "fps_knn", "gather_max", "gathered_backward", "gathered_max",
            "prefix_knn"]
 
 _SOURCE = r"""
@@ -303,27 +308,55 @@ std::vector<torch::Tensor> gathered_max(torch::Tensor x, torch::Tensor index,
   return {top, winner, tied, zsum, s1, s2};
 }
 
-// Backward scatter of the gathered pool: dx[index[g, k]] += add[g] for every slot, and
-// dx[winner[g, c], c] += sparse[g, c] for groups without ties. Serial (no write races).
-void gathered_scatter(torch::Tensor dx, torch::Tensor index, torch::Tensor add,
-                      torch::Tensor winner, torch::Tensor tied, torch::Tensor sparse) {
-  const int64_t G = index.size(0), K = index.size(1), C = dx.size(1);
+// Backward of the gathered pool into dx (layers._gathered_backward): dx[j] = (x[j]·alpha)·cnt_j
+// with cnt_j the times row j is a neighbour, then dx[index[g, k]] += offset + centre[g]·alpha
+// for every slot, and dx[winner[g, c], c] += sparse[g, c] for groups without ties. The same
+// operations, in the same order, as the PyTorch path; the scatter is serial (no write races).
+void gathered_backward(torch::Tensor dx, torch::Tensor x, torch::Tensor index,
+                       torch::Tensor centre, torch::Tensor alpha, torch::Tensor offset,
+                       torch::Tensor winner, torch::Tensor tied, torch::Tensor sparse) {
+  TORCH_CHECK(dx.is_contiguous() && x.is_contiguous() && index.is_contiguous() &&
+              centre.is_contiguous() && winner.is_contiguous() && sparse.is_contiguous() &&
+              dx.scalar_type() == torch::kFloat && x.scalar_type() == torch::kFloat &&
+              centre.scalar_type() == torch::kFloat, "gathered_backward: contiguous float");
+  const int64_t R = x.size(0), G = index.size(0), K = index.size(1), C = x.size(1);
+  auto al = alpha.contiguous();
+  auto of = offset.contiguous();
   float* DX = dx.data_ptr<float>();
+  const float* X = x.data_ptr<float>();
   const int64_t* IX = index.data_ptr<int64_t>();
-  const float* AD = add.data_ptr<float>();
+  const float* CE = centre.data_ptr<float>();
+  const float* AL = al.data_ptr<float>();
+  const float* OF = of.data_ptr<float>();
   const int64_t* WN = winner.data_ptr<int64_t>();
   const bool* TD = tied.data_ptr<bool>();
   const float* SP = sparse.data_ptr<float>();
+  std::vector<float> cnt(R, 0.f);
+  for (int64_t j = 0; j < G * K; ++j) {
+    TORCH_CHECK(0 <= IX[j] && IX[j] < R, "gathered_backward: index out of range");
+    cnt[IX[j]] += 1.f;
+  }
+  at::parallel_for(0, R, 256, [&](int64_t r0, int64_t r1) {
+    for (int64_t j = r0; j < r1; ++j) {
+      const float* __restrict__ xr = X + j * C;
+      float* __restrict__ dr = DX + j * C;
+      const float n = cnt[j];
+      for (int64_t c = 0; c < C; ++c) dr[c] = (xr[c] * AL[c]) * n;
+    }
+  });
+  std::vector<float> add(C);
   for (int64_t g = 0; g < G; ++g) {
-    const float* ad = AD + g * C;
+    const float* __restrict__ ce = CE + g * C;
+    for (int64_t c = 0; c < C; ++c) add[c] = OF[c] + ce[c] * AL[c];
     for (int64_t k = 0; k < K; ++k) {
-      float* row = DX + IX[g * K + k] * C;
-      for (int64_t c = 0; c < C; ++c) row[c] += ad[c];
+      float* __restrict__ row = DX + IX[g * K + k] * C;
+      for (int64_t c = 0; c < C; ++c) row[c] += add[c];
     }
     if (TD[g]) continue;
     for (int64_t c = 0; c < C; ++c) DX[WN[g * C + c] * C + c] += SP[g * C + c];
   }
 }
+
 // Later stages' neighbourhoods: anchors are the first m FPS samples, points the first `refs`
 // samples. Distances are computed from the coordinates with the very operations of the FPS
 // loop above (so they equal its distance rows bit for bit) instead of being read from those
@@ -445,9 +478,9 @@ def available() -> bool:
         from torch.utils.cpp_extension import load_inline
 
         _module = load_inline(
-            name="pointkd_native_v16", cpp_sources=[_SOURCE],
+            name="pointkd_native_v17", cpp_sources=[_SOURCE],
             functions=["fps_knn", "prefix_knn", "gather_max_act", "gathered_max",
-                       "gathered_scatter"],
+                       "gathered_backward"],
             extra_cflags=["-O3", "-march=native", "-ffp-contract=off", "-fopenmp"],
             extra_ldflags=["-fopenmp"], verbose=False)
     except Exception as exc:  # no compiler, no headers: the PyTorch ops do the same work
@@ -474,11 +507,13 @@ def gathered_max(x: Tensor, index: Tensor, centre: Tensor, gamma: Tensor, shift:
                                 gamma.detach().float(), shift.float())
 
 
-def gathered_scatter(dx: Tensor, index: Tensor, add: Tensor, winner: Tensor, tied: Tensor,
-                     sparse: Tensor) -> None:
-    """dx[index[g, k]] += add[g] for every slot; dx[winner, c] += sparse for untied groups."""
-    _module.gathered_scatter(dx, index.contiguous(), add.contiguous(), winner, tied,
-                             sparse.contiguous())
+def gathered_backward(dx: Tensor, x: Tensor, index: Tensor, centre: Tensor, alpha: Tensor,
+                      offset: Tensor, winner: Tensor, tied: Tensor, sparse: Tensor) -> None:
+    """Fills `dx` (empty, like x) with the gathered pool's input gradient for x, as
+    `layers._gathered_backward` computes it with PyTorch ops: (x·alpha)·cnt, then
+    offset + centre·alpha into every neighbour's row and `sparse` into each untied winner."""
+    _module.gathered_backward(dx, x.contiguous(), index.contiguous(), centre.contiguous(),
+                              alpha, offset, winner, tied, sparse.contiguous())
 
 
 @_timed
