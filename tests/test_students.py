@@ -115,3 +115,37 @@ def test_student_trains_under_bf16_autocast(native, monkeypatch):
         out = model(x)
     torch.nn.functional.cross_entropy(out.float(), y).backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("train", [True, False])
+def test_native_kernels_match_the_torch_ops_in_a_student(train, monkeypatch):
+    """The whole student with and without the optional C++ kernels (sampling, every stage's
+    neighbours, the gathered pool forward and backward, the inference pool): the same logits
+    and gradients within float rounding."""
+    from pointkd.models import native
+
+    monkeypatch.setenv("POINTKD_NATIVE_OPS", "1")
+    if not native.available():
+        pytest.skip("the C++ kernels could not be built here (see the warning)")
+    x = torch.rand(3, 300, 3) * 2 - 1
+    x[0, 7] = x[0, 8]  # a duplicate point
+    results = []
+    for flag in ("1", "0"):
+        monkeypatch.setenv("POINTKD_NATIVE_OPS", flag)
+        torch.manual_seed(0)
+        model = create_model("student_xs", 6, anchors=(64, 16), k=8)
+        model(x)  # non-trivial running statistics
+        model.train(train)
+        torch.manual_seed(1)  # the same dropout mask
+        out = model(x)
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        model.eval()
+        with torch.inference_mode():  # no gradient: the C++ inference pool
+            infer = model(x)
+        results.append((out.detach(), [p.grad.clone() for p in model.parameters()], infer))
+    (out_n, grads_n, infer_n), (out_t, grads_t, infer_t) = results
+    torch.testing.assert_close(out_n, out_t, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(infer_n, infer_t, rtol=1e-5, atol=1e-6)
+    for a, b in zip(grads_n, grads_t, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=2e-4 * float(b.abs().max()))

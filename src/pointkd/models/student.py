@@ -112,8 +112,11 @@ class LocalStage(nn.Module):
 
 
 def _native_pool(table: Tensor, centre: Tensor) -> bool:
-    """Whether the inference pool can run as the C++ kernel (float32 on CPU, not exporting)."""
-    return (table.dtype == centre.dtype == torch.float32 and table.is_cpu
+    """Whether the inference pool can run as the C++ kernel: float32 on CPU, not exporting,
+    and no gradient wanted (the kernel has no backward; eval-mode gradients, e.g. for
+    saliency, take the PyTorch ops)."""
+    wants_grad = torch.is_grad_enabled() and (table.requires_grad or centre.requires_grad)
+    return (table.dtype == centre.dtype == torch.float32 and table.is_cpu and not wants_grad
             and not ops._tracing() and native.available())
 
 
