@@ -415,3 +415,30 @@ def test_cat_linear_equals_linear_forward_and_backward():
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
     with torch.no_grad():  # no autograd: the plain ops
         assert torch.equal(layers.cat_linear([coords, feats], weight, bias), grads[1][0])
+
+
+def test_max_k_and_cloud_std_match_the_torch_ops():
+    """PointMLP's neighbour max and per-cloud std with cheaper CPU paths: amax's values and
+    gradient exactly (ties split evenly), torch.std's within float rounding."""
+    g = torch.Generator().manual_seed(9)
+    x = torch.randn(3, 5, 6, 4, generator=g).relu()  # zeros: many tied maxima
+    x[0, 0, 1] = x[0, 0, 2]  # tied positive maxima
+    up = torch.randn(3, 5, 4, generator=g)
+    results = []
+    for fn in (layers.max_k, lambda t: t.amax(-2)):
+        leaf = x.clone().requires_grad_()
+        out = fn(leaf)
+        out.backward(up)
+        results.append((out.detach(), leaf.grad))
+    for a, b in zip(*results, strict=True):
+        assert torch.equal(a, b)
+    y = torch.randn(4, 500, generator=g) * 0.1 + 0.3
+    up = torch.randn(4, generator=g)
+    results = []
+    for fn in (layers.cloud_std, lambda t: t.std(dim=-1)):
+        leaf = y.clone().requires_grad_()
+        out = fn(leaf)
+        out.backward(up)
+        results.append((out.detach(), leaf.grad))
+    for a, b in zip(*results, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)

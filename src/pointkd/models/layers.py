@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from pointkd.models import native, ops
 
-__all__ = ["SharedMLP", "cat_linear", "chain_max", "map_chunks"]
+__all__ = ["SharedMLP", "cat_linear", "chain_max", "cloud_std", "map_chunks", "max_k"]
 
 
 def _pre_activation(x, weight, bias, index, centre, sl: slice) -> Tensor:
@@ -245,6 +245,60 @@ def cat_linear(pieces: list[Tensor], weight: Tensor, bias: Tensor | None = None)
             and not torch.is_autocast_enabled("cpu") and not ops._tracing()):
         return _CatLinear.apply(weight, bias, *pieces)
     return F.linear(torch.cat(pieces, dim=-1) if len(pieces) > 1 else pieces[0], weight, bias)
+
+
+class _MaxK(torch.autograd.Function):
+    """`x.amax(-2)` with amax's gradient (split evenly among tied maxima), computed in three
+    passes: a float-valued comparison (`out=`), its sum, one in-place multiply. Autograd's
+    AmaxBackward converts the comparison to int64 and to float on the way (~2× slower on CPU
+    for the (B, M, K, C) tensors of PointMLP); the values are the same floats."""
+
+    @staticmethod
+    def forward(ctx, x):
+        out = x.amax(-2)
+        ctx.save_for_backward(x, out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, out = ctx.saved_tensors
+        hit = torch.eq(x, out.unsqueeze(-2), out=torch.empty_like(x))
+        return hit.mul_((grad / hit.sum(-2)).unsqueeze(-2))
+
+
+def max_k(x: Tensor) -> Tensor:
+    """`x.amax(-2)` (the max over neighbours), with a cheaper backward (`_MaxK`) when a
+    gradient is wanted on CPU; otherwise the plain op."""
+    if torch.is_grad_enabled() and x.requires_grad and x.is_cpu and not ops._tracing():
+        return _MaxK.apply(x)
+    return x.amax(-2)
+
+
+class _CloudStd(torch.autograd.Function):
+    """`x.std(dim=-1)` (unbiased) of a `(B, L)` tensor by two passes (mean, then squared
+    deviations): torch.std's single-pass Welford kernel runs ~8× slower on CPU. Same value
+    within float rounding (both sums are pairwise); backward is StdBackward's formula,
+    (x − mean)·grad / ((L − 1)·std), without keeping the deviations."""
+
+    @staticmethod
+    def forward(ctx, x):
+        mean = x.mean(-1, keepdim=True)
+        std = (x - mean).square_().sum(-1).div_(x.shape[-1] - 1).sqrt_()
+        ctx.save_for_backward(x, mean, std)
+        return std
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, mean, std = ctx.saved_tensors
+        scale = grad / (std * (x.shape[-1] - 1))
+        return (x - mean).mul_(scale.unsqueeze(-1))
+
+
+def cloud_std(x: Tensor) -> Tensor:
+    """Unbiased standard deviation over the last dim of `(B, L)` (`_CloudStd` on CPU)."""
+    if x.is_cpu and x.dtype == torch.float32 and not ops._tracing():
+        return _CloudStd.apply(x)
+    return x.std(dim=-1)
 
 
 class SharedMLP(nn.Module):
