@@ -149,3 +149,37 @@ def test_native_kernels_match_the_torch_ops_in_a_student(train, monkeypatch):
     torch.testing.assert_close(infer_n, infer_t, rtol=1e-5, atol=1e-6)
     for a, b in zip(grads_n, grads_t, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-3, atol=2e-4 * float(b.abs().max()))
+
+
+def test_folded_weights_follow_parameter_and_statistics_changes():
+    """Eval-mode BatchNorm folding is cached between inference calls: any change of a
+    parameter or running statistic (optimizer step, load_state_dict, in-place edit) must
+    show in the next output, exactly as a fresh copy of the model computes it."""
+    import copy
+
+    torch.manual_seed(0)
+    model = create_model("student_xs", 5, anchors=(32, 8), k=4).eval()
+    x = torch.rand(2, 100, 3) * 2 - 1
+
+    def infer(m):
+        with torch.inference_mode():
+            return m(x)
+
+    first = infer(model)
+    assert torch.equal(infer(model), first)  # cached: the same result
+    with torch.no_grad():
+        model.stages[0].group.fc.weight.mul_(1.5)  # in place: a new version, same storage
+        model.head[0].bn.running_var.add_(0.5)
+    changed = infer(model)
+    assert not torch.equal(changed, first)
+    assert torch.equal(changed, infer(copy.deepcopy(model)))
+    model.train()
+    model(x)  # training updates the running statistics
+    model.eval()
+    assert torch.equal(infer(model), infer(copy.deepcopy(model)))
+    state = copy.deepcopy(model.state_dict())
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1)
+    model.load_state_dict(state)
+    assert torch.equal(infer(model), infer(copy.deepcopy(model)))
