@@ -222,12 +222,23 @@ def worker(name: str, x_train, y_train, x_infer, iters: int, out: Path) -> None:
     torch.save({"eval_logits": eval_logits, "grads": grads, **result}, out)
 
 
+def _commit(tree: Path) -> str | None:
+    """The git commit of a source tree (`-dirty` with uncommitted changes), if it is one."""
+    try:
+        out = subprocess.run(["git", "-C", str(tree), "describe", "--always", "--dirty"],
+                             capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return out.stdout.strip() or None
+
+
 def side_by_side(args, names: list[str]) -> dict:
     """Alternating rounds of `worker` in the reference tree and in this one."""
     trees = {"ref": str(Path(args.ref).resolve()), "new": str(REPO / "src")}
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # recorded by machine_info
     env = dict(os.environ)
-    report: dict = {"machine": machine_info(), "trees": trees, "models": {}}
+    report: dict = {"machine": machine_info(), "trees": trees, "models": {},
+                    "commits": {side: _commit(Path(tree)) for side, tree in trees.items()}}
     for name in names:
         runs: dict[str, list[dict]] = {"ref": [], "new": []}
         load = [round(os.getloadavg()[0], 2)]

@@ -686,7 +686,7 @@ def section_speed() -> list[str]:
 def section_speed_vs_ref() -> list[str]:
     """Old/new ratios measured side by side (bench_speed.py --ref), one table per JSON."""
     lines = ["## Speed of this code against an older commit, side by side", ""]
-    files = sorted(RESULTS.glob("speed_vs_ref*.json"))
+    files = sorted(RESULTS.glob("speed_vs_*.json"))
     if not files:
         return lines + ["_not measured yet_", ""]
     lines += ["Each ratio is old time / new time, measured **side by side in one run**: the two "
@@ -699,12 +699,18 @@ def section_speed_vs_ref() -> list[str]:
         d = json.loads(path.read_text())
         c, m = d["config"], d["machine"]
         native = "on" if c.get("native_ops") else "off"
+        commits = d.get("commits") or {}
+        old_tree = f"`{d['trees']['ref']}`" + (f" (commit {commits['ref']})"
+                                               if commits.get("ref") else "")
+        new_tree = f" · new tree commit {commits['new']}" if commits.get("new") else ""
+        malloc = f" · allocator: {c['malloc']}" if c.get("malloc") else ""
         commands = sorted({r.get("command", d["command"]) for r in d["models"].values()})
         lines += [f"**{path.name}** — command(s): {'; '.join(f'`{x}`' for x in commands)} · "
                   f"machine: {m['cpu']}, "
                   f"{c.get('threads', m['threads'])} thread(s), {m['omp_wait_policy']} OpenMP "
-                  f"wait, {m['date']} · old tree `{d['trees']['ref']}` · native C++ ops (new "
-                  f"tree): {native} · train batch {c['train_batch']}, inference batch 1 and "
+                  f"wait, {m['date']} · old tree {old_tree}{new_tree} · native C++ ops "
+                  f"(new tree): {native}{malloc} · train batch {c['train_batch']}, "
+                  f"inference batch 1 and "
                   f"{c['infer_batch']}, {c['rounds']} rounds × {c['iters']} timed calls "
                   f"(settings of the last command), input {c['input']}", "",
                   "| model | train × (wall) | train × (CPU) | new train samples/s | "

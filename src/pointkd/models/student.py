@@ -30,8 +30,10 @@ Neighbourhoods (`sampler="fps"`): the FPS loop computes the distance from every 
 every point anyway; kept as a table, it *is* the kNN table of all stages (stage 1: samples ×
 all points; later stages: shorter FPS prefixes × FPS prefixes), so no stage runs its own
 distance matmul, and σ comes from the neighbours' distances without a gather. With
-`POINTKD_NATIVE_OPS=1` (`models/native.py`) the loop and the stage-1 selection, and the
-training-mode gathered max-pool, run as C++ kernels with the same results.
+`POINTKD_NATIVE_OPS=1` (`models/native.py`) the loop and the stage-1 selection, the later
+stages' selections (from the coordinates, with the loop's own arithmetic, so the same
+distances without keeping the table), the training-mode gathered max-pool and the inference
+pool run as C++ kernels with the same results.
 Every matmul runs on channels-last (rows, C) matrices, which CPUs run fast and ONNX exports
 as-is.
 """
