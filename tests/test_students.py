@@ -105,8 +105,8 @@ def test_nearest_agrees_with_knn_and_brute_force():
 
 @pytest.mark.parametrize("native", ["0", "1"])
 def test_student_trains_under_bf16_autocast(native, monkeypatch):
-    """Mixed dtypes reach the fused gathered pool (float table, bf16 centre): both the
-    PyTorch path and the optional C++ one (which then leaves the forward to PyTorch) run."""
+    """Mixed dtypes reach the fused gathered pool (bf16 table and centre under autocast):
+    both the PyTorch path and the optional C++ one run it on float32 copies."""
     monkeypatch.setenv("POINTKD_NATIVE_OPS", native)
     torch.manual_seed(0)
     model = create_model("student_xs", 5)

@@ -378,6 +378,8 @@ class SharedMLP(nn.Module):
         flat = x if index is not None else x.reshape(-1, *x.shape[-2:])
         if flat.dtype in (torch.float16, torch.bfloat16):  # as BatchNorm under autocast
             flat = flat.float()
+        if centre is not None and centre.dtype in (torch.float16, torch.bfloat16):
+            centre = centre.float()  # (and the C++ pool, which takes float32, still serves)
         w, b = (self.fc.weight, self.fc.bias) if linear else (None, None)
         out = _BatchNormActMax.apply(flat, w, b, index, centre, bn.weight, bn.bias, *stats,
                                      momentum, bn.eps, self.slope)
