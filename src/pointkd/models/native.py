@@ -52,28 +52,45 @@ _SOURCE = r"""
 #include <mutex>
 #include <vector>
 
-static inline void update_min(float* __restrict__ mind, const float* __restrict__ d, int64_t n,
-                              float& best_out) {
-  // 16 running maxima (one per vector lane): a plain max reduction would not be vectorised
-  // without -ffast-math; the max of a set does not depend on the order anyway
+// mind = min(mind, d) and the first index of the largest mind (NaNs never chosen; n - 1 if
+// every value is NaN). 16 running maxima with their first indices, one per vector lane: a
+// plain argmax loop is not vectorised; combined, they give the lowest index at the max.
+static inline int64_t update_min_argmax(float* __restrict__ mind, const float* __restrict__ d,
+                                        int64_t n) {
   float lanes[16];
-  for (int t = 0; t < 16; ++t) lanes[t] = best_out;
+  int32_t at[16];
+  for (int t = 0; t < 16; ++t) {
+    lanes[t] = -std::numeric_limits<float>::infinity();
+    at[t] = 0;
+  }
   int64_t j = 0;
   for (; j + 16 <= n; j += 16) {
     for (int t = 0; t < 16; ++t) {
       const float v = mind[j + t] < d[j + t] ? mind[j + t] : d[j + t];
       mind[j + t] = v;
-      lanes[t] = v > lanes[t] ? v : lanes[t];
+      const bool up = v > lanes[t];
+      lanes[t] = up ? v : lanes[t];
+      at[t] = up ? (int32_t)(j + t) : at[t];
     }
   }
-  float best = best_out;
-  for (; j < n; ++j) {
+  float best = -std::numeric_limits<float>::infinity();
+  int64_t arg = -1;
+  for (int t = 0; t < 16; ++t) {
+    if (lanes[t] > best || (lanes[t] == best && arg >= 0 && at[t] < arg)) {
+      if (lanes[t] == -std::numeric_limits<float>::infinity()) continue;
+      best = lanes[t];
+      arg = at[t];
+    }
+  }
+  for (; j < n; ++j) {  // the tail: indices above every lane's, so ties keep the earlier
     const float v = mind[j] < d[j] ? mind[j] : d[j];
     mind[j] = v;
-    best = v > best ? v : best;
+    if (v > best) {
+      best = v;
+      arg = j;
+    }
   }
-  for (int t = 0; t < 16; ++t) best = lanes[t] > best ? lanes[t] : best;
-  best_out = best;
+  return arg >= 0 ? arg : n - 1;
 }
 
 static inline bool any_at_most(const float* __restrict__ d, int64_t n, float thr) {
@@ -148,11 +165,7 @@ std::vector<torch::Tensor> fps_knn(torch::Tensor xyz, int64_t m, int64_t k, int6
           t = z[j] - cz;
           d[j] = std::fma(t, t, e);
         }
-        // the min update with a max reduction (vectorised), then the first index at the max
-        float best = -std::numeric_limits<float>::infinity();
-        update_min(mind.data(), d.data(), N, best);
-        int64_t next = 0;
-        while (next < N - 1 && mind[next] != best) ++next;  // bounded even with NaNs
+        const int64_t next = update_min_argmax(mind.data(), d.data(), N);
         if (i < rows) std::copy(d.begin(), d.end(), T + (b * rows + i) * N);
         // k smallest. tau, the k-th smallest of the minima of blocks of 16, bounds the k-th
         // smallest distance (k blocks hold a value <= tau), so only blocks holding a value
@@ -478,7 +491,7 @@ def available() -> bool:
         from torch.utils.cpp_extension import load_inline
 
         _module = load_inline(
-            name="pointkd_native_v17", cpp_sources=[_SOURCE],
+            name="pointkd_native_v18", cpp_sources=[_SOURCE],
             functions=["fps_knn", "prefix_knn", "gather_max_act", "gathered_max",
                        "gathered_backward"],
             extra_cflags=["-O3", "-march=native", "-ffp-contract=off", "-fopenmp"],
