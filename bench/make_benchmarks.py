@@ -683,6 +683,34 @@ def section_speed() -> list[str]:
     return lines + [""]
 
 
+def section_grouping_native() -> list[str]:
+    """Where the students' inference forward goes with the C++ kernels (issue #18, goal 3)."""
+    d = load("speed_students_native_t1.json")
+    if d is None:
+        return []
+    c, m = d["config"], d["machine"]
+    lines = ["## Students: sampling/grouping share with the C++ kernels", "",
+             f"Command: `{d.get('command', 'python bench/bench_speed.py')}` · machine: "
+             f"{m['cpu']}, {m['threads']} thread(s), 1-min load {m['loadavg_1min_at_start']} at "
+             f"the start, {m['date']} · inference at batch {c['infer_batch']} under "
+             "`torch.inference_mode`, input " + c["input"], "",
+             "| model | infer ms/cloud | sampling/grouping | of which (ms/cloud) |",
+             "|---|---:|---:|---|"]
+    for name, r in d["models"].items():
+        ms = 1000 / r["infer_samples_per_s"]
+        ops_ms = ", ".join(f"{op} {ms * share:.2f}" for op, share in
+                           sorted(r["op_share_infer"].items(), key=lambda kv: -kv[1]))
+        lines.append(f"| {name} | {ms:.2f} | {100 * r['grouping_fraction_infer']:.0f}% = "
+                     f"{ms * r['grouping_fraction_infer']:.2f} ms | {ops_ms} |")
+    lines += ["", "fps_knn is the farthest-point-sampling loop with the first stage's kNN in "
+              "it; prefix_knn the later stages' kNN; gather_max the inference pool "
+              "(gather + max + activation, which also does the layer's pooling work). What is "
+              "left is one pass over the cloud per FPS step (256 sequential steps, each a "
+              "distance, min and argmax over 1,024 points, plus the selection of 16 "
+              "neighbours): see the absolute times above against the 30% goal.", ""]
+    return lines
+
+
 def section_speed_vs_ref() -> list[str]:
     """Old/new ratios measured side by side (bench_speed.py --ref), one table per JSON."""
     lines = ["## Speed of this code against an older commit, side by side", ""]
@@ -694,7 +722,18 @@ def section_speed_vs_ref() -> list[str]:
               "thread count; the median of the per-round ratios is shown (rounds in the JSON). "
               "Train = forward + backward + AdamW step; infer = eval mode under "
               "`torch.inference_mode`. max |Δ| compares the two trees' eval logits and one "
-              "training step's gradients for the same weights and input.", ""]
+              "training step's gradients for the same weights and input. On a shared machine "
+              "the CPU-time ratio is the steadier one (wall time also counts the time other "
+              "processes held the core).", "",
+              "Which old tree: `speed_vs_ref_*` compare with commit 152ab98 (`/work/wt-ref18`, "
+              "the code when issue #18 was filed: its goals are ratios against it); "
+              "`speed_vs_532_*` with commit 532f395, the start of the second round of issue "
+              "#18, which already had the first round's kernels; `speed_vs_self_*` run the "
+              "same tree on both sides and change only the allocator setting "
+              "(`pointkd.cpu.keep_freed_memory`).", ""]
+    goals = _speed_goal_lines(RESULTS / "speed_vs_ref_native_t1.json")
+    if goals:
+        lines += goals + [""]
     for path in files:
         d = json.loads(path.read_text())
         c, m = d["config"], d["machine"]
@@ -736,6 +775,26 @@ def section_speed_vs_ref() -> list[str]:
     return lines
 
 
+SPEED_GOALS = {"student_s": 2.0, "student_l": 2.0, "pointmlp_elite": 1.25}
+
+
+def _speed_goal_lines(path: Path) -> list[str]:
+    """Issue #18's training-throughput goals against the code it was filed on (152ab98)."""
+    if not path.is_file():
+        return []
+    models = json.loads(path.read_text())["models"]
+    parts = []
+    for name, goal in SPEED_GOALS.items():
+        r = models.get(name)
+        if r is None:
+            continue
+        got = r["train_speedup_cpu"]
+        parts.append(f"{name} ×{got:.2f} CPU time (×{r['train_speedup_wall']:.2f} wall) against "
+                     f"a goal of ×{goal:g}: {'met' if got >= goal else 'not met'}")
+    return (["**Issue #18 training goals** (1 thread, C++ kernels on, against 152ab98, from "
+             f"`{path.name}`): " + "; ".join(parts) + "."] if parts else [])
+
+
 def _x(ratio: float | None) -> str:
     if ratio is None:
         return "–"
@@ -767,9 +826,14 @@ def section_latency() -> list[str]:
                          f"{v['batch32']['clouds_per_s']:.0f} |")
         lines.append("")
     lines += ["TorchScript and ONNX graphs are traced, so they hold the PyTorch ops (the FPS "
-              "loop unrolled); the C++ kernels serve eager PyTorch only. These latencies were "
-              "measured on a shared, busy 2-core machine (load above): absolute times there "
-              "vary by ±50% between runs.", ""]
+              "loop unrolled); the C++ kernels serve eager PyTorch only. On a shared, busy "
+              "2-core machine (see the load above) absolute times vary by ±50% between runs; "
+              "to re-measure with the machine otherwise idle, one command per file: "
+              "`POINTKD_NATIVE_OPS=1 python bench/bench_latency.py --model student_s "
+              "--threads 2 --iters 20 --rounds 3 --json bench/results/latency.json` and the "
+              "same without the variable and with `--json "
+              "bench/results/latency_torch_ops.json`. Old/new ratios of the eager path at "
+              "batch 1 and 32 are in the side-by-side tables above (infer columns).", ""]
     return lines
 
 
@@ -808,7 +872,8 @@ def main() -> None:
                     section_students,
                     section_teachers, section_records,
                     section_encodings, section_distill,
-                    section_latency, section_speed_vs_ref, section_speed, section_gpu,
+                    section_latency, section_speed_vs_ref, section_grouping_native,
+                    section_speed, section_gpu,
                     section_anchors):
         parts += section()
     OUT.write_text("\n".join(parts))
