@@ -354,6 +354,7 @@ def main(argv: list[str] | None = None) -> int:
             "budget_s_per_model": args.budget, "max_iters": args.max_iters, "malloc": malloc,
         },
         reference=REFERENCE,
+        command="python " + " ".join(sys.argv),
     )
     for name in names:
         t = time.perf_counter()
