@@ -442,3 +442,29 @@ def test_max_k_and_cloud_std_match_the_torch_ops():
         results.append((out.detach(), leaf.grad))
     for a, b in zip(*results, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_training_on_cpu_keeps_freed_memory_unless_opted_out(monkeypatch):
+    """train/distill on CPU switch glibc to reusing freed heap memory (exact, faster);
+    POINTKD_KEEP_FREED_MEMORY=0 opts out."""
+    import pointkd.cpu
+    from pointkd import cli
+
+    calls = []
+    monkeypatch.setattr(pointkd.cpu, "keep_freed_memory", lambda: calls.append(1) or True)
+    monkeypatch.delenv("POINTKD_KEEP_FREED_MEMORY", raising=False)
+    cli._keep_freed_memory_on_cpu("cpu")
+    assert calls == [1]
+    monkeypatch.setenv("POINTKD_KEEP_FREED_MEMORY", "0")
+    cli._keep_freed_memory_on_cpu("cpu")
+    assert calls == [1]
+
+
+def test_keep_freed_memory_is_set_on_glibc():
+    import platform
+
+    from pointkd.cpu import keep_freed_memory
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("mallopt is glibc's")
+    assert keep_freed_memory() is True
