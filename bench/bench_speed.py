@@ -87,7 +87,9 @@ def machine_info() -> dict:
 def keep_freed_memory() -> bool:
     """glibc: serve big blocks from the heap and never trim it, so tensors freed by one step are
     reused by the next instead of being unmapped and page-faulted in again (large tensors are
-    mmap-ed by default). A process-wide allocator setting, off by default; returns success."""
+    mmap-ed by default). A process-wide allocator setting, off by default; returns success.
+    The same as `pointkd.cpu.keep_freed_memory`, kept here so that side-by-side workers can
+    apply it in source trees that predate that module."""
     import ctypes
     import ctypes.util
 
@@ -220,12 +222,23 @@ def worker(name: str, x_train, y_train, x_infer, iters: int, out: Path) -> None:
     torch.save({"eval_logits": eval_logits, "grads": grads, **result}, out)
 
 
+def _commit(tree: Path) -> str | None:
+    """The git commit of a source tree (`-dirty` with uncommitted changes), if it is one."""
+    try:
+        out = subprocess.run(["git", "-C", str(tree), "describe", "--always", "--dirty"],
+                             capture_output=True, text=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return out.stdout.strip() or None
+
+
 def side_by_side(args, names: list[str]) -> dict:
     """Alternating rounds of `worker` in the reference tree and in this one."""
     trees = {"ref": str(Path(args.ref).resolve()), "new": str(REPO / "src")}
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # recorded by machine_info
     env = dict(os.environ)
-    report: dict = {"machine": machine_info(), "trees": trees, "models": {}}
+    report: dict = {"machine": machine_info(), "trees": trees, "models": {},
+                    "commits": {side: _commit(Path(tree)) for side, tree in trees.items()}}
     for name in names:
         runs: dict[str, list[dict]] = {"ref": [], "new": []}
         load = [round(os.getloadavg()[0], 2)]
@@ -238,6 +251,8 @@ def side_by_side(args, names: list[str]) -> dict:
                            "--infer-batch", str(args.infer_batch), "--points", str(args.points)]
                     if args.threads:
                         cmd += ["--threads", str(args.threads)]
+                    if args.keep_freed_memory or (side == "new" and args.keep_freed_memory_new):
+                        cmd += ["--keep-freed-memory"]
                     subprocess.run(cmd, env={**env, "PYTHONPATH": trees[side]}, check=True)
                     runs[side].append(torch.load(out))
                 load.append(round(os.getloadavg()[0], 2))
@@ -278,6 +293,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     p.add_argument("--keep-freed-memory", action="store_true",
                    help="glibc mallopt: reuse freed heap memory (see keep_freed_memory)")
+    p.add_argument("--keep-freed-memory-new", action="store_true",
+                   help="--ref: the allocator setting in the new tree's worker only (as "
+                   "`pointkd.cpu.keep_freed_memory` in the new code's training path)")
     p.add_argument("--out", type=Path, help="default: bench/results/speed.json, or "
                    "speed_vs_ref.json with --ref")
     p.add_argument("--ref", help="source tree (…/src) of the code to compare with, side by side")
@@ -311,7 +329,11 @@ def main(argv: list[str] | None = None) -> int:
                             "input": source, "rounds": args.rounds, "iters": args.iters,
                             "threads": torch.get_num_threads(),
                             # the optional C++ kernels of pointkd.models.native (new tree only)
-                            "native_ops": os.environ.get("POINTKD_NATIVE_OPS") == "1"}
+                            "native_ops": os.environ.get("POINTKD_NATIVE_OPS") == "1",
+                            "malloc": ("keep freed (mallopt), both trees"
+                                       if args.keep_freed_memory else
+                                       "keep freed (mallopt), new tree only"
+                                       if args.keep_freed_memory_new else "default")}
         report["command"] = "python " + " ".join(sys.argv)
         out = args.out or REPO / "bench/results/speed_vs_ref.json"
         previous = json.loads(out.read_text()) if out.is_file() else {}
@@ -332,6 +354,7 @@ def main(argv: list[str] | None = None) -> int:
             "budget_s_per_model": args.budget, "max_iters": args.max_iters, "malloc": malloc,
         },
         reference=REFERENCE,
+        command="python " + " ".join(sys.argv),
     )
     for name in names:
         t = time.perf_counter()

@@ -855,10 +855,39 @@ def section_speed() -> list[str]:
     return lines + [""]
 
 
+def section_grouping_native() -> list[str]:
+    """Where the students' inference forward goes with the C++ kernels (issue #18, goal 3)."""
+    d = load("speed_students_native_t1.json")
+    if d is None:
+        return []
+    c, m = d["config"], d["machine"]
+    lines = ["## Students: sampling/grouping share with the C++ kernels", "",
+             f"Command: `{d.get('command', 'python bench/bench_speed.py')}` · machine: "
+             f"{m['cpu']}, {m['threads']} thread(s), 1-min load {m['loadavg_1min_at_start']} at "
+             f"the start, {m['date']} · inference at batch {c['infer_batch']} under "
+             "`torch.inference_mode`, input " + c["input"], "",
+             "| model | infer ms/cloud | sampling/grouping | of which (ms/cloud) |",
+             "|---|---:|---:|---|"]
+    for name, r in d["models"].items():
+        ms = 1000 / r["infer_samples_per_s"]
+        ops_ms = ", ".join(f"{op} {ms * share:.2f}" for op, share in
+                           sorted(r["op_share_infer"].items(), key=lambda kv: -kv[1]))
+        lines.append(f"| {name} | {ms:.2f} | {100 * r['grouping_fraction_infer']:.0f}% = "
+                     f"{ms * r['grouping_fraction_infer']:.2f} ms | {ops_ms} |")
+    lines += ["", "fps_knn is the farthest-point-sampling loop with the first stage's kNN in "
+              "it; prefix_knn the later stages' kNN; gather_max the inference pool "
+              "(gather + max + activation, which also does the layer's pooling work). What is "
+              "left is one pass over the cloud per FPS step (256 sequential steps, each a "
+              "distance, min and argmax over 1,024 points, plus the selection of 16 "
+              "neighbours). Absolute times scale with the machine's load (shown above); the "
+              "share is the steadier figure.", ""]
+    return lines
+
+
 def section_speed_vs_ref() -> list[str]:
     """Old/new ratios measured side by side (bench_speed.py --ref), one table per JSON."""
     lines = ["## Speed of this code against an older commit, side by side", ""]
-    files = sorted(RESULTS.glob("speed_vs_ref*.json"))
+    files = sorted(RESULTS.glob("speed_vs_*.json"))
     if not files:
         return lines + ["_not measured yet_", ""]
     lines += ["Each ratio is old time / new time, measured **side by side in one run**: the two "
@@ -866,24 +895,41 @@ def section_speed_vs_ref() -> list[str]:
               "thread count; the median of the per-round ratios is shown (rounds in the JSON). "
               "Train = forward + backward + AdamW step; infer = eval mode under "
               "`torch.inference_mode`. max |Δ| compares the two trees' eval logits and one "
-              "training step's gradients for the same weights and input.", ""]
+              "training step's gradients for the same weights and input. On a shared machine "
+              "the CPU-time ratio is the steadier one (wall time also counts the time other "
+              "processes held the core).", "",
+              "Which old tree: `speed_vs_ref_*` compare with commit 152ab98 (`/work/wt-ref18`, "
+              "the code when issue #18 was filed: its goals are ratios against it); "
+              "`speed_vs_532_*` with commit 532f395, the start of the second round of issue "
+              "#18, which already had the first round's kernels; `speed_vs_self_*` run the "
+              "same tree on both sides and change only the allocator setting "
+              "(`pointkd.cpu.keep_freed_memory`).", ""]
+    goals = _speed_goal_lines()
+    if goals:
+        lines += goals + [""]
     for path in files:
         d = json.loads(path.read_text())
         c, m = d["config"], d["machine"]
         native = "on" if c.get("native_ops") else "off"
+        commits = d.get("commits") or {}
+        old_tree = f"`{d['trees']['ref']}`" + (f" (commit {commits['ref']})"
+                                               if commits.get("ref") else "")
+        new_tree = f" · new tree commit {commits['new']}" if commits.get("new") else ""
+        malloc = f" · allocator: {c['malloc']}" if c.get("malloc") else ""
         commands = sorted({r.get("command", d["command"]) for r in d["models"].values()})
         lines += [f"**{path.name}** — command(s): {'; '.join(f'`{x}`' for x in commands)} · "
                   f"machine: {m['cpu']}, "
                   f"{c.get('threads', m['threads'])} thread(s), {m['omp_wait_policy']} OpenMP "
-                  f"wait, {m['date']} · old tree `{d['trees']['ref']}` · native C++ ops (new "
-                  f"tree): {native} · train batch {c['train_batch']}, inference batch 1 and "
+                  f"wait, {m['date']} · old tree {old_tree}{new_tree} · native C++ ops "
+                  f"(new tree): {native}{malloc} · train batch {c['train_batch']}, "
+                  f"inference batch 1 and "
                   f"{c['infer_batch']}, {c['rounds']} rounds × {c['iters']} timed calls "
                   f"(settings of the last command), input {c['input']}", "",
                   "| model | train × (wall) | train × (CPU) | new train samples/s | "
                   "infer b1 × | new ms/cloud b1 | infer b" + str(c["infer_batch"]) + " × | "
                   "new ms/cloud b" + str(c["infer_batch"]) + " | max \\|Δ logits\\| | "
-                  "max \\|Δ grad\\| / max \\|grad\\| | 1-min load per round |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+                  "max \\|Δ grad\\| / max \\|grad\\| | 1-min load per round | measured (UTC) |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"]
         for name, r in d["models"].items():
             lines.append(
                 f"| {name} | {r['train_speedup_wall']:.2f} | {r['train_speedup_cpu']:.2f} | "
@@ -893,13 +939,42 @@ def section_speed_vs_ref() -> list[str]:
                 f"{1000 * r['infer_seconds_new'] / c['infer_batch']:.2f} | "
                 f"{r['max_abs_diff_eval_logits']:.1e} | "
                 f"{r['max_abs_diff_grads'] / max(r['max_abs_grad'], 1e-30):.1e} | "
-                f"{', '.join(str(x) for x in r['loadavg_1min_per_round'])} |")
+                f"{', '.join(str(x) for x in r['loadavg_1min_per_round'])} | "
+                f"{r.get('date', '?')[:16].replace('T', ' ')} |")
         lines.append("")
-    lines += ["The table in the next section (`speed.json`) holds absolute throughputs from "
+    lines += ["Rows of one file may come from different runs (a run keeps the models it did "
+              "not measure): each row's date says when, the header describes the latest run. "
+              "Rows measured before the second round of issue #18 (before 16:00 UTC on "
+              "2026-11-29) compare the first round's code.", "",
+              "The table in the next section (`speed.json`) holds absolute throughputs from "
               "one earlier run, of the code before these changes (see its date); its "
               "\"public\" ratios are against figures measured on another day (issue #3), "
               "**not** side by side.", ""]
     return lines
+
+
+SPEED_GOALS = {"student_s": 2.0, "student_l": 2.0, "pointmlp_elite": 1.25}
+
+
+def _speed_goal_lines() -> list[str]:
+    """Issue #18's training-throughput goals against the code it was filed on (152ab98): per
+    model the latest row of the 1-thread, C++-kernel files against that tree."""
+    latest: dict[str, tuple[dict, str]] = {}
+    for path in sorted(RESULTS.glob("speed_vs_ref_native_t1*.json")):
+        for name, r in json.loads(path.read_text())["models"].items():
+            if name not in latest or r.get("date", "") > latest[name][0].get("date", ""):
+                latest[name] = (r, path.name)
+    parts = []
+    for name, goal in SPEED_GOALS.items():
+        if name not in latest:
+            continue
+        r, file = latest[name]
+        got = r["train_speedup_cpu"]
+        parts.append(f"{name} ×{got:.2f} CPU time (×{r['train_speedup_wall']:.2f} wall; "
+                     f"{file}, {r.get('date', '?')[:16].replace('T', ' ')} UTC) against a goal "
+                     f"of ×{goal:g}: {'met' if got >= goal else 'not met'}")
+    return (["**Issue #18 training goals** (1 thread, C++ kernels on, against 152ab98; the "
+             "latest row per model): " + "; ".join(parts) + "."] if parts else [])
 
 
 def _x(ratio: float | None) -> str:
@@ -933,9 +1008,14 @@ def section_latency() -> list[str]:
                          f"{v['batch32']['clouds_per_s']:.0f} |")
         lines.append("")
     lines += ["TorchScript and ONNX graphs are traced, so they hold the PyTorch ops (the FPS "
-              "loop unrolled); the C++ kernels serve eager PyTorch only. These latencies were "
-              "measured on a shared, busy 2-core machine (load above): absolute times there "
-              "vary by ±50% between runs.", ""]
+              "loop unrolled); the C++ kernels serve eager PyTorch only. On a shared, busy "
+              "2-core machine (see the load above) absolute times vary by ±50% between runs; "
+              "to re-measure with the machine otherwise idle, one command per file: "
+              "`POINTKD_NATIVE_OPS=1 python bench/bench_latency.py --model student_s "
+              "--threads 2 --iters 20 --rounds 3 --json bench/results/latency.json` and the "
+              "same without the variable and with `--json "
+              "bench/results/latency_torch_ops.json`. Old/new ratios of the eager path at "
+              "batch 1 and 32 are in the side-by-side tables above (infer columns).", ""]
     return lines
 
 
@@ -976,7 +1056,8 @@ def main() -> None:
                     section_students,
                     section_teachers, section_records,
                     section_encodings, section_distill,
-                    section_latency, section_speed_vs_ref, section_speed, section_gpu,
+                    section_latency, section_speed_vs_ref, section_grouping_native,
+                    section_speed, section_gpu,
                     section_anchors):
         parts += section()
     OUT.write_text("\n".join(parts))

@@ -321,3 +321,150 @@ def test_native_fps_knn_matches_the_torch_ops(monkeypatch):
     assert torch.equal(n_table, table[:, :16])
     assert torch.equal(n_sq.sort(-1).values, sq.sort(-1).values)
     assert torch.equal(n_sq, table.gather(2, n_nbr))  # the neighbours have those distances
+
+
+def _native(monkeypatch):
+    """The optional C++ kernels, or a skip where they cannot be built."""
+    from pointkd.models import native
+
+    monkeypatch.setenv("POINTKD_NATIVE_OPS", "1")
+    if not native.available():
+        pytest.skip("the C++ kernels could not be built here (see the warning)")
+    return native
+
+
+@pytest.mark.slow
+def test_native_prefix_knn_matches_the_table_selection(monkeypatch):
+    """Later stages' neighbours from the coordinates: the same distances as the FPS table's
+    entries, bit for bit, and the same neighbour sets (ties aside)."""
+    native = _native(monkeypatch)
+    xyz = _cloud(3, 400, seed=5)
+    xyz[2, 30] = xyz[2, 31]  # duplicate points: distance ties
+    idx, table = ops.fps_with_distances(xyz, 96)
+    for m, refs, k in ((32, 96, 10), (8, 32, 8), (5, 5, 5)):
+        cols = idx[:, None, :refs].expand(-1, m, -1)
+        sub = table[:, :m].gather(2, cols)  # anchors × the first `refs` samples
+        nbr, sq = ops.nearest(sub, k)
+        n_nbr, n_sq = native.prefix_knn(xyz, idx, m, refs, k)
+        assert torch.equal(n_sq.sort(-1).values, sq.sort(-1).values)
+        assert torch.equal(n_sq, sub.gather(2, n_nbr))  # the neighbours have those distances
+        assert int(n_nbr.max()) < refs and len(set(n_nbr[0, 0].tolist())) == k
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("slope", [0.0, 0.2])
+def test_native_inference_pool_equals_the_torch_ops(monkeypatch, slope):
+    native = _native(monkeypatch)
+    g = torch.Generator().manual_seed(6)
+    table = torch.randn(2, 50, 37, generator=g)  # 37 channels: the vector loop and its tail
+    nbr = torch.randint(0, 50, (2, 20, 7), generator=g)
+    centre = torch.randn(2, 20, 37, generator=g)
+    expected = torch.nn.functional.leaky_relu(ops.gather_max(table, nbr) + centre, slope)
+    assert torch.equal(native.gather_max(table, nbr, centre, slope), expected)
+    with pytest.raises(RuntimeError, match="out of range"):
+        native.gather_max(table, nbr.clamp_max(0) + 50, centre, slope)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("negative_gain", [False, True])
+def test_native_gathered_pool_forward_and_gradients_match_the_torch_ops(monkeypatch,
+                                                                        negative_gain):
+    """Training-mode pool over gathered rows (`SharedMLP.pool_gathered`), forward and every
+    gradient, with and without the C++ kernels; rows with tied maxima included."""
+    g = torch.Generator().manual_seed(7)
+    table = torch.randn(60, 37, generator=g)
+    index = torch.randint(0, 60, (24, 9), generator=g)
+    index[0, :3] = 4  # a row picked three times in one group: tied maxima
+    centre = torch.randn(24, 37, generator=g)
+    weights = torch.randn(24, 37, generator=g)
+
+    def run(flag: str):
+        monkeypatch.setenv("POINTKD_NATIVE_OPS", flag)
+        torch.manual_seed(0)
+        mlp = layers.SharedMLP(5, 37)
+        if negative_gain:
+            with torch.no_grad():
+                mlp.bn.weight[::3] *= -1
+        t, c = table.clone().requires_grad_(), centre.clone().requires_grad_()
+        out = mlp.pool_gathered(t, index, c)
+        (out * weights).sum().backward()
+        return out.detach(), t.grad, c.grad, mlp.bn.weight.grad, mlp.bn.bias.grad, \
+            mlp.bn.running_mean.clone(), mlp.bn.running_var.clone()
+
+    _native(monkeypatch)
+    for a, b in zip(run("1"), run("0"), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_cat_linear_equals_linear_forward_and_backward():
+    """`cat_linear` (no input gradient for the pieces that need none) against autograd's
+    Linear on the concatenation: the same output, and the same gradients."""
+    g = torch.Generator().manual_seed(8)
+    coords = torch.randn(4, 30, 3, generator=g)  # no gradient, as a cloud's coordinates
+    feats = torch.randn(4, 30, 16, generator=g, requires_grad=True)
+    weight = torch.randn(24, 19, generator=g, requires_grad=True)
+    bias = torch.randn(24, generator=g, requires_grad=True)
+    up = torch.randn(4, 30, 24, generator=g)
+    grads = []
+    for fn in (lambda: layers.cat_linear([coords, feats], weight, bias),
+               lambda: torch.nn.functional.linear(torch.cat([coords, feats], -1), weight, bias)):
+        out = fn()
+        grads.append((out.detach(), *torch.autograd.grad((out * up).sum(),
+                                                         [feats, weight, bias])))
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    with torch.no_grad():  # no autograd: the plain ops
+        assert torch.equal(layers.cat_linear([coords, feats], weight, bias), grads[1][0])
+
+
+def test_max_k_and_cloud_std_match_the_torch_ops():
+    """PointMLP's neighbour max and per-cloud std with cheaper CPU paths: amax's values and
+    gradient exactly (ties split evenly), torch.std's within float rounding."""
+    g = torch.Generator().manual_seed(9)
+    x = torch.randn(3, 5, 6, 4, generator=g).relu()  # zeros: many tied maxima
+    x[0, 0, 1] = x[0, 0, 2]  # tied positive maxima
+    up = torch.randn(3, 5, 4, generator=g)
+    results = []
+    for fn in (layers.max_k, lambda t: t.amax(-2)):
+        leaf = x.clone().requires_grad_()
+        out = fn(leaf)
+        out.backward(up)
+        results.append((out.detach(), leaf.grad))
+    for a, b in zip(*results, strict=True):
+        assert torch.equal(a, b)
+    y = torch.randn(4, 500, generator=g) * 0.1 + 0.3
+    up = torch.randn(4, generator=g)
+    results = []
+    for fn in (layers.cloud_std, lambda t: t.std(dim=-1)):
+        leaf = y.clone().requires_grad_()
+        out = fn(leaf)
+        out.backward(up)
+        results.append((out.detach(), leaf.grad))
+    for a, b in zip(*results, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_training_on_cpu_keeps_freed_memory_unless_opted_out(monkeypatch):
+    """train/distill on CPU switch glibc to reusing freed heap memory (exact, faster);
+    POINTKD_KEEP_FREED_MEMORY=0 opts out."""
+    import pointkd.cpu
+    from pointkd import cli
+
+    calls = []
+    monkeypatch.setattr(pointkd.cpu, "keep_freed_memory", lambda: calls.append(1) or True)
+    monkeypatch.delenv("POINTKD_KEEP_FREED_MEMORY", raising=False)
+    cli._keep_freed_memory_on_cpu("cpu")
+    assert calls == [1]
+    monkeypatch.setenv("POINTKD_KEEP_FREED_MEMORY", "0")
+    cli._keep_freed_memory_on_cpu("cpu")
+    assert calls == [1]
+
+
+def test_keep_freed_memory_is_set_on_glibc():
+    import platform
+
+    from pointkd.cpu import keep_freed_memory
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("mallopt is glibc's")
+    assert keep_freed_memory() is True

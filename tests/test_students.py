@@ -105,8 +105,8 @@ def test_nearest_agrees_with_knn_and_brute_force():
 
 @pytest.mark.parametrize("native", ["0", "1"])
 def test_student_trains_under_bf16_autocast(native, monkeypatch):
-    """Mixed dtypes reach the fused gathered pool (float table, bf16 centre): both the
-    PyTorch path and the optional C++ one (which then leaves the forward to PyTorch) run."""
+    """Mixed dtypes reach the fused gathered pool (bf16 table and centre under autocast):
+    both the PyTorch path and the optional C++ one run it on float32 copies."""
     monkeypatch.setenv("POINTKD_NATIVE_OPS", native)
     torch.manual_seed(0)
     model = create_model("student_xs", 5)
@@ -115,3 +115,71 @@ def test_student_trains_under_bf16_autocast(native, monkeypatch):
         out = model(x)
     torch.nn.functional.cross_entropy(out.float(), y).backward()
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("train", [True, False])
+def test_native_kernels_match_the_torch_ops_in_a_student(train, monkeypatch):
+    """The whole student with and without the optional C++ kernels (sampling, every stage's
+    neighbours, the gathered pool forward and backward, the inference pool): the same logits
+    and gradients within float rounding."""
+    from pointkd.models import native
+
+    monkeypatch.setenv("POINTKD_NATIVE_OPS", "1")
+    if not native.available():
+        pytest.skip("the C++ kernels could not be built here (see the warning)")
+    x = torch.rand(3, 300, 3) * 2 - 1
+    x[0, 7] = x[0, 8]  # a duplicate point
+    results = []
+    for flag in ("1", "0"):
+        monkeypatch.setenv("POINTKD_NATIVE_OPS", flag)
+        torch.manual_seed(0)
+        model = create_model("student_xs", 6, anchors=(64, 16), k=8)
+        model(x)  # non-trivial running statistics
+        model.train(train)
+        torch.manual_seed(1)  # the same dropout mask
+        out = model(x)
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        model.eval()
+        with torch.inference_mode():  # no gradient: the C++ inference pool
+            infer = model(x)
+        results.append((out.detach(), [p.grad.clone() for p in model.parameters()], infer))
+    (out_n, grads_n, infer_n), (out_t, grads_t, infer_t) = results
+    torch.testing.assert_close(out_n, out_t, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(infer_n, infer_t, rtol=1e-5, atol=1e-6)
+    for a, b in zip(grads_n, grads_t, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=2e-4 * float(b.abs().max()))
+
+
+def test_folded_weights_follow_parameter_and_statistics_changes():
+    """Eval-mode BatchNorm folding is cached between inference calls: any change of a
+    parameter or running statistic (optimizer step, load_state_dict, in-place edit) must
+    show in the next output, exactly as a fresh copy of the model computes it."""
+    import copy
+
+    torch.manual_seed(0)
+    model = create_model("student_xs", 5, anchors=(32, 8), k=4).eval()
+    x = torch.rand(2, 100, 3) * 2 - 1
+
+    def infer(m):
+        with torch.inference_mode():
+            return m(x)
+
+    first = infer(model)
+    assert torch.equal(infer(model), first)  # cached: the same result
+    with torch.no_grad():
+        model.stages[0].group.fc.weight.mul_(1.5)  # in place: a new version, same storage
+        model.head[0].bn.running_var.add_(0.5)
+    changed = infer(model)
+    assert not torch.equal(changed, first)
+    assert torch.equal(changed, infer(copy.deepcopy(model)))
+    model.train()
+    model(x)  # training updates the running statistics
+    model.eval()
+    assert torch.equal(infer(model), infer(copy.deepcopy(model)))
+    state = copy.deepcopy(model.state_dict())
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1)
+    model.load_state_dict(state)
+    assert torch.equal(infer(model), infer(copy.deepcopy(model)))

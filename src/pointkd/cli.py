@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -163,9 +164,22 @@ def _train(cfg, args: argparse.Namespace) -> int:
     def say_epoch(row: dict) -> None:
         print(epoch_line(row, cfg.train.epochs), flush=True)
 
+    _keep_freed_memory_on_cpu(cfg.train.device)
     results = run_training(cfg, resume=args.resume, overwrite=args.overwrite,
                            on_epoch=say_epoch if cfg.train.progress else None)
     return _finish(results, cfg)
+
+
+def _keep_freed_memory_on_cpu(device: str) -> None:
+    """Training on CPU: keep freed activations in the heap for the next step instead of
+    page-faulting them in again (exact; README: CPU speed). POINTKD_KEEP_FREED_MEMORY=0 opts
+    out."""
+    from pointkd.cpu import keep_freed_memory
+    from pointkd.device import resolve_device
+
+    if os.environ.get("POINTKD_KEEP_FREED_MEMORY", "1") != "0" and \
+            resolve_device(device).type == "cpu":
+        keep_freed_memory()
 
 
 def _finish(results: dict | None, cfg) -> int:

@@ -5,6 +5,10 @@ reference code, as one channels-last matmul). In eval mode it folds BatchNorm in
 so a max-pool can run *before* the (monotonic) activation; in training, the last layer before
 a max-pool fuses BatchNorm, activation and pooling (`_BatchNormActMax`). `chain_max` and
 `map_chunks` run inference on cache-sized blocks so the widest activations never exist.
+
+Three autograd functions give the same values as plain ops with cheaper CPU backward passes:
+`cat_linear` (no input gradient for coordinate columns), `max_k` (amax over neighbours) and
+`cloud_std` (a per-cloud standard deviation); tests compare each with the plain ops.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from torch import Tensor, nn
 
 from pointkd.models import native, ops
 
-__all__ = ["SharedMLP", "chain_max", "map_chunks"]
+__all__ = ["SharedMLP", "cat_linear", "chain_max", "cloud_std", "map_chunks", "max_k"]
 
 
 def _pre_activation(x, weight, bias, index, centre, sl: slice) -> Tensor:
@@ -49,12 +53,10 @@ def _gathered_backward(x, index, centre, top, alpha, offset, sparse, winner, zsu
         torch.addcmul(sparse + k * offset, zsum, alpha, out=dc)
     if dx is None:
         return
-    cnt = torch.bincount(index.reshape(-1), minlength=x.shape[0]).to(x.dtype).unsqueeze(1)
-    if x.dtype == torch.float32 and native.available():  # the same sums in one C++ pass
-        torch.mul(x, alpha, out=dx).mul_(cnt)
-        native.gathered_scatter(dx, index, torch.addcmul(offset, centre, alpha), winner, tied,
-                                sparse)
+    if x.dtype == centre.dtype == torch.float32 and native.available():  # the same, in C++
+        native.gathered_backward(dx, x, index, centre, alpha, offset, winner, tied, sparse)
     else:
+        cnt = torch.bincount(index.reshape(-1), minlength=x.shape[0]).to(x.dtype).unsqueeze(1)
         torch.addcmul(offset, x, alpha, out=dx).mul_(cnt)
         scaled = centre * alpha
         for j in range(k):  # k row-scatters of (G, C): no (G, K, C) tensor
@@ -206,6 +208,103 @@ class _BatchNormActMax(torch.autograd.Function):
         return dx, dw, db, None, dc, d_gamma, d_beta, *[None] * 5
 
 
+class _CatLinear(torch.autograd.Function):
+    """`F.linear(torch.cat(pieces, -1), weight, bias)` whose backward computes the input
+    gradient only for the pieces that need one, each against its own slice of the weight.
+
+    Autograd's Linear would compute the gradient of the whole concatenation, coordinates
+    included, and the few extra columns also make that matmul's output width odd (67 rather
+    than 64), which CPU BLAS runs ~1.5× slower. The weight gradient is Xᵀ·dY, transposed:
+    for thin inputs (the 3 coordinates of an embedding) several times faster than dYᵀ·X.
+    The forward is the same single matmul."""
+
+    @staticmethod
+    def forward(ctx, weight, bias, *pieces):
+        x = torch.cat(pieces, dim=-1) if len(pieces) > 1 else pieces[0]
+        ctx.save_for_backward(weight, x)
+        ctx.widths = [p.shape[-1] for p in pieces]
+        ctx.has_bias = bias is not None
+        return F.linear(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad):
+        weight, x = ctx.saved_tensors
+        need = ctx.needs_input_grad
+        dy = grad.reshape(-1, grad.shape[-1])
+        dw = torch.mm(x.reshape(-1, x.shape[-1]).t(), dy).t().contiguous() if need[0] else None
+        db = dy.sum(0) if ctx.has_bias and need[1] else None
+        pieces, start = [], 0
+        for i, width in enumerate(ctx.widths):
+            pieces.append(torch.matmul(grad, weight[:, start:start + width])
+                          if need[2 + i] else None)
+            start += width
+        return dw, db, *pieces
+
+
+def cat_linear(pieces: list[Tensor], weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """`F.linear(torch.cat(pieces, -1), weight, bias)`, with a cheaper backward on CPU
+    (`_CatLinear`): no gradient for pieces that need none. Same values, forward and backward,
+    within float rounding. Under autocast, off the CPU or when exporting, the plain ops."""
+    if (torch.is_grad_enabled() and weight.requires_grad and weight.is_cpu
+            and not torch.is_autocast_enabled("cpu") and not ops._tracing()):
+        return _CatLinear.apply(weight, bias, *pieces)
+    return F.linear(torch.cat(pieces, dim=-1) if len(pieces) > 1 else pieces[0], weight, bias)
+
+
+class _MaxK(torch.autograd.Function):
+    """`x.amax(-2)` with amax's gradient (split evenly among tied maxima), computed in three
+    passes: a float-valued comparison (`out=`), its sum, one in-place multiply. Autograd's
+    AmaxBackward converts the comparison to int64 and to float on the way (~2× slower on CPU
+    for the (B, M, K, C) tensors of PointMLP); the values are the same floats."""
+
+    @staticmethod
+    def forward(ctx, x):
+        out = x.amax(-2)
+        ctx.save_for_backward(x, out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, out = ctx.saved_tensors
+        hit = torch.eq(x, out.unsqueeze(-2), out=torch.empty_like(x))
+        return hit.mul_((grad / hit.sum(-2)).unsqueeze(-2))
+
+
+def max_k(x: Tensor) -> Tensor:
+    """`x.amax(-2)` (the max over neighbours), with a cheaper backward (`_MaxK`) when a
+    gradient is wanted on CPU; otherwise the plain op."""
+    if torch.is_grad_enabled() and x.requires_grad and x.is_cpu and not ops._tracing():
+        return _MaxK.apply(x)
+    return x.amax(-2)
+
+
+class _CloudStd(torch.autograd.Function):
+    """`x.std(dim=-1)` (unbiased) of a `(B, L)` tensor by two passes (mean, then squared
+    deviations): torch.std's single-pass Welford kernel runs ~8× slower on CPU. Same value
+    within float rounding (both sums are pairwise); backward is StdBackward's formula,
+    (x − mean)·grad / ((L − 1)·std), without keeping the deviations."""
+
+    @staticmethod
+    def forward(ctx, x):
+        mean = x.mean(-1, keepdim=True)
+        std = (x - mean).square_().sum(-1).div_(x.shape[-1] - 1).sqrt_()
+        ctx.save_for_backward(x, mean, std)
+        return std
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, mean, std = ctx.saved_tensors
+        scale = grad / (std * (x.shape[-1] - 1))
+        return (x - mean).mul_(scale.unsqueeze(-1))
+
+
+def cloud_std(x: Tensor) -> Tensor:
+    """Unbiased standard deviation over the last dim of `(B, L)` (`_CloudStd` on CPU)."""
+    if x.is_cpu and x.dtype == torch.float32 and not ops._tracing():
+        return _CloudStd.apply(x)
+    return x.std(dim=-1)
+
+
 class SharedMLP(nn.Module):
     """Linear → BatchNorm1d → ReLU/LeakyReLU on the last dim of any `(..., c_in)` tensor.
 
@@ -225,9 +324,32 @@ class SharedMLP(nn.Module):
         return not self.training and self.bn.running_mean is not None
 
     def weight_bias(self) -> tuple[Tensor, Tensor | None]:
-        """The Linear's parameters, with the BatchNorm folded in when in eval mode."""
+        """The Linear's parameters, with the BatchNorm folded in when in eval mode.
+
+        Without autograd (inference) the folded pair is cached until a tensor changes
+        (storage or version counter) or the module's mode is set (`train`): BatchNorm's
+        kernel updates running statistics without bumping their version, which happens only
+        in training mode. At batch 1 the ~7 folding ops per layer were a tenth of a
+        student's forward."""
         if not self.folded():
             return self.fc.weight, self.fc.bias
+        if torch.is_grad_enabled() or ops._tracing():  # gradients / a traced graph: fold here
+            return self._fold()
+        tensors = (self.fc.weight, self.fc.bias, self.bn.weight, self.bn.bias,
+                   self.bn.running_mean, self.bn.running_var)
+        key = (self.bn.eps, *((t.data_ptr(), t._version, t.dtype, t.device)
+                              for t in tensors if t is not None))
+        cached = self.__dict__.get("_folded")
+        if cached is None or cached[0] != key:
+            cached = (key, self._fold())
+            self.__dict__["_folded"] = cached
+        return cached[1]
+
+    def train(self, mode: bool = True) -> SharedMLP:
+        self.__dict__.pop("_folded", None)  # running statistics may change (weight_bias)
+        return super().train(mode)
+
+    def _fold(self) -> tuple[Tensor, Tensor]:
         bn = self.bn
         scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
         bias = -bn.running_mean if self.fc.bias is None else self.fc.bias - bn.running_mean
@@ -260,6 +382,8 @@ class SharedMLP(nn.Module):
         flat = x if index is not None else x.reshape(-1, *x.shape[-2:])
         if flat.dtype in (torch.float16, torch.bfloat16):  # as BatchNorm under autocast
             flat = flat.float()
+        if centre is not None and centre.dtype in (torch.float16, torch.bfloat16):
+            centre = centre.float()  # (and the C++ pool, which takes float32, still serves)
         w, b = (self.fc.weight, self.fc.bias) if linear else (None, None)
         out = _BatchNormActMax.apply(flat, w, b, index, centre, bn.weight, bn.bias, *stats,
                                      momentum, bn.eps, self.slope)
@@ -287,6 +411,8 @@ class SharedMLP(nn.Module):
         return self._fused(table, index=index, centre=centre)
 
     def forward(self, x: Tensor) -> Tensor:
+        if self.fc.in_features <= 8 and not self.folded():  # a point embedding: see cat_linear
+            return self.finish(cat_linear([x], *self.weight_bias()))
         return self.finish(F.linear(x, *self.weight_bias()))
 
     def forward_max(self, x: Tensor) -> Tensor:

@@ -1,5 +1,5 @@
-"""Optional C++ kernels: the students' sampling and stage-1 neighbour search, and the
-gathered max-pool of their local stages (and of DGCNN's EdgeConv) in training.
+"""Optional C++ kernels: the students' sampling and neighbour searches, the gathered max-pool
+of their local stages (and of DGCNN's EdgeConv) in training, and the students' inference pool.
 
 `fps_knn` runs farthest-point sampling and, inside the same loop, keeps each sample's k
 nearest points and the first rows of the distance table — what `ops.fps_with_distances` +
@@ -8,9 +8,14 @@ the same: distances are summed in the same order with the same fused multiply-ad
 PyTorch's vectorised `addcmul_` (explicit `std::fma`, no other contraction:
 `-ffp-contract=off`), so the table and the samples are bit for bit equal (tested) and the
 neighbours are the same set (among points at exactly the k-th distance it keeps the lowest
-indices; topk keeps any).
+indices; topk keeps any). `prefix_knn` gives the later stages' neighbourhoods (FPS prefixes
+among FPS prefixes) from the coordinates with those same operations, so its distances equal
+the table's entries without the table being kept.
 
-`gathered_max` / `gathered_scatter` are the forward and backward of that pool's chunked
+`gather_max` is the students' inference pool, act(max_k table[nbr] + centre), in one pass
+without the (B, M, K, C) rows: the same floats as the PyTorch ops.
+
+`gathered_max` / `gathered_backward` are the forward and backward of that pool's chunked
 PyTorch loops in `layers._BatchNormActMax`, one pass each; they agree within float rounding
 (the batch statistics are summed in float64 instead of per-chunk float32 sums). Students
 stay within the model's own float noise (gradients of student_l differ from the PyTorch ops
@@ -33,39 +38,59 @@ from torch import Tensor
 
 from pointkd.models.ops import _timed
 
-__all__ = ["available", "fps_knn", "gathered_max", "gathered_scatter"]
+__all__ = ["available", "fps_knn", "gather_max", "gathered_backward", "gathered_max",
+           "prefix_knn"]
 
 _SOURCE = r"""
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 #include <algorithm>
+#include <array>
+#include <cstring>
 #include <cmath>
 #include <limits>
 #include <mutex>
 #include <vector>
 
-static inline void update_min(float* __restrict__ mind, const float* __restrict__ d, int64_t n,
-                              float& best_out) {
-  // 16 running maxima (one per vector lane): a plain max reduction would not be vectorised
-  // without -ffast-math; the max of a set does not depend on the order anyway
+// mind = min(mind, d) and the first index of the largest mind (NaNs never chosen; n - 1 if
+// every value is NaN). 16 running maxima with their first indices, one per vector lane: a
+// plain argmax loop is not vectorised; combined, they give the lowest index at the max.
+static inline int64_t update_min_argmax(float* __restrict__ mind, const float* __restrict__ d,
+                                        int64_t n) {
   float lanes[16];
-  for (int t = 0; t < 16; ++t) lanes[t] = best_out;
+  int32_t at[16];
+  for (int t = 0; t < 16; ++t) {
+    lanes[t] = -std::numeric_limits<float>::infinity();
+    at[t] = 0;
+  }
   int64_t j = 0;
   for (; j + 16 <= n; j += 16) {
     for (int t = 0; t < 16; ++t) {
       const float v = mind[j + t] < d[j + t] ? mind[j + t] : d[j + t];
       mind[j + t] = v;
-      lanes[t] = v > lanes[t] ? v : lanes[t];
+      const bool up = v > lanes[t];
+      lanes[t] = up ? v : lanes[t];
+      at[t] = up ? (int32_t)(j + t) : at[t];
     }
   }
-  float best = best_out;
-  for (; j < n; ++j) {
+  float best = -std::numeric_limits<float>::infinity();
+  int64_t arg = -1;
+  for (int t = 0; t < 16; ++t) {
+    if (lanes[t] > best || (lanes[t] == best && arg >= 0 && at[t] < arg)) {
+      if (lanes[t] == -std::numeric_limits<float>::infinity()) continue;
+      best = lanes[t];
+      arg = at[t];
+    }
+  }
+  for (; j < n; ++j) {  // the tail: indices above every lane's, so ties keep the earlier
     const float v = mind[j] < d[j] ? mind[j] : d[j];
     mind[j] = v;
-    best = v > best ? v : best;
+    if (v > best) {
+      best = v;
+      arg = j;
+    }
   }
-  for (int t = 0; t < 16; ++t) best = lanes[t] > best ? lanes[t] : best;
-  best_out = best;
+  return arg >= 0 ? arg : n - 1;
 }
 
 static inline bool any_at_most(const float* __restrict__ d, int64_t n, float thr) {
@@ -140,11 +165,7 @@ std::vector<torch::Tensor> fps_knn(torch::Tensor xyz, int64_t m, int64_t k, int6
           t = z[j] - cz;
           d[j] = std::fma(t, t, e);
         }
-        // the min update with a max reduction (vectorised), then the first index at the max
-        float best = -std::numeric_limits<float>::infinity();
-        update_min(mind.data(), d.data(), N, best);
-        int64_t next = 0;
-        while (next < N - 1 && mind[next] != best) ++next;  // bounded even with NaNs
+        const int64_t next = update_min_argmax(mind.data(), d.data(), N);
         if (i < rows) std::copy(d.begin(), d.end(), T + (b * rows + i) * N);
         // k smallest. tau, the k-th smallest of the minima of blocks of 16, bounds the k-th
         // smallest distance (k blocks hold a value <= tau), so only blocks holding a value
@@ -177,25 +198,72 @@ std::vector<torch::Tensor> fps_knn(torch::Tensor xyz, int64_t m, int64_t k, int6
   return {idx, nbr, sq, table};
 }
 
-// One neighbour's row z of a group: count the channels where it reaches the group's max,
-// keep the first k that does, and add it to the sums. A separate function, so that its
-// unaliased pointers let the compiler vectorise the loop.
-static inline void hit_pass(const float* __restrict__ z, const float* __restrict__ tp,
-                            const float* __restrict__ sh, float* __restrict__ cnt,
-                            float* __restrict__ wk, float* __restrict__ zs,
-                            float* __restrict__ f1, float* __restrict__ f2, float kf,
-                            float kmax, int64_t C) {
-  for (int64_t c = 0; c < C; ++c) {
-    const float v = z[c];
-    const bool hit = v == tp[c];
-    cnt[c] += hit ? 1.f : 0.f;
-    const float cand = hit ? kf : kmax;
-    wk[c] = cand < wk[c] ? cand : wk[c];
-    zs[c] += v;
-    const float d = v - sh[c];
-    f1[c] += d;
-    f2[c] += d * d;
+// Channels [c, c + W) of one group of the gathered pool (see gathered_max), the running
+// values held in registers: each neighbour's row is read twice from cache (max pass, then
+// hits and sums) instead of being copied out and re-read through accumulators in memory.
+// Per channel the sums run over k in order, so the results are the same floats as a plain
+// loop. V is float for the tail channels, or a 16-lane GCC vector: compilers do not
+// vectorise the loop nest by themselves (their outer-loop vectoriser gives up on it).
+typedef float f16v __attribute__((vector_size(64)));
+
+template <typename V>
+static inline V load(const float* p) {
+  V v;
+  std::memcpy(&v, p, sizeof(V));
+  return v;
+}
+
+template <typename V>
+static inline void store(float* p, const V& v) {
+  std::memcpy(p, &v, sizeof(V));
+}
+
+template <typename V>
+static inline void pool_channels(const float* __restrict__ X, const int64_t* __restrict__ ix,
+                                 int64_t K, int64_t C, const float* __restrict__ ce,
+                                 const float* __restrict__ sgn, const float* __restrict__ sh,
+                                 float* __restrict__ tp_out, float* __restrict__ zs_out,
+                                 int64_t* __restrict__ wn_out, double* __restrict__ a1,
+                                 double* __restrict__ a2, bool& tied) {
+  constexpr int W = sizeof(V) / sizeof(float);
+  const V sg = load<V>(sgn), cv = load<V>(ce), shv = load<V>(sh);
+  const V zero = load<V>(std::array<float, W>{}.data());
+  const V one = zero + 1.f, kmax = zero + (float)K;
+  // max of sgn·z, times sgn: the max or the min of z, exactly (sign flips are exact)
+  V mx = sg * (load<V>(X + ix[0] * C) + cv);
+  for (int64_t k = 1; k < K; ++k) {
+    const V v = sg * (load<V>(X + ix[k] * C) + cv);
+    mx = v > mx ? v : mx;
   }
+  const V tp = sg * mx;
+  V cnt = zero, wk = kmax, zs = zero, f1 = zero, f2 = zero;
+  // count the neighbours at the max, keep the first that is, add z to the sums
+  for (int64_t k = 0; k < K; ++k) {
+    const V v = load<V>(X + ix[k] * C) + cv;
+    const V kf = zero + (float)k;
+    const V cand = v == tp ? kf : kmax;
+    cnt += v == tp ? one : zero;
+    wk = cand < wk ? cand : wk;
+    zs += v;
+    const V d = v - shv;
+    f1 += d;
+    f2 += d * d;
+  }
+  float w[W], c1[W], c2[W], n[W];
+  store(tp_out, tp);
+  store(zs_out, zs);
+  store(w, wk);
+  store(c1, f1);
+  store(c2, f2);
+  store(n, cnt);
+  bool any = false;
+  for (int t = 0; t < W; ++t) {
+    wn_out[t] = ix[(int64_t)w[t]];
+    a1[t] += c1[t];
+    a2[t] += c2[t];
+    any |= n[t] > 1.5f;
+  }
+  tied = tied || any;
 }
 
 // Training forward of the gathered pool z[g, k] = x[index[g, k]] + centre[g]: per (group,
@@ -228,59 +296,23 @@ std::vector<torch::Tensor> gathered_max(torch::Tensor x, torch::Tensor index,
   double* S1 = s1.data_ptr<double>();
   double* S2 = s2.data_ptr<double>();
   std::mutex lock;
-  // loops over channels with simple bodies and unaliased (__restrict__) pointers, so that
-  // the compiler vectorises them
   at::parallel_for(0, G, 64, [&](int64_t g0, int64_t g1) {
     std::vector<double> a1(C, 0.0), a2(C, 0.0);
-    std::vector<float> zbuf(K * C), mxv(C), f1v(C), f2v(C), tpv(C), zsv(C);
-    std::vector<float> cntv(C), wkv(C), sgnv(C);
-    float* __restrict__ zb = zbuf.data();
-    float* __restrict__ mx = mxv.data();
-    float* __restrict__ f1 = f1v.data();
-    float* __restrict__ f2 = f2v.data();
-    float* __restrict__ tp = tpv.data();
-    float* __restrict__ zs = zsv.data();
-    float* __restrict__ cnt = cntv.data();  // float counters: one vector type per loop
-    float* __restrict__ wk = wkv.data();
-    float* __restrict__ sgn = sgnv.data();  // +1, or -1 where the min is taken
-    const float* __restrict__ sh = SH;
+    std::vector<float> sgn(C);  // +1, or -1 where the min is taken
     for (int64_t c = 0; c < C; ++c) sgn[c] = NEG[c] ? -1.f : 1.f;
-    const float kmax = (float)K;
     for (int64_t g = g0; g < g1; ++g) {
-      const float* __restrict__ ce = CE + g * C;
-      for (int64_t k = 0; k < K; ++k) {
-        const float* __restrict__ row = X + IX[g * K + k] * C;
-        float* __restrict__ zk = zb + k * C;
-        for (int64_t c = 0; c < C; ++c) zk[c] = row[c] + ce[c];
-      }
-      // max of sgn·z, times sgn: the max or the min of z, exactly (sign flips are exact)
-      for (int64_t c = 0; c < C; ++c) mx[c] = sgn[c] * zb[c];
-      for (int64_t k = 1; k < K; ++k) {
-        const float* __restrict__ zk = zb + k * C;
-        for (int64_t c = 0; c < C; ++c) {
-          const float v = sgn[c] * zk[c];
-          mx[c] = v > mx[c] ? v : mx[c];
-        }
-      }
-      for (int64_t c = 0; c < C; ++c) tp[c] = sgn[c] * mx[c];
-      std::fill(cnt, cnt + C, 0.f);
-      std::fill(wk, wk + C, kmax);
-      std::fill(zs, zs + C, 0.f);
-      std::fill(f1, f1 + C, 0.f);
-      std::fill(f2, f2 + C, 0.f);
-      for (int64_t k = 0; k < K; ++k) {
-        hit_pass(zb + k * C, tp, sh, cnt, wk, zs, f1, f2, (float)k, kmax, C);
-      }
-      int64_t* wn = WN + g * C;
+      const int64_t* ix = IX + g * K;
+      const float* ce = CE + g * C;
       bool t = false;
-      for (int64_t c = 0; c < C; ++c) {
-        wn[c] = IX[g * K + (int64_t)wk[c]];
-        a1[c] += f1[c];
-        a2[c] += f2[c];
-        t |= cnt[c] > 1.5f;
-      }
-      std::copy(tp, tp + C, TP + g * C);
-      std::copy(zs, zs + C, ZS + g * C);
+      int64_t c0 = 0;
+      for (; c0 + 16 <= C; c0 += 16)
+        pool_channels<f16v>(X + c0, ix, K, C, ce + c0, sgn.data() + c0, SH + c0,
+                          TP + g * C + c0, ZS + g * C + c0, WN + g * C + c0, a1.data() + c0,
+                          a2.data() + c0, t);
+      for (; c0 < C; ++c0)
+        pool_channels<float>(X + c0, ix, K, C, ce + c0, sgn.data() + c0, SH + c0,
+                         TP + g * C + c0, ZS + g * C + c0, WN + g * C + c0, a1.data() + c0,
+                         a2.data() + c0, t);
       TD[g] = t;
     }
     std::lock_guard<std::mutex> guard(lock);
@@ -289,26 +321,158 @@ std::vector<torch::Tensor> gathered_max(torch::Tensor x, torch::Tensor index,
   return {top, winner, tied, zsum, s1, s2};
 }
 
-// Backward scatter of the gathered pool: dx[index[g, k]] += add[g] for every slot, and
-// dx[winner[g, c], c] += sparse[g, c] for groups without ties. Serial (no write races).
-void gathered_scatter(torch::Tensor dx, torch::Tensor index, torch::Tensor add,
-                      torch::Tensor winner, torch::Tensor tied, torch::Tensor sparse) {
-  const int64_t G = index.size(0), K = index.size(1), C = dx.size(1);
+// Backward of the gathered pool into dx (layers._gathered_backward): dx[j] = (x[j]·alpha)·cnt_j
+// with cnt_j the times row j is a neighbour, then dx[index[g, k]] += offset + centre[g]·alpha
+// for every slot, and dx[winner[g, c], c] += sparse[g, c] for groups without ties. The same
+// operations, in the same order, as the PyTorch path; the scatter is serial (no write races).
+void gathered_backward(torch::Tensor dx, torch::Tensor x, torch::Tensor index,
+                       torch::Tensor centre, torch::Tensor alpha, torch::Tensor offset,
+                       torch::Tensor winner, torch::Tensor tied, torch::Tensor sparse) {
+  TORCH_CHECK(dx.is_contiguous() && x.is_contiguous() && index.is_contiguous() &&
+              centre.is_contiguous() && winner.is_contiguous() && sparse.is_contiguous() &&
+              dx.scalar_type() == torch::kFloat && x.scalar_type() == torch::kFloat &&
+              centre.scalar_type() == torch::kFloat, "gathered_backward: contiguous float");
+  const int64_t R = x.size(0), G = index.size(0), K = index.size(1), C = x.size(1);
+  auto al = alpha.contiguous();
+  auto of = offset.contiguous();
   float* DX = dx.data_ptr<float>();
+  const float* X = x.data_ptr<float>();
   const int64_t* IX = index.data_ptr<int64_t>();
-  const float* AD = add.data_ptr<float>();
+  const float* CE = centre.data_ptr<float>();
+  const float* AL = al.data_ptr<float>();
+  const float* OF = of.data_ptr<float>();
   const int64_t* WN = winner.data_ptr<int64_t>();
   const bool* TD = tied.data_ptr<bool>();
   const float* SP = sparse.data_ptr<float>();
+  std::vector<float> cnt(R, 0.f);
+  for (int64_t j = 0; j < G * K; ++j) {
+    TORCH_CHECK(0 <= IX[j] && IX[j] < R, "gathered_backward: index out of range");
+    cnt[IX[j]] += 1.f;
+  }
+  at::parallel_for(0, R, 256, [&](int64_t r0, int64_t r1) {
+    for (int64_t j = r0; j < r1; ++j) {
+      const float* __restrict__ xr = X + j * C;
+      float* __restrict__ dr = DX + j * C;
+      const float n = cnt[j];
+      for (int64_t c = 0; c < C; ++c) dr[c] = (xr[c] * AL[c]) * n;
+    }
+  });
+  std::vector<float> add(C);
   for (int64_t g = 0; g < G; ++g) {
-    const float* ad = AD + g * C;
+    const float* __restrict__ ce = CE + g * C;
+    for (int64_t c = 0; c < C; ++c) add[c] = OF[c] + ce[c] * AL[c];
     for (int64_t k = 0; k < K; ++k) {
-      float* row = DX + IX[g * K + k] * C;
-      for (int64_t c = 0; c < C; ++c) row[c] += ad[c];
+      float* __restrict__ row = DX + IX[g * K + k] * C;
+      for (int64_t c = 0; c < C; ++c) row[c] += add[c];
     }
     if (TD[g]) continue;
     for (int64_t c = 0; c < C; ++c) DX[WN[g * C + c] * C + c] += SP[g * C + c];
   }
+}
+
+// Later stages' neighbourhoods: anchors are the first m FPS samples, points the first `refs`
+// samples. Distances are computed from the coordinates with the very operations of the FPS
+// loop above (so they equal its distance rows bit for bit) instead of being read from those
+// rows: `refs` scattered reads per anchor miss the cache once a batch's rows outgrow it.
+// Returns the k nearest as sample positions j < refs (ties: lowest j), unordered, and their
+// squared distances.
+std::vector<torch::Tensor> prefix_knn(torch::Tensor xyz, torch::Tensor idx, int64_t m,
+                                      int64_t refs, int64_t k) {
+  TORCH_CHECK(xyz.dim() == 3 && xyz.size(2) == 3 && xyz.scalar_type() == torch::kFloat &&
+              idx.dim() == 2 && idx.scalar_type() == torch::kLong &&
+              idx.size(0) == xyz.size(0), "prefix_knn: expected float (B, N, 3), long (B, M0)");
+  auto pts = xyz.contiguous();
+  auto ix = idx.contiguous();
+  const int64_t B = pts.size(0), N = pts.size(1), M0 = ix.size(1);
+  TORCH_CHECK(0 < m && m <= refs && refs <= M0 && 0 < k && k <= refs, "prefix_knn: sizes");
+  const int64_t* I = ix.data_ptr<int64_t>();
+  for (int64_t j = 0; j < B * M0; ++j)
+    TORCH_CHECK(0 <= I[j] && I[j] < N, "prefix_knn: index out of range");
+  auto nbr = torch::empty({B, m, k}, torch::kLong);
+  auto sq = torch::empty({B, m, k}, torch::kFloat);
+  const float* P = pts.data_ptr<float>();
+  int64_t* NB = nbr.data_ptr<int64_t>();
+  float* SQ = sq.data_ptr<float>();
+  at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
+    std::vector<float> x(refs), y(refs), z(refs), d(refs), bd(k);
+    std::vector<int64_t> bj(k);
+    for (int64_t b = b0; b < b1; ++b) {
+      for (int64_t j = 0; j < refs; ++j) {
+        const float* p = P + (b * N + I[b * M0 + j]) * 3;
+        x[j] = p[0]; y[j] = p[1]; z[j] = p[2];
+      }
+      for (int64_t a = 0; a < m; ++a) {
+        const float cx = x[a], cy = y[a], cz = z[a];
+        for (int64_t j = 0; j < refs; ++j) {
+          float t = x[j] - cx;
+          float e = t * t;
+          t = y[j] - cy;
+          e = std::fma(t, t, e);
+          t = z[j] - cz;
+          d[j] = std::fma(t, t, e);
+        }
+        // insertion into a sorted list of the k best so far, in index order (ties: lowest
+        // index): after the first few, most points fail the one comparison with the k-th
+        int64_t filled = 0;
+        for (int64_t j = 0; j < refs; ++j) {
+          const float v = d[j] == d[j] ? d[j] : std::numeric_limits<float>::infinity();
+          if (filled < k || v < bd[k - 1]) insert(bd.data(), bj.data(), filled, k, v, j);
+        }
+        const int64_t r = b * m + a;
+        for (int64_t q = 0; q < k; ++q) {
+          NB[r * k + q] = bj[q];
+          SQ[r * k + q] = d[bj[q]];
+        }
+      }
+    }
+  });
+  return {nbr, sq};
+}
+
+// Inference of a local stage's pool: out[b, g] = act(max_k table[b, nbr[b, g, k]] + centre[b, g])
+// (BatchNorm folded, so the max may come before the monotonic activation; NaNs propagate as
+// in amax/relu). table (B, N, C), nbr (B, M, K), centre (B, M, C), all float32 but nbr.
+torch::Tensor gather_max_act(torch::Tensor table, torch::Tensor nbr, torch::Tensor centre,
+                             double slope) {
+  TORCH_CHECK(table.dim() == 3 && nbr.dim() == 3 && centre.dim() == 3 &&
+              table.scalar_type() == torch::kFloat && centre.scalar_type() == torch::kFloat &&
+              nbr.scalar_type() == torch::kLong, "gather_max_act: dtypes/shapes");
+  auto tb = table.contiguous();
+  auto nb = nbr.contiguous();
+  auto ce = centre.contiguous();
+  const int64_t B = tb.size(0), N = tb.size(1), C = tb.size(2), M = nb.size(1), K = nb.size(2);
+  TORCH_CHECK(nb.size(0) == B && ce.size(0) == B && ce.size(1) == M && ce.size(2) == C && K > 0,
+              "gather_max_act: sizes");
+  const int64_t* IX = nb.data_ptr<int64_t>();
+  for (int64_t j = 0; j < B * M * K; ++j)
+    TORCH_CHECK(0 <= IX[j] && IX[j] < N, "gather_max_act: index out of range");
+  auto out = torch::empty({B, M, C}, torch::kFloat);
+  const float* X = tb.data_ptr<float>();
+  const float* CE = ce.data_ptr<float>();
+  float* O = out.data_ptr<float>();
+  const float s = (float)slope;
+  at::parallel_for(0, B * M, 16, [&](int64_t g0, int64_t g1) {
+    for (int64_t g = g0; g < g1; ++g) {
+      const float* __restrict__ T = X + (g / M) * N * C;
+      const int64_t* ix = IX + g * K;
+      float* __restrict__ o = O + g * C;
+      const float* __restrict__ first = T + ix[0] * C;
+      for (int64_t c = 0; c < C; ++c) o[c] = first[c];
+      for (int64_t q = 1; q < K; ++q) {
+        const float* __restrict__ row = T + ix[q] * C;
+        for (int64_t c = 0; c < C; ++c) {
+          const float v = row[c];
+          o[c] = (v > o[c] || v != v) ? v : o[c];
+        }
+      }
+      const float* __restrict__ cg = CE + g * C;
+      for (int64_t c = 0; c < C; ++c) {
+        const float v = o[c] + cg[c];
+        o[c] = v < 0.f ? v * s : v;
+      }
+    }
+  });
+  return out;
 }
 """
 
@@ -327,8 +491,9 @@ def available() -> bool:
         from torch.utils.cpp_extension import load_inline
 
         _module = load_inline(
-            name="pointkd_native_v10", cpp_sources=[_SOURCE],
-            functions=["fps_knn", "gathered_max", "gathered_scatter"],
+            name="pointkd_native_v18", cpp_sources=[_SOURCE],
+            functions=["fps_knn", "prefix_knn", "gather_max_act", "gathered_max",
+                       "gathered_backward"],
             extra_cflags=["-O3", "-march=native", "-ffp-contract=off", "-fopenmp"],
             extra_ldflags=["-fopenmp"], verbose=False)
     except Exception as exc:  # no compiler, no headers: the PyTorch ops do the same work
@@ -355,8 +520,27 @@ def gathered_max(x: Tensor, index: Tensor, centre: Tensor, gamma: Tensor, shift:
                                 gamma.detach().float(), shift.float())
 
 
-def gathered_scatter(dx: Tensor, index: Tensor, add: Tensor, winner: Tensor, tied: Tensor,
-                     sparse: Tensor) -> None:
-    """dx[index[g, k]] += add[g] for every slot; dx[winner, c] += sparse for untied groups."""
-    _module.gathered_scatter(dx, index.contiguous(), add.contiguous(), winner, tied,
-                             sparse.contiguous())
+def gathered_backward(dx: Tensor, x: Tensor, index: Tensor, centre: Tensor, alpha: Tensor,
+                      offset: Tensor, winner: Tensor, tied: Tensor, sparse: Tensor) -> None:
+    """Fills `dx` (empty, like x) with the gathered pool's input gradient for x, as
+    `layers._gathered_backward` computes it with PyTorch ops: (x·alpha)·cnt, then
+    offset + centre·alpha into every neighbour's row and `sparse` into each untied winner."""
+    _module.gathered_backward(dx, x.contiguous(), index.contiguous(), centre.contiguous(),
+                              alpha, offset, winner, tied, sparse.contiguous())
+
+
+@_timed
+def prefix_knn(xyz: Tensor, idx: Tensor, m: int, refs: int, k: int) -> tuple[Tensor, Tensor]:
+    """For the first m FPS samples `idx (B, M0)` of `xyz (B, N, 3)`, the k nearest of the
+    first `refs` samples `(B, m, k)` (as sample positions; ties: lowest position) and their
+    squared distances, equal to the entries of `ops.fps_with_distances`'s table."""
+    nbr, sq = _module.prefix_knn(xyz.detach().float().contiguous(), idx, m, refs, k)
+    return nbr, sq.to(xyz.dtype)
+
+
+@_timed
+def gather_max(table: Tensor, nbr: Tensor, centre: Tensor, slope: float) -> Tensor:
+    """Inference pool of a local stage: `act(max_k table[b, nbr[b, m, k]] + centre[b, m])`
+    with act a ReLU (slope 0) or LeakyReLU; `table (B, N, C)`, `nbr (B, M, K)`, float32. The
+    same values as `ops.gather_max` + add + activation, without the `(B, M, K, C)` rows."""
+    return _module.gather_max_act(table, nbr, centre, slope)

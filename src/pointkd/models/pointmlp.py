@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pointkd.models import register_model
-from pointkd.models.layers import SharedMLP, map_chunks
+from pointkd.models.layers import SharedMLP, cloud_std, map_chunks, max_k
 from pointkd.models.ops import check_points, farthest_point_sample, gather_points, knn
 
 __all__ = ["PointMLP", "pointmlp", "pointmlp_elite"]
@@ -75,7 +75,7 @@ class Stage(nn.Module):
         new_xyz, anchor = gather_points(xyz, idx), gather_points(feats, idx)
         diff = gather_points(feats, knn(new_xyz, xyz, k)) - anchor.unsqueeze(2)  # (B, M, k, C)
         # σ: one (unbiased) std per cloud over all groups and channels, as in the reference
-        scale = 1.0 / (diff.reshape(bsz, -1).std(dim=-1) + self.eps)
+        scale = 1.0 / (cloud_std(diff.reshape(bsz, -1)) + self.eps)
         # W·[α⊙d·s + β, f_i] = (W_d·diag(α))·(d·s) + (W_a·f_i + W_d·β + b)   (module docstring)
         weight, bias = self.transfer.weight_bias()
         w_diff, w_anchor = weight[:, :c] * self.alpha, weight[:, c:]
@@ -84,7 +84,7 @@ class Stage(nn.Module):
 
         def grouped(s: slice) -> Tensor:
             z = F.linear(diff[s], w_diff) + shift[s].unsqueeze(-2)
-            return self.pre(self.transfer.finish(z)).amax(-2)
+            return max_k(self.pre(self.transfer.finish(z)))
 
         if self.training:
             out = grouped(slice(None))

@@ -30,8 +30,10 @@ Neighbourhoods (`sampler="fps"`): the FPS loop computes the distance from every 
 every point anyway; kept as a table, it *is* the kNN table of all stages (stage 1: samples ×
 all points; later stages: shorter FPS prefixes × FPS prefixes), so no stage runs its own
 distance matmul, and σ comes from the neighbours' distances without a gather. With
-`POINTKD_NATIVE_OPS=1` (`models/native.py`) the loop and the stage-1 selection, and the
-training-mode gathered max-pool, run as C++ kernels with the same results.
+`POINTKD_NATIVE_OPS=1` (`models/native.py`) the loop and the stage-1 selection, the later
+stages' selections (from the coordinates, with the loop's own arithmetic, so the same
+distances without keeping the table), the training-mode gathered max-pool and the inference
+pool run as C++ kernels with the same results.
 Every matmul runs on channels-last (rows, C) matrices, which CPUs run fast and ONNX exports
 as-is.
 """
@@ -39,11 +41,10 @@ as-is.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from pointkd.models import native, ops, register_model
-from pointkd.models.layers import SharedMLP
+from pointkd.models.layers import SharedMLP, cat_linear
 from pointkd.models.ops import (
     check_points,
     farthest_point_sample,
@@ -96,11 +97,13 @@ class LocalStage(nn.Module):
         weight, bias = self.group.weight_bias()
         d = 3 + c_in
         # one matmul per term (a 3-wide matmul costs about as much as a 64-wide one)
-        table = F.linear(torch.cat([xyz * inv, feats], dim=-1), weight[:, :d])  # (B, N, C')
+        # cat_linear: the coordinate columns get no input gradient (cheaper backward)
+        table = cat_linear([xyz * inv, feats], weight[:, :d])  # (B, N, C')
         w_centre = torch.cat([weight[:, d:], -weight[:, :3]], dim=1)
-        centre = F.linear(torch.cat([anchor_xyz, anchor_f, anchor_xyz * inv], dim=-1),
-                          w_centre, bias)  # (B, M, C')
-        if self.group.folded():
+        centre = cat_linear([anchor_xyz, anchor_f, anchor_xyz * inv], w_centre, bias)  # (B, M, C')
+        if self.group.folded() and _native_pool(table, centre):
+            pooled = native.gather_max(table, nbr, centre, self.group.slope)
+        elif self.group.folded():
             pooled = self.group.activate(gather_max(table, nbr) + centre)
         else:
             c = table.shape[-1]
@@ -108,6 +111,15 @@ class LocalStage(nn.Module):
             pooled = self.group.pool_gathered(table.reshape(bsz * n, c), flat.view(bsz * m, -1),
                                               centre.reshape(bsz * m, c)).view(bsz, m, c)
         return anchor_xyz, pooled + self.post(pooled)
+
+
+def _native_pool(table: Tensor, centre: Tensor) -> bool:
+    """Whether the inference pool can run as the C++ kernel: float32 on CPU, not exporting,
+    and no gradient wanted (the kernel has no backward; eval-mode gradients, e.g. for
+    saliency, take the PyTorch ops)."""
+    wants_grad = torch.is_grad_enabled() and (table.requires_grad or centre.requires_grad)
+    return (table.dtype == centre.dtype == torch.float32 and table.is_cpu and not wants_grad
+            and not ops._tracing() and native.available())
 
 
 def fps_first(points: Tensor, m: int) -> Tensor:
@@ -157,9 +169,10 @@ class PointStudent(nn.Module):
         exact, (x − y)² summed, as FPS has them."""
         bsz, n, _ = points.shape
         m0, k0 = min(self.anchors[0], n), min(self.stages[0].k, n)
-        rows = min(self.anchors[1], m0) if len(self.anchors) > 1 else 0  # used by stage 2+
-        if native.available() and points.is_cpu:
-            idx, nbr0, sq0, table = native.fps_knn(points, m0, k0, rows)
+        use_native = native.available() and points.is_cpu
+        if use_native:  # later stages' distances come from the coordinates, not a table
+            idx, nbr0, sq0, _ = native.fps_knn(points, m0, k0, 0)
+            xyz = points
         else:
             idx, table = fps_with_distances(points, m0)
             nbr0, sq0 = nearest(table, k0)
@@ -169,6 +182,8 @@ class PointStudent(nn.Module):
             m, k = min(stage.num_anchors, refs), min(stage.k, refs)
             if i == 0:  # columns are input points: renumber them to their new positions
                 nbr, sq = position.gather(1, nbr0.view(bsz, -1)).view(bsz, m, k), sq0
+            elif use_native:  # the same selection in one C++ pass
+                nbr, sq = native.prefix_knn(xyz, idx, m, refs, k)
             else:  # columns of the first `refs` samples, which are this stage's points
                 cols = idx[:, None, :refs].expand(-1, m, -1)
                 nbr, sq = nearest(table[:, :m].gather(2, cols), k)
