@@ -375,11 +375,36 @@ STRONG_STUDENTS = "students_strong"  # issue #13's long protocol (bench_students
 STRONG_GOAL = (92.0, 1.5)  # best mean test OA (%) and its gain over no KD (points)
 
 
+WIP_STUDENTS = RESULTS.parents[1] / "zoo" / "wip" / "students"
+
+
+def wip_student_lines() -> list[str]:
+    """Unfinished runs of the long protocol (zoo/wip/students/<run>/metrics.csv)."""
+    import csv
+
+    rows = []
+    for path in sorted(WIP_STUDENTS.glob("*/metrics.csv")):
+        epochs = list(csv.DictReader(path.open()))
+        if epochs:
+            best = max(epochs, key=lambda r: float(r["val_oa"]))
+            rows.append(f"| {path.parent.name} | {epochs[-1]['epoch']} | "
+                        f"{100 * float(best['val_oa']):.2f} (epoch {best['epoch']}) |")
+    if not rows:
+        return []
+    return ["", "In progress (resumable, `zoo/wip/README.md`); no test number is read before a "
+            "run ends:", "", "| run | epochs done | best val OA so far |", "|---|---:|---:|",
+            *rows]
+
+
 def section_students_strong() -> list[str]:
     """Issue #13: <= 0.3M students from the strong teacher's records, long schedule."""
     groups = student_groups(STRONG_STUDENTS)
     if not groups:
-        return []
+        wip = wip_student_lines()
+        return (["## ModelNet40 students from the strong teacher, long schedule (issue #13)",
+                 "", "student_s, 100 epochs, τ = 1, NWSD β = −0.3, records "
+                 "`zoo/records_student_l_modelnet40_k20`; queue and commands: "
+                 "`zoo/wip/README.md`.", *wip, ""] if wip else [])
     # τ and the record set from a KD run (a plain run's config carries the default τ)
     first = next((rs[0] for m, rs in groups.items() if m != "plain"),
                  next(iter(groups.values()))[0])
@@ -416,7 +441,7 @@ def section_students_strong() -> list[str]:
                   f"![student validation curves](bench/results/{plot})"]
     lines += ["", "Commands (first seed of each mode):", ""]
     lines += [f"- {mode_label(m)}: `{groups[m][0]['command']}`" for m in order]
-    return lines + [""]
+    return lines + wip_student_lines() + [""]
 
 
 def _plot_student_curves(groups: dict[str, list[dict]], out: Path) -> str | None:
