@@ -281,6 +281,20 @@ def test_cli_eval_of_an_ensemble(tmp_path, cli, teacher_and_records):
     assert code == 2 and "ensemble members must agree" in err and err.count("\n") == 1
 
 
+def test_cli_eval_with_votes(tmp_path, cli, teacher_and_records):
+    """Multi-view voting averages the plain view with `votes` rescaled copies: the report has
+    both, and each is a real accuracy of the same test set."""
+    teacher, _ = teacher_and_records
+    code, out, err = cli("eval", teacher, "--data", DATA, "--out", tmp_path / "v",
+                         "--no-latency", "--votes", "2")
+    assert code == 0, err
+    report = json.loads((tmp_path / "v" / "eval_test.json").read_text())
+    single, voted = report["single_view"], report["voting"]
+    assert voted["votes"] == 2
+    assert sum(map(sum, voted["confusion"])) == sum(map(sum, single["confusion"]))
+    assert "voting x2  OA" in out
+
+
 def test_cli_train_eval_distill(tmp_path, cli, teacher_and_records):
     _, rec = teacher_and_records
     code, out, err = cli("train", "--model", STUDENT, "--data", DATA, "--out",

@@ -85,7 +85,8 @@ def vote_logits(
     total = predict_logits(model, pts, batch_size, device)
     for _ in range(votes):
         scale = torch.empty(len(pts), 1, 3).uniform_(0.8, 1.25, generator=gen)
-        total += predict_logits(model, pts * scale, batch_size, device)
+        # out of place: predict_logits returns inference-mode tensors, which refuse `+=` here
+        total = total + predict_logits(model, pts * scale, batch_size, device)
     return total / (votes + 1)
 
 
