@@ -117,7 +117,8 @@ def section_teacher_wip() -> list[str]:
             lines.append(f"| {row['checkpoint']} | {final['best_epoch']} | "
                          f"{pct(final['val_oa'])} | {pct(row['test_oa'])} | "
                          f"{pct(row['test_macc'])} |")
-        lines += ["", "Single view, no voting; the checkpoint is the best validation epoch "
+        lines += ["", "Single view and no voting unless a row says otherwise; the checkpoint is "
+                  "the best validation epoch "
                   "(985 shapes, 10% of train); test was looked at once, after training. "
                   + " ".join(f"`{row['command']}`." for row in final["evaluations"]), ""]
         if final.get("note"):
