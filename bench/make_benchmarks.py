@@ -411,7 +411,7 @@ def section_students_strong() -> list[str]:
                  next(iter(groups.values()))[0])
     lines = ["## ModelNet40 students from the strong teacher, long schedule (issue #13)", "",
              f"Student {first['model']} ({first['params'] / 1e6:.3f}M params), "
-             f"{first['epochs']} epochs, one schedule for every mode; τ = {first['tau']:g}; "
+             f"{first['epochs']} epochs, one schedule for every mode; τ = {first.get('tau', 1):g}; "
              f"records `{first.get('records')}`; best epoch on validation, test reported, mean "
              f"± sample std over seeds. Machine: {first['machine']}.", "",
              "| run | seeds | test OA % | test mAcc % | val OA % | s/epoch | min/run |",
