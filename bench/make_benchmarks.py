@@ -411,8 +411,10 @@ def section_students_strong() -> list[str]:
                  next(iter(groups.values()))[0])
     lines = ["## ModelNet40 students from the strong teacher, long schedule (issue #13)", "",
              f"Student {first['model']} ({first['params'] / 1e6:.3f}M params), "
-             f"{first['epochs']} epochs, one schedule for every mode; τ = {first.get('tau', 1):g}; "
-             f"records `{first.get('records')}`; best epoch on validation, test reported, mean "
+             f"{first['epochs']} epochs, one schedule for every mode; "
+             + (f"τ = {first['tau']:g}; records `{first['records']}`; " if first.get("records")
+                else "KD runs: τ = 1, NWSD β = −0.3 (`zoo/wip/README.md`); ")
+             + "best epoch on validation, test reported, mean "
              f"± sample std over seeds. Machine: {first['machine']}.", "",
              "| run | seeds | test OA % | test mAcc % | val OA % | s/epoch | min/run |",
              "|---|---:|---:|---:|---:|---:|---:|"]
