@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from pointkd.checkpoint import build_model, file_sha256, read_checkpoint, save_checkpoint
+from pointkd.errors import PointKDError
 
 DROPPED = ("optimizer", "scheduler", "rng", "scaler")
 
@@ -44,7 +45,11 @@ def main() -> int:
         print(f"shrink_checkpoint: error: {args.dst} exists; remove it first", file=sys.stderr)
         return 2
     torch.set_num_threads(1)
-    r = shrink(args.src, args.dst)
+    try:
+        r = shrink(args.src, args.dst)
+    except PointKDError as exc:  # a missing or bad checkpoint: one line, not a traceback
+        print(f"shrink_checkpoint: error: {exc}", file=sys.stderr)
+        return 2
     print(f"wrote {r['dst']} ({r['bytes'] / 1e6:.2f} MB), sha256 {r['sha256']}")
     return 0
 
