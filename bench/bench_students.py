@@ -134,8 +134,8 @@ def collect(mode: str, seed: int, args: argparse.Namespace, out: Path, wall: flo
     results_dir.mkdir(parents=True, exist_ok=True)
     record = {**results, "run": f"{mode}-s{seed}", "mode": mode, "loop": results["mode"],
               "seed": seed, "command": cmd,
-              "machine": f"{cpu_name()}, 1 torch thread per run, {args.workers} runs side by "
-                         "side on 2 cores",
+              "machine": f"{cpu_name()}, 1 torch thread per run, {args.workers} run(s) side "
+                         "by side in this queue on 2 cores (other queues may share them)",
               "records": records_of(mode, args),
               "teacher": args.teacher if kind(mode) == "online" else None}
     if wall:
