@@ -323,6 +323,27 @@ def test_native_fps_knn_matches_the_torch_ops(monkeypatch):
     assert torch.equal(n_sq, table.gather(2, n_nbr))  # the neighbours have those distances
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("n, dups", [(1024, 0), (40, 0), (300, 120)])
+def test_native_neighbours_are_the_stable_sort_prefix(monkeypatch, n, dups):
+    """The C++ selection (a bound from 64 strided groups, candidates below it; all points
+    below 64; a sort when ties leave more than 64 candidates) returns exactly the first k
+    of a stable sort of each distance row: ascending, ties to the lowest index."""
+    native = _native(monkeypatch)
+    xyz = _cloud(2, n, seed=7)
+    xyz[:, 1:dups + 1] = xyz[:, :1]  # `dups` copies of point 0: many distances tie
+    m, k = min(64, n), 16
+    idx, nbr, sq, table = native.fps_knn(xyz, m, k, m)
+    order = table.argsort(dim=-1, stable=True)[..., :k]
+    assert torch.equal(nbr, order)
+    assert torch.equal(sq, table.gather(2, order))
+    refs = min(48, m)
+    sub = table[:, :16].gather(2, idx[:, None, :refs].expand(-1, 16, -1))
+    p_nbr, p_sq = native.prefix_knn(xyz, idx, 16, refs, k)
+    assert torch.equal(p_nbr, sub.argsort(dim=-1, stable=True)[..., :k])
+    assert torch.equal(p_sq, sub.gather(2, p_nbr))
+
+
 def _native(monkeypatch):
     """The optional C++ kernels, or a skip where they cannot be built."""
     from pointkd.models import native
