@@ -162,7 +162,8 @@ class _BatchNormActMax(torch.autograd.Function):
         x, weight, bias, index, centre, top, pre, mean, invstd, gamma = ctx.saved_tensors
         inputs = (x, weight, bias, index, centre)
         g, k, c = ctx.shape
-        g1 = torch.where(pre > 0, grad, grad * ctx.slope)
+        # where(pre > 0, grad, grad·slope) in one pass instead of three
+        g1 = torch.ops.aten.leaky_relu_backward(grad, pre, ctx.slope, False)
         d_beta = g1.sum(0)
         d_gamma = (g1 * (top - mean) * invstd).sum(0)
         gain = gamma * invstd
@@ -221,6 +222,9 @@ class _CatLinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, weight, bias, *pieces):
         x = torch.cat(pieces, dim=-1) if len(pieces) > 1 else pieces[0]
+        # callers pass column slices of a wider weight; MKL runs a matmul against a strided
+        # slice up to ~1.6x slower (measured on this CPU) than against a contiguous copy
+        weight = weight.contiguous()
         ctx.save_for_backward(weight, x)
         ctx.widths = [p.shape[-1] for p in pieces]
         ctx.has_bias = bias is not None
@@ -235,7 +239,7 @@ class _CatLinear(torch.autograd.Function):
         db = dy.sum(0) if ctx.has_bias and need[1] else None
         pieces, start = [], 0
         for i, width in enumerate(ctx.widths):
-            pieces.append(torch.matmul(grad, weight[:, start:start + width])
+            pieces.append(torch.matmul(grad, weight[:, start:start + width].contiguous())
                           if need[2 + i] else None)
             start += width
         return dw, db, *pieces
