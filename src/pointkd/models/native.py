@@ -79,15 +79,13 @@ static inline int64_t update_min_argmax(float* __restrict__ mind, const float* _
     at = up ? pos : at;
     pos += 16;
   }
+  // the largest lane, then the lowest index among the lanes holding it; branch-free (the
+  // winner's lane is unpredictable: a branch here mispredicts at every FPS step)
   float best = ninf;
-  int64_t arg = -1;
-  for (int t = 0; t < 16; ++t) {
-    if (lanes[t] > best || (lanes[t] == best && arg >= 0 && at[t] < arg)) {
-      if (lanes[t] == ninf) continue;
-      best = lanes[t];
-      arg = at[t];
-    }
-  }
+  for (int t = 0; t < 16; ++t) best = lanes[t] > best ? lanes[t] : best;
+  int32_t first = std::numeric_limits<int32_t>::max();
+  for (int t = 0; t < 16; ++t) first = (lanes[t] == best && at[t] < first) ? at[t] : first;
+  int64_t arg = best == ninf ? -1 : first;
   for (; j < n; ++j) {  // the tail: indices above every lane's, so ties keep the earlier
     const float v = mind[j] < d[j] ? mind[j] : d[j];
     mind[j] = v;
@@ -169,11 +167,10 @@ static void k_smallest(const float* __restrict__ d, int64_t n, int64_t k,
   for (; j + 16 <= n; j += 16) {
     const __m512 v = _mm512_loadu_ps(d + j);
     const __mmask16 hit = _mm512_cmp_ps_mask(v, tv, _CMP_LE_OQ);
-    if (hit) {
-      _mm512_storeu_ps(cd + cnt, _mm512_maskz_compress_ps(hit, v));
-      _mm512_storeu_si512(cj + cnt, _mm512_maskz_compress_epi32(hit, iv));
-      cnt += __builtin_popcount((unsigned)hit);
-    }
+    // stored whether or not any value hit (a branch on it would mispredict often)
+    _mm512_storeu_ps(cd + cnt, _mm512_maskz_compress_ps(hit, v));
+    _mm512_storeu_si512(cj + cnt, _mm512_maskz_compress_epi32(hit, iv));
+    cnt += __builtin_popcount((unsigned)hit);
     iv = _mm512_add_epi32(iv, step);
   }
 #endif
@@ -552,7 +549,7 @@ def available() -> bool:
         from torch.utils.cpp_extension import load_inline
 
         _module = load_inline(
-            name="pointkd_native_v20", cpp_sources=[_SOURCE],
+            name="pointkd_native_v21", cpp_sources=[_SOURCE],
             functions=["fps_knn", "prefix_knn", "gather_max_act", "gathered_max",
                        "gathered_backward"],
             extra_cflags=["-O3", "-march=native", "-ffp-contract=off", "-fopenmp"],
