@@ -902,13 +902,23 @@ def section_grouping_native() -> list[str]:
                            sorted(r["op_share_infer"].items(), key=lambda kv: -kv[1]))
         lines.append(f"| {name} | {ms:.2f} | {100 * r['grouping_fraction_infer']:.0f}% = "
                      f"{ms * r['grouping_fraction_infer']:.2f} ms | {ops_ms} |")
-    lines += ["", "fps_knn is the farthest-point-sampling loop with the first stage's kNN in "
+    goal = []
+    for name, r in d["models"].items():
+        share = r["grouping_fraction_infer"]
+        pool = r["op_share_infer"].get("gather_max", 0.0)
+        goal.append(f"{name} {100 * share:.1f}% ({'met' if share <= 0.30 else 'not met'}; "
+                    f"{100 * (share - pool):.1f}% without the pool)")
+    lines += ["", "**Issue #18 goal 3** (sampling/grouping ≤ 30% of the student forward): "
+              + "; ".join(goal) + ".", "",
+              "fps_knn is the farthest-point-sampling loop with the first stage's kNN in "
               "it; prefix_knn the later stages' kNN; gather_max the inference pool "
-              "(gather + max + activation, which also does the layer's pooling work). What is "
-              "left is one pass over the cloud per FPS step (256 sequential steps, each a "
-              "distance, min and argmax over 1,024 points, plus the selection of 16 "
-              "neighbours). Absolute times scale with the machine's load (shown above); the "
-              "share is the steadier figure.", ""]
+              "(gather + max + activation, which also does the layer's pooling work, so it "
+              "is counted as grouping here only because it reads the neighbours). What is "
+              "left of fps_knn is 256 sequential steps, each a distance, min and argmax over "
+              "1,024 points plus the selection of 16 neighbours (branch-free, vectorised: "
+              "~0.2 ms per cloud at batch 32, ~0.14 ms when the same cloud repeats and the "
+              "branch predictor has learnt it). Absolute times scale with the machine's "
+              "load (shown above); the share is the steadier figure.", ""]
     return lines
 
 
