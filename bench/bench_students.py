@@ -24,6 +24,7 @@ import csv
 import json
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -128,7 +129,10 @@ def collect(mode: str, seed: int, args: argparse.Namespace, out: Path, wall: flo
     with (out / "metrics.csv").open() as f:  # the curve shows whether the schedule was long enough
         rows = list(csv.DictReader(f))
     results["val_oa_curve"] = [round(float(r["val_oa"]), 5) for r in rows]
-    results["epoch_seconds_mean"] = sum(float(r["epoch_seconds"]) for r in rows) / len(rows)
+    seconds = [float(r["epoch_seconds"]) for r in rows]
+    results["epoch_seconds_mean"] = sum(seconds) / len(seconds)
+    # the median ignores epochs that also count a pause (a SIGSTOP for a timing elsewhere)
+    results["epoch_seconds_median"] = statistics.median(seconds)
     cmd = "pointkd " + " ".join(command(mode, seed, args, out))
     results_dir = Path(args.results)
     results_dir.mkdir(parents=True, exist_ok=True)

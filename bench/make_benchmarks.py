@@ -416,12 +416,13 @@ def section_students_strong() -> list[str]:
                 else "KD runs: τ = 1, NWSD β = −0.3 (`zoo/wip/README.md`); ")
              + "best epoch on validation, test reported, mean "
              f"± sample std over seeds. Machine: {first['machine']}.", "",
-             "| run | seeds | test OA % | test mAcc % | val OA % | s/epoch | min/run |",
+             "| run | seeds | test OA % | test mAcc % | val OA % | s/epoch (median) | min/run |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     order = sorted(groups, key=lambda m: (mode_label(m), m))
     for mode in order:
         rs = groups[mode]
-        sec = [r["epoch_seconds_mean"] for r in rs if "epoch_seconds_mean" in r]
+        sec = [r.get("epoch_seconds_median", r.get("epoch_seconds_mean")) for r in rs
+               if "epoch_seconds_mean" in r]
         lines.append(f"| {mode_label(mode)} | {', '.join(str(r['seed']) for r in rs)} | "
                      f"{mean_std([r['test_oa'] for r in rs])} | "
                      f"{mean_std([r['test_macc'] for r in rs])} | "
