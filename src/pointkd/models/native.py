@@ -8,7 +8,11 @@ the same: distances are summed in the same order with the same fused multiply-ad
 PyTorch's vectorised `addcmul_` (explicit `std::fma`, no other contraction:
 `-ffp-contract=off`), so the table and the samples are bit for bit equal (tested) and the
 neighbours are the same set (among points at exactly the k-th distance it keeps the lowest
-indices; topk keeps any). `prefix_knn` gives the later stages' neighbourhoods (FPS prefixes
+indices; topk keeps any), returned as the first k of a stable sort. The selection is
+branch-free where it can be (`k_smallest`: a bound from the minima of 64 strided groups,
+found by a bit search, then a vectorised compress of the few candidates below it and their
+ranks by counting), because at 256 steps per cloud mispredicted branches, not arithmetic,
+were its cost. `prefix_knn` gives the later stages' neighbourhoods (FPS prefixes
 among FPS prefixes) from the coordinates with those same operations, so its distances equal
 the table's entries without the table being kept.
 
