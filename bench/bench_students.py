@@ -123,9 +123,38 @@ def run_one(mode: str, seed: int, args: argparse.Namespace) -> subprocess.Popen 
     return proc
 
 
+def last_epoch_test(out: Path, data: str) -> dict:
+    """Test OA / mAcc of the run's final-epoch weights (`last.pt`), beside those of the
+    best-validation epoch: "the last epoch" is a rule fixed in advance, while validation picks
+    among late epochs whose differences are within its own noise (985 shapes)."""
+    last, dest = out / "last.pt", out / "eval_last"
+    if not last.is_file():
+        return {}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
+    subprocess.run([sys.executable, "-m", "pointkd", "eval", str(last), "--data", data,
+                    "--threads", "1", "--no-latency", "--out", str(dest)], check=True, env=env,
+                   cwd=REPO, stdout=subprocess.DEVNULL)
+    view = json.loads((dest / "eval_test.json").read_text())["single_view"]
+    return {"test_oa_last": view["oa"], "test_macc_last": view["macc"]}
+
+
+def backfill_last(args: argparse.Namespace) -> None:
+    """Adds the last-epoch test numbers to finished runs' JSON that lack them."""
+    for path in sorted(Path(args.results).glob("*.json")):
+        record = json.loads(path.read_text())
+        out = Path(args.runs) / record["run"]
+        if "test_oa_last" in record or not (out / "last.pt").is_file():
+            continue
+        record.update(last_epoch_test(out, args.data))
+        path.write_text(json.dumps(record, indent=1))
+        print(f"{record['run']}: last-epoch test OA {100 * record['test_oa_last']:.2f}%",
+              flush=True)
+
+
 def collect(mode: str, seed: int, args: argparse.Namespace, out: Path, wall: float) -> None:
     results = json.loads((out / "results.json").read_text())
     results.pop("test_per_class", None)
+    results.update(last_epoch_test(out, args.data))
     with (out / "metrics.csv").open() as f:  # the curve shows whether the schedule was long enough
         rows = list(csv.DictReader(f))
     results["val_oa_curve"] = [round(float(r["val_oa"]), 5) for r in rows]
@@ -167,7 +196,11 @@ def main() -> None:
                     help="where each finished run's JSON goes")
     ap.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                     help="config overrides for every run")
+    ap.add_argument("--backfill-last", action="store_true",
+                    help="only add the last-epoch test numbers to finished runs' JSON")
     args = ap.parse_args()
+    if args.backfill_last:
+        return backfill_last(args)
     tags = {t.split("=", 1)[0] for t in args.extra_records if "=" in t}
     for mode in args.modes:
         if mode != "plain":

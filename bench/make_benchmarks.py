@@ -416,8 +416,9 @@ def section_students_strong() -> list[str]:
                 else "KD runs: τ = 1, NWSD β = −0.3 (`zoo/wip/README.md`); ")
              + "best epoch on validation, test reported, mean "
              f"± sample std over seeds. Machine: {first['machine']}.", "",
-             "| run | seeds | test OA % | test mAcc % | val OA % | s/epoch (median) | min/run |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+             "| run | seeds | test OA % | test mAcc % | val OA % | test OA % (last epoch) | "
+             "s/epoch (median) | min/run |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
     order = sorted(groups, key=lambda m: (mode_label(m), m))
     for mode in order:
         rs = groups[mode]
@@ -427,6 +428,7 @@ def section_students_strong() -> list[str]:
                      f"{mean_std([r['test_oa'] for r in rs])} | "
                      f"{mean_std([r['test_macc'] for r in rs])} | "
                      f"{mean_std([r['val_oa'] for r in rs])} | "
+                     f"{last_epoch_cell(rs)} | "
                      f"{f'{sum(sec) / len(sec):.0f}' if sec else '–'} | "
                      f"{sum(r['train_seconds_total'] for r in rs) / len(rs) / 60:.0f} |")
     lines += paired_lines(groups)
@@ -550,6 +552,14 @@ def noise_floor(groups: dict[str, list[dict]]) -> float | None:
 def _mean(groups: dict[str, list[dict]], mode: str, key: str) -> float:
     rs = groups.get(mode, [])
     return 100 * sum(r[key] for r in rs) / len(rs) if rs else float("nan")
+
+
+def last_epoch_cell(rs: list[dict]) -> str:
+    """Test OA of the final-epoch weights (bench_students --backfill-last), when every run of
+    the group has it."""
+    if not all("test_oa_last" in r for r in rs):
+        return "–"
+    return mean_std([r["test_oa_last"] for r in rs])
 
 
 def paired_lines(groups: dict[str, list[dict]]) -> list[str]:
