@@ -149,17 +149,21 @@ static inline float kth_bound(float* g, int64_t k) {
 static void k_smallest(const float* __restrict__ d, int64_t n, int64_t k,
                        float* __restrict__ out_d, int64_t* __restrict__ out_j,
                        float* __restrict__ cd, int32_t* __restrict__ cj,
-                       uint64_t* __restrict__ keys) {
+                       uint64_t* __restrict__ keys, float* __restrict__ given_gm = nullptr) {
   constexpr int64_t L = 64;
   const float inf = std::numeric_limits<float>::infinity();
   float tau = inf;
   if (n >= L && k <= L) {
-    float gm[L];
-    for (int64_t l = 0; l < L; ++l) gm[l] = inf;
-    int64_t r = 0;
-    for (; r + L <= n; r += L)
-      for (int64_t l = 0; l < L; ++l) gm[l] = d[r + l] < gm[l] ? d[r + l] : gm[l];
-    for (int64_t l = 0; r + l < n; ++l) gm[l] = d[r + l] < gm[l] ? d[r + l] : gm[l];
+    float own[L];
+    float* gm = given_gm;  // the group minima, when the caller's pass made them
+    if (gm == nullptr) {
+      gm = own;
+      for (int64_t l = 0; l < L; ++l) gm[l] = inf;
+      int64_t r = 0;
+      for (; r + L <= n; r += L)
+        for (int64_t l = 0; l < L; ++l) gm[l] = d[r + l] < gm[l] ? d[r + l] : gm[l];
+      for (int64_t l = 0; r + l < n; ++l) gm[l] = d[r + l] < gm[l] ? d[r + l] : gm[l];
+    }
     tau = kth_bound(gm, k);
   }
   int64_t cnt = 0, j = 0;
@@ -205,6 +209,55 @@ static void k_smallest(const float* __restrict__ d, int64_t n, int64_t k,
   for (int64_t q = 0; q < k; ++q) out_d[q] = d[out_j[q]];
 }
 
+#if defined(__AVX512F__)
+// One FPS step in one pass over the cloud (n a multiple of 16): the distances d to the
+// current sample (the same operations as the scalar loop: a product, then two fused
+// multiply-adds), mind = min(mind, d), the lanes' first maxima of mind (as
+// update_min_argmax) and the minima of 64 strided groups of d (as k_smallest). Returns the
+// next sample.
+static inline int64_t fps_step(const float* __restrict__ x, const float* __restrict__ y,
+                               const float* __restrict__ z, float cx, float cy, float cz,
+                               float* __restrict__ d, float* __restrict__ mind, int64_t n,
+                               float* __restrict__ gm) {
+  const __m512 vx = _mm512_set1_ps(cx), vy = _mm512_set1_ps(cy), vz = _mm512_set1_ps(cz);
+  const float ninf = -std::numeric_limits<float>::infinity();
+  __m512 lanes = _mm512_set1_ps(ninf);
+  __m512 g[4];
+  for (int r = 0; r < 4; ++r) g[r] = _mm512_set1_ps(std::numeric_limits<float>::infinity());
+  __m512i at = _mm512_setzero_si512();
+  __m512i pos = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const __m512i step = _mm512_set1_epi32(16);
+  for (int64_t j = 0; j < n; j += 16) {
+    __m512 t = _mm512_sub_ps(_mm512_loadu_ps(x + j), vx);
+    __m512 e = _mm512_mul_ps(t, t);
+    t = _mm512_sub_ps(_mm512_loadu_ps(y + j), vy);
+    e = _mm512_fmadd_ps(t, t, e);
+    t = _mm512_sub_ps(_mm512_loadu_ps(z + j), vz);
+    const __m512 dv = _mm512_fmadd_ps(t, t, e);
+    _mm512_storeu_ps(d + j, dv);
+    // min(a, b) is a < b ? a : b, NaN and ties taking b: the scalar loops' selections
+    const __m512 v = _mm512_min_ps(_mm512_loadu_ps(mind + j), dv);
+    _mm512_storeu_ps(mind + j, v);
+    const __mmask16 up = _mm512_cmp_ps_mask(v, lanes, _CMP_GT_OQ);
+    lanes = _mm512_mask_mov_ps(lanes, up, v);
+    at = _mm512_mask_mov_epi32(at, up, pos);
+    pos = _mm512_add_epi32(pos, step);
+    const int r = (int)((j >> 4) & 3);
+    g[r] = _mm512_min_ps(dv, g[r]);
+  }
+  for (int r = 0; r < 4; ++r) _mm512_storeu_ps(gm + 16 * r, g[r]);
+  float lv[16];
+  int32_t li[16];
+  _mm512_storeu_ps(lv, lanes);
+  _mm512_storeu_si512(li, at);
+  float best = ninf;
+  for (int t2 = 0; t2 < 16; ++t2) best = lv[t2] > best ? lv[t2] : best;
+  int32_t first = std::numeric_limits<int32_t>::max();
+  for (int t2 = 0; t2 < 16; ++t2) first = (lv[t2] == best && li[t2] < first) ? li[t2] : first;
+  return best == ninf ? n - 1 : first;
+}
+#endif
+
 // Per cloud: FPS from point 0 (ties: lowest index), the k nearest points of every sample
 // (insertion into a sorted list; ties: lowest index), and the first `rows` distance rows.
 std::vector<torch::Tensor> fps_knn(torch::Tensor xyz, int64_t m, int64_t k, int64_t rows) {
@@ -226,6 +279,7 @@ std::vector<torch::Tensor> fps_knn(torch::Tensor xyz, int64_t m, int64_t k, int6
     std::vector<float> x(N), y(N), z(N), mind(N), d(N), cd(N + 16);
     std::vector<int32_t> cj(N + 16);
     std::vector<uint64_t> keys(N + 16);
+    float gm[64];
     for (int64_t b = b0; b < b1; ++b) {
       const float* p = P + b * N * 3;
       for (int64_t j = 0; j < N; ++j) {
@@ -236,18 +290,29 @@ std::vector<torch::Tensor> fps_knn(torch::Tensor xyz, int64_t m, int64_t k, int6
       for (int64_t i = 0; i < m; ++i) {
         I[b * m + i] = far;
         const float cx = x[far], cy = y[far], cz = z[far];
-        for (int64_t j = 0; j < N; ++j) {
-          float t = x[j] - cx;
-          float e = t * t;
-          t = y[j] - cy;
-          e = std::fma(t, t, e);  // as torch's vectorised addcmul_: one rounding
-          t = z[j] - cz;
-          d[j] = std::fma(t, t, e);
+        int64_t next;
+        float* given = nullptr;
+#if defined(__AVX512F__)
+        if (N % 16 == 0 && N >= 64) {
+          next = fps_step(x.data(), y.data(), z.data(), cx, cy, cz, d.data(), mind.data(), N,
+                          gm);
+          given = gm;
+        } else
+#endif
+        {
+          for (int64_t j = 0; j < N; ++j) {
+            float t = x[j] - cx;
+            float e = t * t;
+            t = y[j] - cy;
+            e = std::fma(t, t, e);  // as torch's vectorised addcmul_: one rounding
+            t = z[j] - cz;
+            d[j] = std::fma(t, t, e);
+          }
+          next = update_min_argmax(mind.data(), d.data(), N);
         }
-        const int64_t next = update_min_argmax(mind.data(), d.data(), N);
         if (i < rows) std::copy(d.begin(), d.end(), T + (b * rows + i) * N);
         k_smallest(d.data(), N, k, SQ + (b * m + i) * k, NB + (b * m + i) * k, cd.data(),
-                   cj.data(), keys.data());
+                   cj.data(), keys.data(), given);
         far = next;
       }
     }
@@ -553,7 +618,7 @@ def available() -> bool:
         from torch.utils.cpp_extension import load_inline
 
         _module = load_inline(
-            name="pointkd_native_v21", cpp_sources=[_SOURCE],
+            name="pointkd_native_v22", cpp_sources=[_SOURCE],
             functions=["fps_knn", "prefix_knn", "gather_max_act", "gathered_max",
                        "gathered_backward"],
             extra_cflags=["-O3", "-march=native", "-ffp-contract=off", "-fopenmp"],
