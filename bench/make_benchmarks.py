@@ -397,6 +397,28 @@ def wip_student_lines() -> list[str]:
             *rows]
 
 
+def section_overlap() -> list[str]:
+    """Teacher vs student on the test shapes: what the teacher could still teach (#13)."""
+    found = sorted(RESULTS.glob("overlap_*.json"))
+    if not found:
+        return []
+    lines = ["### What the strong teacher could still teach (issue #13)", "",
+             "Per test shape: right or wrong for the teacher and for a finished student "
+             "(final-epoch weights). \"Teacher only\" are the shapes KD could at best "
+             "add; \"student only\" those the student gets right on its own.", "",
+             "| teacher | student | teacher OA % | student OA % | both right | teacher only "
+             "| student only | both wrong |", "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for path in found:
+        d = json.loads(path.read_text())
+        lines.append(f"| `{d['teacher']}` | `{d['student']}` | {100 * d['teacher_oa']:.2f} | "
+                     f"{100 * d['student_oa']:.2f} | {d['both_right']} | {d['teacher_only']} "
+                     f"| {d['student_only']} | {d['both_wrong']} |")
+    lines += ["", "Commands: " + "; ".join(f"`{json.loads(p.read_text())['command']}`"
+                                           for p in found) + f" · machine: "
+              f"{json.loads(found[0].read_text())['machine']}.", ""]
+    return lines
+
+
 def section_students_strong() -> list[str]:
     """Issue #13: <= 0.3M students from the strong teacher's records, long schedule."""
     groups = student_groups(STRONG_STUDENTS)
@@ -1117,6 +1139,7 @@ def main() -> None:
     for section in (section_demo, section_teacher, section_teacher_wip, section_records_strong,
                     section_flatness,
                     section_tau_probe_l, section_beta_probe_l, section_students_strong,
+                    section_overlap,
                     section_students,
                     section_teachers, section_records,
                     section_encodings, section_distill,
