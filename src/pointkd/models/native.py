@@ -259,7 +259,7 @@ static inline int64_t fps_step(const float* __restrict__ x, const float* __restr
 #endif
 
 // Per cloud: FPS from point 0 (ties: lowest index), the k nearest points of every sample
-// (insertion into a sorted list; ties: lowest index), and the first `rows` distance rows.
+// (k_smallest: ascending, ties to the lowest index), and the first `rows` distance rows.
 std::vector<torch::Tensor> fps_knn(torch::Tensor xyz, int64_t m, int64_t k, int64_t rows) {
   TORCH_CHECK(xyz.dim() == 3 && xyz.size(2) == 3 && xyz.scalar_type() == torch::kFloat,
               "fps_knn: expected float (B, N, 3)");
@@ -494,8 +494,8 @@ void gathered_backward(torch::Tensor dx, torch::Tensor x, torch::Tensor index,
 // samples. Distances are computed from the coordinates with the very operations of the FPS
 // loop above (so they equal its distance rows bit for bit) instead of being read from those
 // rows: `refs` scattered reads per anchor miss the cache once a batch's rows outgrow it.
-// Returns the k nearest as sample positions j < refs (ties: lowest j), unordered, and their
-// squared distances.
+// Returns the k nearest as sample positions j < refs, ascending by distance (ties: lowest j),
+// and their squared distances.
 std::vector<torch::Tensor> prefix_knn(torch::Tensor xyz, torch::Tensor idx, int64_t m,
                                       int64_t refs, int64_t k) {
   TORCH_CHECK(xyz.dim() == 3 && xyz.size(2) == 3 && xyz.scalar_type() == torch::kFloat &&
