@@ -419,6 +419,31 @@ def section_overlap() -> list[str]:
     return lines
 
 
+def section_record_votes() -> list[str]:
+    """`record --votes N` against the single-view records, row for row."""
+    d = load("records_quality_votes.json")
+    if not d:
+        return []
+    lines = ["### Teacher voting at record time", "",
+             "The stored targets of " + ("copy k = 0" if d["copies"] == 1 else
+                                         f"copies k < {d['copies']}") + " of every training "
+             "shape, against "
+             f"the labels: on the {d['held_out_shapes']} shapes of the teacher's validation "
+             "split (it never trained on them) and on all rows. Same seed, so the same clouds "
+             "row for row; with votes each row's target is the teacher's mean over the "
+             "replayed cloud and N views of it scaled per axis by U(0.8, 1.25) "
+             "(docs/records.md, \"Teacher voting\").", "",
+             "| records | votes | held-out acc % | held-out NLL | all rows acc % | all rows NLL "
+             "| mean top prob |", "|---|---:|---:|---:|---:|---:|---:|"]
+    for e in d["sets"]:
+        h, a = e["held_out"], e["all"]
+        lines.append(f"| `{e['records']}` | {e['votes']} | {100 * h['acc']:.2f} | "
+                     f"{h['nll']:.4f} | {100 * a['acc']:.2f} | {a['nll']:.4f} | "
+                     f"{a['top_prob']:.3f} |")
+    lines += ["", f"Command: `{d['command']}` · machine: {d['machine']}. {d['note']}", ""]
+    return lines
+
+
 def section_students_strong() -> list[str]:
     """Issue #13: <= 0.3M students from the strong teacher's records, long schedule."""
     groups = student_groups(STRONG_STUDENTS)
@@ -1139,7 +1164,7 @@ def main() -> None:
     for section in (section_demo, section_teacher, section_teacher_wip, section_records_strong,
                     section_flatness,
                     section_tau_probe_l, section_beta_probe_l, section_students_strong,
-                    section_overlap,
+                    section_overlap, section_record_votes,
                     section_students,
                     section_teachers, section_records,
                     section_encodings, section_distill,

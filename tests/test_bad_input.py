@@ -417,6 +417,7 @@ BAD_OPTIONS = [
     ["predict", "x.pt", "y.npy", "--min-points", "0"],
     ["record", "--teacher", "x.pt", "--data", "synthetic", "--out", "r", "--threads", "-1"],
     ["record", "--teacher", "x.pt", "--data", "synthetic", "--out", "r", "--k", "0"],
+    ["record", "--teacher", "x.pt", "--data", "synthetic", "--out", "r", "--votes", "-2"],
     ["record", "--teacher", "x.pt", "--data", "synthetic", "--out", "r", "--topk", "-2"],
     ["record", "--teacher", "x.pt", "--data", "synthetic", "--out", "r", "--seed", "-1"],
     ["export", "x.pt", "--onnx", "m.onnx", "--check-count", "0"],
@@ -506,6 +507,9 @@ BAD_MANIFESTS = {  # name -> (change, message)
     "rows_negative": (lambda m: m["shards"][0].update(rows=-1), "'rows' must be an integer"),
     "complete_string": (lambda m: m.update(complete="yes"), "'complete' must be true or false"),
     "no_teachers": (lambda m: m.update(teachers=[]), "'teachers' must list"),
+    "votes_string": (lambda m: m["logits"].update(votes="4", vote_scale=[0.8, 1.25]),
+                     "'logits.votes' must be an integer >= 1"),
+    "votes_no_scale": (lambda m: m["logits"].update(votes=2), "'logits.vote_scale' [low, high]"),
 }
 
 

@@ -41,6 +41,13 @@ def test_value_checks():
         load_config(None, ["data.val_fraction=1.5"])
     with pytest.raises(ConfigError, match="alpha"):
         load_config(None, ["distill.alpha=0.1", "distill.beta=-0.5"])
+    with pytest.raises(ConfigError, match="'distill.teacher_votes' must be >= 0"):
+        load_config(None, ["distill.teacher_votes=-1"])
+    with pytest.raises(ConfigError, match="teacher_votes is for online KD"):
+        load_config(None, ["distill.records=r", "distill.teacher_votes=2"])
+    voted = load_config(None, ["distill.online=true", "distill.teacher=t.pt",
+                               "distill.teacher_votes=2"])
+    assert voted.distill.teacher_votes == 2
 
 
 def test_yaml_file_then_overrides(tmp_path):

@@ -234,6 +234,11 @@ def test_online_kd_runs_the_teacher_on_every_training_batch(tmp_path, teacher_an
                                     f"distill.teacher={teacher_ckpt}"))
     assert results["mode"] == "online-kd"
     assert batch_sizes == [16] * 6  # 2 epochs x 3 steps of 16 clouds: no step without it
+    # with votes the teacher also sees 2 rescaled views of every batch
+    batch_sizes.clear()
+    run_training(tiny_cfg(tmp_path / "v", f"model.name={STUDENT}", "distill.online=true",
+                          f"distill.teacher={teacher_ckpt}", "distill.teacher_votes=2"))
+    assert batch_sizes == [16] * 18
     for h in json.loads((tmp_path / "o" / "metrics.json").read_text()):
         assert h["train_kd"] > 0
         assert h["train_loss"] == pytest.approx(h["train_ce"] + h["train_kd"], rel=1e-6)

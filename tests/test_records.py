@@ -240,6 +240,52 @@ def test_several_teachers_mean_and_each(setup, ds, tmp_path):
     assert len(read_manifest(tmp_path / "each")["teachers"]) == 2
 
 
+def test_voted_records_average_the_replayed_cloud_and_its_rescaled_views(setup, ds, tmp_path):
+    """`--votes 2`: each row stores the teacher's mean over the very cloud the student replays
+    and two views of it scaled per axis by factors derived from the row's seed; the row's
+    augmentation itself is the unvoted recording's."""
+    _, teacher, plain = setup
+    out = rec(tmp_path / "voted", [teacher], logits="fp32", votes=2)
+    rs = open_records(out, data=ds)
+    batch = rs.rows(np.arange(len(rs)))
+    unvoted = open_records(plain).rows(np.arange(len(rs)))
+    assert torch.equal(batch.params, unvoted.params) and torch.equal(batch.seeds, unvoted.seeds)
+    x = augment.apply(torch.from_numpy(ds.points)[batch.sample], batch.params, batch.seeds,
+                      rs.spec)
+    scales = augment.vote_scales(batch.seeds, 2)
+    low, high = augment.VOTE_SCALE
+    assert scales.shape == (len(rs), 2, 3) and low <= scales.min() and scales.max() < high
+    probe = Probe(ds.num_classes)
+    want = (probe(x) + probe(x * scales[:, None, 0]) + probe(x * scales[:, None, 1])) / 3
+    assert torch.allclose(batch.logits, want, atol=1e-6)
+    assert not torch.allclose(batch.logits, probe(x), atol=1e-2)  # the views did count
+    assert rs.manifest["logits"]["votes"] == 2
+    assert rs.manifest["logits"]["vote_scale"] == list(augment.VOTE_SCALE)
+    assert "each teacher voted: mean over the replayed cloud and 2 views" in info(str(out))
+    assert "votes" not in open_records(plain).manifest["logits"]  # unvoted sets unchanged
+
+
+def test_online_teacher_votes_give_the_recorded_target(setup, ds):
+    """Online KD with distill.teacher_votes asks the teacher exactly what `record --votes`
+    stores for the same cloud."""
+    from pointkd.targets import AugmentedShapes, Batch, OnlineTeacher
+    from pointkd.teacher import load_teachers
+    from pointkd.teacher_inference import logits_over_rows
+
+    _, teacher_path, _ = setup
+    teachers = load_teachers([str(teacher_path)], "cpu")
+    points = torch.from_numpy(ds.points)
+    spec = augment.AugmentSpec()
+    params, seeds, z = next(logits_over_rows(teachers, points, spec, 0, range(0, 16), 16,
+                                             "mean", torch.device("cpu"), votes=3))
+    shapes = torch.arange(16)
+    source = OnlineTeacher(AugmentedShapes(np.arange(len(ds)), spec, 0, len(ds)),
+                           teachers[0], amp=False, votes=3)
+    x = augment.apply(points[shapes], params.float(), seeds, spec)
+    online = source.target(Batch(shapes, params.float(), seeds, shapes), x)
+    assert torch.equal(online, torch.from_numpy(z[:, 0]))
+
+
 def test_teacher_for_other_classes_is_refused(tmp_path, ds):
     bad = tmp_path / "bad.pt"
     save_checkpoint({"model": "pointkd_test_probe", "num_classes": 5,
@@ -361,7 +407,8 @@ def test_resume_with_other_settings_is_refused(setup, ds, tmp_path):
     m = json.loads((out / "manifest.json").read_text())
     (out / "manifest.json").write_text(json.dumps({**m, "complete": False}))
     for change, name in [({"k": 4}, "k"), ({"seed": 1}, "seed"), ({"batch_size": 8},
-                         "batch_size"), ({"logits": "fp16"}, "logits")]:
+                         "batch_size"), ({"logits": "fp16"}, "logits"),
+                         ({"votes": 1}, "logits")]:
         with pytest.raises(RecordError, match=f"other settings .*{name}"):
             rec(out, [teacher], resume=True, **change)
     with pytest.raises(RecordError, match="teachers"):
@@ -395,6 +442,7 @@ def test_resume_cuts_back_a_torn_partial_shard(setup, tmp_path):
 @pytest.mark.parametrize("change, message", [
     ({"k": 0}, "--k must be >= 1, got 0"), ({"batch_size": 0}, "--batch-size must be >= 1"),
     ({"topk": -1}, "--topk must be >= 0"), ({"combine": "sum"}, "--combine must be one of mean"),
+    ({"votes": -1}, "--votes must be >= 0"),
     ({"logits": "bf16"}, "--logits must be one of fp32, fp16, int8, got 'bf16'"),
     ({"teacher_normalization": "z"}, "--teacher-normalization must be one of pointkd"),
     ({"teachers": []}, "no teacher checkpoint given"),

@@ -130,7 +130,8 @@ def _mix_int(x: int) -> int:
 
 # independent streams of one key; values are part of the replay format (spec VERSION)
 STREAM_PARAMS, STREAM_SEED, STREAM_ORDER, STREAM_DROP, STREAM_JITTER = 1, 2, 3, 4, 5
-_SALT = {s: _mix_int(s * 0x632BE59BD9B4E019) for s in range(1, 6)}
+STREAM_VOTE = 6  # the teacher's extra views (`vote_scales`), never the student's cloud
+_SALT = {s: _mix_int(s * 0x632BE59BD9B4E019) for s in range(1, 7)}
 
 
 def hash_bits(keys: Tensor, stream: int, count: int) -> Tensor:
@@ -167,6 +168,19 @@ def sample_params(n: int, generator: torch.Generator | None, spec: AugmentSpec
     keys = torch.randint(-(1 << 63), (1 << 63) - 1, (n,), generator=generator,
                          dtype=torch.int64)
     return keyed_params(keys, spec)
+
+
+# multi-view voting: each extra view scales x, y, z by independent factors from this range
+VOTE_SCALE = (0.8, 1.25)
+
+
+def vote_scales(seeds: Tensor, votes: int) -> Tensor:
+    """(n, votes, 3) anisotropic scale factors in `VOTE_SCALE` for a teacher's extra views of
+    clouds with point-level `seeds`: a pure function of (seed, vote), so a recording's
+    voted logits are recomputed exactly from the stored rows."""
+    low, high = VOTE_SCALE
+    u = _unit(hash_bits(seeds, STREAM_VOTE, 3 * votes)).view(-1, votes, 3)
+    return low + (high - low) * u
 
 
 def identity_params(n: int) -> Tensor:

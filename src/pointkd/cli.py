@@ -280,7 +280,8 @@ def cmd_record(args: argparse.Namespace) -> int:
     was_complete = args.resume and _complete_record_set(args.out)
     root = record(RecordConfig(
         teachers=args.teacher, data=args.data, out=args.out, k=args.k, seed=args.seed,
-        logits=args.logits, topk=args.topk, combine=args.combine, batch_size=args.batch_size,
+        logits=args.logits, topk=args.topk, combine=args.combine, votes=args.votes,
+        batch_size=args.batch_size,
         device=args.device, resume=args.resume, overwrite=args.overwrite,
         augment=augment_spec(args.config), progress=not args.no_progress,
         weights=args.weights or [], class_names=args.class_names,
@@ -472,6 +473,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="store only the top-k logits (0 = all)")
     p.add_argument("--combine", choices=["mean", "each"], default="mean",
                    help="several teachers: store their mean logits, or each one's")
+    p.add_argument("--votes", type=int_at_least(0), default=0,
+                   help="store each teacher's mean logits over the replayed cloud and N "
+                   "rescaled views of it (multi-view voting; 0 = off; costs N+1 forwards)")
     p.add_argument("--config", help="YAML config whose `augment` section sets the spec")
     p.add_argument("--batch-size", type=int_at_least(1), default=64)
     _add_compute_options(p)

@@ -112,9 +112,12 @@ class DistillConfig:
     # use only copies k < use_k of each shape (0 = all K): the very rows a recording with
     # K = use_k and the same seed holds, so one record set serves a K ablation
     use_k: int = 0
+    # online KD: the teacher's target is its mean over the cloud and this many rescaled views
+    # (what `record --votes` stores; offline records carry their own)
+    teacher_votes: int = 0
     LIMITS: ClassVar[dict] = {
         "alpha": Range(0.0), "tau": Range(0.0, low_open=True), "nwsd_warmup_epochs": Range(0),
-        "ema_decay": Range(0.0, 1.0), "use_k": Range(0)}
+        "ema_decay": Range(0.0, 1.0), "use_k": Range(0), "teacher_votes": Range(0)}
     CHECKS: ClassVar[tuple] = (
         (lambda d: d.beta == 0 or d.alpha + d.beta > 0,
          "NWSD needs distill.alpha + distill.beta > 0"),
@@ -122,7 +125,10 @@ class DistillConfig:
         (lambda d: not (d.online and d.records),
          "choose either --records (offline) or --online --teacher, not both"),
         (lambda d: d.online or not d.teacher,
-         "--teacher is for online KD: add --online (offline KD uses --records)"))
+         "--teacher is for online KD: add --online (offline KD uses --records)"),
+        (lambda d: d.online or d.teacher_votes == 0,
+         "distill.teacher_votes is for online KD; records carry their own votes "
+         "(pointkd record --votes)"))
 
     @property
     def mode(self) -> Literal["plain", "online", "offline"]:
@@ -156,6 +162,9 @@ class RecordConfig:
     logits: Literal["fp32", "fp16", "int8"] = "int8"
     topk: int = 0  # store only the top-k logits and the tail's log-sum-exp (0 = all)
     combine: Literal["mean", "each"] = "mean"  # several teachers: their mean, or each one's
+    # extra views per row: each teacher's logits are its mean over the replayed cloud and
+    # `votes` rescaled copies of it (`teacher_inference.teacher_logits`; 0 = the cloud alone)
+    votes: int = 0
     batch_size: int = 64  # rows per teacher batch and per write (the resume grid)
     device: str = "auto"
     resume: bool = False
@@ -165,7 +174,8 @@ class RecordConfig:
     weights: list[str] = field(default_factory=list)  # one per module:factory teacher
     class_names: str | None = None  # file: the teachers' classes, one a line
     teacher_normalization: Normalization | None = None  # for teachers that declare none
-    LIMITS: ClassVar[dict] = {"k": Range(1), "batch_size": Range(1), "topk": Range(0)}
+    LIMITS: ClassVar[dict] = {"k": Range(1), "batch_size": Range(1), "topk": Range(0),
+                              "votes": Range(0)}
     CHECKS: ClassVar[tuple] = (
         (lambda r: bool(r.teachers), "no teacher checkpoint given"),
         (lambda r: not (r.resume and r.overwrite), "choose either --resume or --overwrite"))

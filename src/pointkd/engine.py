@@ -154,7 +154,8 @@ def training_source(cfg: RunConfig, dist: Dist, device: torch.device
         source = AugmentedShapes(train_idx, cfg.augment, cfg.train.seed, len(data), dist)
     source.spec.check_points(data.points.shape[1])
     if mode == "online":
-        source = OnlineTeacher(source, _load_teacher(cfg, data, device), cfg.train.amp)
+        source = OnlineTeacher(source, _load_teacher(cfg, data, device), cfg.train.amp,
+                               cfg.distill.teacher_votes)
     return data, val_idx, source
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pointkd import rundir
+from pointkd import augment, rundir
 from pointkd.checkpoint import load_model
 from pointkd.config import EvalConfig
 from pointkd.device import autocast, resolve_device
@@ -84,7 +84,7 @@ def vote_logits(
     pts = torch.as_tensor(points)
     total = predict_logits(model, pts, batch_size, device)
     for _ in range(votes):
-        scale = torch.empty(len(pts), 1, 3).uniform_(0.8, 1.25, generator=gen)
+        scale = torch.empty(len(pts), 1, 3).uniform_(*augment.VOTE_SCALE, generator=gen)
         # out of place: predict_logits returns inference-mode tensors, which refuse `+=` here
         total = total + predict_logits(model, pts * scale, batch_size, device)
     return total / (votes + 1)

@@ -122,11 +122,12 @@ class OnlineTeacher(AugmentedShapes):
 
     distills = True
 
-    def __init__(self, shapes: AugmentedShapes, teacher: Teacher, amp: bool):
+    def __init__(self, shapes: AugmentedShapes, teacher: Teacher, amp: bool, votes: int = 0):
         super().__init__(shapes.train_idx, shapes.spec, shapes.seed, shapes.num_rows,
                          shapes.dist)
-        self.teacher, self.amp = teacher, amp
+        self.teacher, self.amp, self.votes = teacher, amp, votes
 
     def target(self, batch: Batch, x: Tensor) -> Tensor:
         with torch.no_grad(), autocast(x.device, self.amp):
-            return teacher_logits([self.teacher], x, batch.shapes)[:, 0]
+            return teacher_logits([self.teacher], x, batch.shapes, batch.seeds.to(x.device),
+                                  self.votes)[:, 0]

@@ -6,7 +6,8 @@ fits them to a dataset and runs them:
 - `fit_to_data`        class matching (outputs reordered to the data's classes) and, for
                        teachers fed the data's own units, every shape's normalisation frame;
 - `teacher_logits`     (B, T, C) logits of T teachers on one augmented batch (online KD runs
-                       it on every training batch, recording on every batch of rows);
+                       it on every training batch, recording on every batch of rows),
+                       optionally voted: averaged over the cloud and `votes` rescaled views;
 - `logits_over_rows`   a plan of record rows -> (fp16 params, seeds, logits) per batch: the
                        augmentation of row (sample, k) derives from (seed, sample, k) alone,
                        so any row is recomputed identically (exact resume; the record writer
@@ -42,17 +43,34 @@ def fit_to_data(teachers: list[Teacher], data: PointCloudSet, data_path: str,
         attach_frames(teachers, raw)
 
 
-def teacher_logits(teachers: list[Teacher], x: Tensor, samples: Tensor) -> Tensor:
-    """(B, T, C) float32 logits of every teacher on augmented clouds `x` of shapes `samples`."""
-    return torch.stack([t(x, samples) for t in teachers], dim=1)
+def teacher_logits(teachers: list[Teacher], x: Tensor, samples: Tensor,
+                   seeds: Tensor | None = None, votes: int = 0) -> Tensor:
+    """(B, T, C) float32 logits of every teacher on augmented clouds `x` of shapes `samples`.
+
+    `votes` > 0: each teacher's mean logits over `x` itself and `votes` views of it, each
+    scaled per axis by `augment.vote_scales(seeds, votes)` (seeds: the clouds' point-level
+    seeds). The views are of exactly the cloud the student gets, and derive from its seed, so
+    recorded and online targets agree and a record row's target is reproducible."""
+    z = torch.stack([t(x, samples) for t in teachers], dim=1)
+    if votes == 0:
+        return z
+    if seeds is None:
+        raise ValueError("teacher votes need the clouds' seeds")
+    scales = augment.vote_scales(seeds, votes).to(x.device, x.dtype)
+    for v in range(votes):
+        view = x * scales[:, None, v]
+        z = z + torch.stack([t(view, samples) for t in teachers], dim=1)
+    return z / (votes + 1)
 
 
 def logits_over_rows(teachers: list[Teacher], points: Tensor, spec: augment.AugmentSpec,
                      seed: int, rows: range, batch_size: int, combine: str,
-                     device: torch.device) -> Iterator[tuple[Tensor, Tensor, np.ndarray]]:
+                     device: torch.device, votes: int = 0,
+                     ) -> Iterator[tuple[Tensor, Tensor, np.ndarray]]:
     """(params as stored in float16, int64 seeds, float32 logits (n, T, C) as numpy) for each
     batch of `batch_size` consecutive rows of `rows`. Row r is copy k = r // N of shape
-    r % N (N = len(points)); `combine="mean"` averages the teachers (T = 1). On CUDA the
+    r % N (N = len(points)); `combine="mean"` averages the teachers (T = 1); `votes`: see
+    `teacher_logits`. On CUDA the
     logits of batch i are copied back while batch i + 1 runs (one batch in flight)."""
     n, pending = len(points), None
     for lo in range(rows.start, rows.stop, batch_size):
@@ -63,7 +81,7 @@ def logits_over_rows(teachers: list[Teacher], points: Tensor, spec: augment.Augm
         x = augment.apply(points[samples.to(device)], params16.float().to(device),
                           seeds.to(device), spec)
         with autocast(device):
-            z = teacher_logits(teachers, x, samples)
+            z = teacher_logits(teachers, x, samples, seeds.to(device), votes)
         if combine == "mean":
             z = z.mean(dim=1, keepdim=True)
         event = None

@@ -105,6 +105,9 @@ def schema_problem(m: dict) -> str | None:
         return f"'data.class_names' must list {d['num_classes']} names"
     if lg.get("combine") not in ("mean", "each"):
         return f"'logits.combine' must be mean or each, got {lg.get('combine')!r}"
+    if "votes" in lg and not _votes_ok(lg):
+        return ("'logits.votes' must be an integer >= 1 with 'logits.vote_scale' [low, high], "
+                f"got {lg.get('votes')!r}, {lg.get('vote_scale')!r}")
     teachers = m["teachers"]
     if not isinstance(teachers, list) or not teachers or not all(
             isinstance(t, dict) and isinstance(t.get("sha256"), str)
@@ -112,6 +115,13 @@ def schema_problem(m: dict) -> str | None:
             for t in teachers):
         return "'teachers' must list each teacher's file, model and sha256"
     return _shards_problem(m["shards"], m["complete"])
+
+
+def _votes_ok(lg: dict) -> bool:
+    votes, scale = lg.get("votes"), lg.get("vote_scale")
+    return (isinstance(votes, int) and not isinstance(votes, bool) and votes >= 1
+            and isinstance(scale, list) and len(scale) == 2
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in scale))
 
 
 def _shards_problem(shards: object, complete: bool) -> str | None:

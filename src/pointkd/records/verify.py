@@ -98,6 +98,10 @@ def info(root: str) -> str:
     if len(m["teachers"]) > 1:
         encoding += f", {len(m['teachers'])} teachers: " + (
             "each stored" if lg["combine"] == "each" else "mean stored")
+    if lg.get("votes"):
+        low, high = lg["vote_scale"]
+        encoding += (f", each teacher voted: mean over the replayed cloud and {lg['votes']} "
+                     f"views scaled by U({low}, {high}) per axis")
     status = "complete" if m["complete"] else f"INCOMPLETE: {written} of {total} rows written " \
         "(continue with `pointkd record ... --resume`)"
     spec = ", ".join(f"{k}={v}" for k, v in m["augment"].items())

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pointkd import __version__, distributed, rundir
+from pointkd import __version__, augment, distributed, rundir
 from pointkd.checkpoint import file_sha256
 from pointkd.config import RecordConfig
 from pointkd.device import resolve_device
@@ -129,7 +129,8 @@ def record(cfg: RecordConfig) -> Path:
         todo = range(lo + writer.done, lo + n)  # whole batches of the grid are in place
         with torch.inference_mode(), deterministic(dev):
             for params16, seeds, z in logits_over_rows(models, points, cfg.augment, cfg.seed,
-                                                       todo, cfg.batch_size, cfg.combine, dev):
+                                                       todo, cfg.batch_size, cfg.combine, dev,
+                                                       cfg.votes):
                 rows = np.zeros(len(seeds), dtype)
                 rows["params"] = params16.numpy()
                 rows["seed"] = seeds.numpy().view(np.uint64)
@@ -169,11 +170,19 @@ def _new_manifest(cfg: RecordConfig, ds, models: list, world: int) -> tuple[dict
         "augment": cfg.augment.to_dict(), "k": cfg.k, "seed": cfg.seed,
         "batch_size": cfg.batch_size,
         "logits": {"encoding": encoding, "topk": cfg.topk, "combine": cfg.combine,
-                   "stored_teachers": stored},
+                   "stored_teachers": stored, **_votes_entry(cfg.votes)},
         "row_dtype": dtype_descr(dtype), "bytes_per_row": dtype.itemsize, "total_rows": total,
         "shards": plan_shards(total, cfg.batch_size, world),
     }
     return manifest, dtype
+
+
+def _votes_entry(votes: int) -> dict:
+    """Manifest fields of teacher voting; none without it, so unvoted manifests stay as they
+    were (and a resume of a set recorded before voting existed still matches)."""
+    if votes == 0:
+        return {}
+    return {"votes": votes, "vote_scale": list(augment.VOTE_SCALE)}
 
 
 def plan_shards(total: int, batch_size: int, world: int) -> list[dict]:
