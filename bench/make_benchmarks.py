@@ -9,6 +9,7 @@ hand. Sections whose JSON does not exist yet say so.
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -374,6 +375,7 @@ def section_students() -> list[str]:
 
 STRONG_STUDENTS = "students_strong"  # issue #13's long protocol (bench_students --results)
 STRONG_GOAL = (92.0, 1.5)  # best mean test OA (%) and its gain over no KD (points)
+TEST_SHAPES, VAL_SHAPES = 2468, 985  # ModelNet40 test split; 10% of its 9,843 train shapes
 
 
 WIP_STUDENTS = RESULTS.parents[1] / "zoo" / "wip" / "students"
@@ -487,6 +489,8 @@ def section_students_strong() -> list[str]:
         lines += ["", f"**Goal {'met' if met else 'not met'}:** best mean {means[best]:.2f}% "
                   f"({mode_label(best)}, {len(groups[best])} seed(s)), {gain:+.2f} points over "
                   f"no KD (goal: ≥ {STRONG_GOAL[0]}% and ≥ +{STRONG_GOAL[1]})."]
+        if not met:
+            lines += strong_limit_lines(groups, means)
     plot = _plot_student_curves(groups, RESULTS / "students_strong_curves.png")
     if plot:
         lines += ["", "Validation OA per epoch, mean over the seeds run (the schedule is long "
@@ -495,6 +499,76 @@ def section_students_strong() -> list[str]:
     lines += ["", "Commands (first seed of each mode):", ""]
     lines += [f"- {mode_label(m)}: `{groups[m][0]['command']}`" for m in order]
     return lines + wip_student_lines() + [""]
+
+
+def strong_limit_lines(groups: dict[str, list[dict]], means: dict[str, float]) -> list[str]:
+    """Issue #13: the evidence for what keeps the long-protocol students below the goal."""
+    teacher = load(STRONG_TEACHER)
+    if teacher is None or "plain" not in groups:
+        return []
+    t_oa = 100 * next(e["test_oa"] for e in teacher["evaluations"]
+                      if e["checkpoint"].startswith("zoo/"))
+    best = max(means, key=means.get)
+    plain = [100 * r["test_oa"] for r in groups["plain"]]
+    lines = ["", "What limits it, with the evidence:", "",
+             f"- **The teacher is barely above the student.** The teacher scores {t_oa:.2f}% "
+             f"single-view test OA; the student without KD "
+             f"{mean_std([r['test_oa'] for r in groups['plain']])}%. The goal "
+             f"(≥ {STRONG_GOAL[0]}%) asks a {groups['plain'][0]['params'] / 1e6:.3f}M student to "
+             f"beat its {teacher['params'] / 1e6:.2f}M teacher by {STRONG_GOAL[0] - t_oa:.2f} "
+             f"points; the best mode reached {means[best]:.2f}% ({mode_label(best)})."]
+    overlap = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("overlap_*.json"))]
+    if overlap:
+        t_only = [o["teacher_only"] for o in overlap]
+        s_only = [o["student_only"] for o in overlap]
+        n = overlap[0]["shapes"]
+        lines.append(
+            f"- **What it could still teach is little.** On the {n:,} test shapes the teacher "
+            f"is right where a finished student is wrong on {min(t_only)}–{max(t_only)} shapes "
+            f"({100 * min(t_only) / n:.1f}–{100 * max(t_only) / n:.1f}%), and the student "
+            f"right where the teacher is wrong on {min(s_only)}–{max(s_only)} "
+            f"(table \"What the strong teacher could still teach\"). Reaching "
+            f"{STRONG_GOAL[0]}% from the no-KD mean takes "
+            f"{round((STRONG_GOAL[0] - statistics.fmean(plain)) / 100 * n)} more right shapes, "
+            "net: learning most of the teacher-only shapes while losing none of the "
+            "student-only ones.")
+    p_test = statistics.fmean(plain) / 100
+    p_val = statistics.fmean(r["val_oa"] for r in groups["plain"])
+    sd_test = 100 * (p_test * (1 - p_test) / TEST_SHAPES) ** 0.5
+    sd_val = 100 * (p_val * (1 - p_val) / VAL_SHAPES) ** 0.5
+    runs = [r for rs in groups.values() for r in rs if "test_oa_last" in r]
+    gaps = [100 * abs(r["test_oa"] - r["test_oa_last"]) for r in runs]
+    lines.append(
+        f"- **Noise is of the size of the effects.** Seed-to-seed std of the no-KD student: "
+        f"{statistics.stdev(plain):.2f} points. A test OA on {TEST_SHAPES:,} shapes has a "
+        f"binomial std of ≈ {sd_test:.2f} points, a validation OA on {VAL_SHAPES} shapes "
+        f"≈ {sd_val:.2f}; "
+        "the best-validation epoch is picked among epochs that validation cannot tell apart"
+        + (f", and its test OA differs from the last epoch's by up to {max(gaps):.2f} points "
+           f"on the same run ({len(runs)} runs)" if gaps else "") + ".")
+    curves = [r["val_oa_curve"] for r in groups["plain"] if r.get("val_oa_curve")]
+    if curves and min(len(c) for c in curves) >= 40:
+        late = [100 * statistics.fmean(c[-20:]) for c in curves]
+        before = [100 * statistics.fmean(c[-40:-20]) for c in curves]
+        rise = statistics.fmean(late) - statistics.fmean(before)
+        lines.append(
+            f"- **The schedule.** Validation OA of the no-KD student, mean over its last 20 "
+            f"epochs: {statistics.fmean(late):.2f}%, over the 20 before: "
+            f"{statistics.fmean(before):.2f}% ({rise:+.2f}: "
+            + ("flat within the validation noise" if abs(rise) < sd_val / 2 else "still moving")
+            + "; curves below).")
+    votes = load("records_quality_votes.json")
+    if votes and len(votes["sets"]) == 2:
+        a, b = votes["sets"]
+        lines.append(
+            f"- **Levers not run here.** A more accurate target from the same teacher: "
+            f"`record --votes {b['votes']}` targets are right on "
+            f"{100 * b['held_out']['acc']:.2f}% of the replayed copies of the teacher's "
+            f"held-out shapes vs {100 * a['held_out']['acc']:.2f}% single-view (\"Teacher "
+            "voting at record time\"); a K = 20 voted record set costs 5× the recording "
+            "(~1 h of one core) and a new round of students. Beyond that, a teacher of "
+            "another kind, alone or as an ensemble member (`record --teacher A --teacher B`).")
+    return lines
 
 
 def _plot_student_curves(groups: dict[str, list[dict]], out: Path) -> str | None:
@@ -865,7 +939,11 @@ def section_teachers() -> list[str]:
 def section_distill() -> list[str]:
     lines = ["## Distillation step time and memory (plain vs offline KD vs online KD)", ""]
     found = False
-    for name, what in (("distill_efficiency_modelnet40.json",
+    for name, what in (("distill_efficiency_modelnet40_strong.json",
+                        "ModelNet40, the strong CPU teacher (student_l, 0.97M params) and its "
+                        "K=20 records, as in the long protocol (issue #13), β = 0; measured "
+                        "with the two training queues paused (SIGSTOP)"),
+                       ("distill_efficiency_modelnet40.json",
                         "ModelNet40, 1,024 points, the CPU teacher (PointNet) and its K=10 "
                         "records"),
                        ("distill_efficiency.json", "the synthetic demo's artefacts "
@@ -875,7 +953,8 @@ def section_distill() -> list[str]:
             continue
         found = True
         s, m, q = d["step_seconds"], d["peak_rss_mb"], d["ratios"]
-        lines += [f"**{what}.** Command: `{d['command']}` · machine: {d['machine']['cpu']}, "
+        env = "POINTKD_NATIVE_OPS=1 " if "strong" in name else ""
+        lines += [f"**{what}.** Command: `{env}{d['command']}` · machine: {d['machine']['cpu']}, "
                   f"{d['machine']['threads']} threads · student {d['setup']['student']}, batch "
                   f"{d['setup']['batch_size']}, {d['setup']['steps']} steps × "
                   f"{d['setup']['repeats']} interleaved rounds (median)", "",
