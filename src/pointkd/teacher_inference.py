@@ -70,8 +70,8 @@ def logits_over_rows(teachers: list[Teacher], points: Tensor, spec: augment.Augm
     """(params as stored in float16, int64 seeds, float32 logits (n, T, C) as numpy) for each
     batch of `batch_size` consecutive rows of `rows`. Row r is copy k = r // N of shape
     r % N (N = len(points)); `combine="mean"` averages the teachers (T = 1); `votes`: see
-    `teacher_logits`. On CUDA the
-    logits of batch i are copied back while batch i + 1 runs (one batch in flight)."""
+    `teacher_logits`. On CUDA the logits of batch i are copied back while batch i + 1 runs
+    (one batch in flight)."""
     n, pending = len(points), None
     for lo in range(rows.start, rows.stop, batch_size):
         ids = torch.arange(lo, min(lo + batch_size, rows.stop))
