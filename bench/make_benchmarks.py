@@ -194,7 +194,9 @@ def section_flatness() -> list[str]:
     if probe:
         lines += ["", "A first probe of τ on validation (offline KD from the zoo PointNet "
                   "records, student_s, 15 epochs, seed 0, one run each, one after the other on "
-                  "the same code; the run-to-run noise floor above is ~0.6 points):", "",
+                  "the same code; the run-to-run noise floor above is ~0.6 points; the commands "
+                  "ran with the preset of that time, 15 epochs: add `--epochs 15` to rerun them "
+                  "now):", "",
                   "| τ | best val OA | test OA | command |", "|---:|---:|---:|---|"]
         lines += [f"| {r['tau']:g} | {pct(r['val_oa'])} | {pct(r['test_oa'])} | "
                   f"`{r['command']}` |" for r in probe["runs"]]
@@ -330,7 +332,11 @@ def section_students() -> list[str]:
               f"sample std over seeds. Student {first['model']} ({first['params'] / 1e6:.3f}M "
               f"params), {first['epochs']} epochs each. Machine: {first['machine']}. Queue "
               "command: `python bench/bench_students.py --records runs/mn40/rec_pointnet_k10 "
-              "...` (each row's exact `pointkd` command is below the table and in its JSON).", "",
+              "...` (each row's exact `pointkd` command is below the table and in its JSON). "
+              "These runs used the preset as it was then, τ = 4 and 15 epochs; since issue #13 "
+              "it holds the long recipe (τ = 1, β = −0.3, 100 epochs), so to rerun one of these "
+              "commands now, add `distill.tau=4` (the commands give epochs and β "
+              "themselves).", "",
               "| run | seeds | test OA % | test mAcc % | val OA % | train min/run |",
               "|---|---:|---:|---:|---:|---:|"]
     order = sorted(groups, key=lambda m: (mode_label(m), m))
@@ -480,6 +486,13 @@ def section_students_strong() -> list[str]:
                      f"{last_epoch_cell(rs)} | "
                      f"{f'{sum(sec) / len(sec):.0f}' if sec else '–'} | "
                      f"{sum(r['train_seconds_total'] for r in rs) / len(rs) / 60:.0f} |")
+    eff = load("distill_efficiency_modelnet40_strong.json")
+    if eff:
+        lines += ["", "s/epoch: median over a run's epochs while two queues shared the 2 cores "
+                  "(one thread each), so only indicative; the controlled step-time ratio is "
+                  f"online/offline ×{eff['ratios']['online_over_offline_step']:.2f} "
+                  f"(offline/plain ×{eff['ratios']['offline_over_plain_step']:.2f}), measured "
+                  "side by side in \"Distillation step time and memory\"."]
     lines += paired_lines(groups)
     means = group_means(groups)
     if "plain" in means and len(means) > 1:

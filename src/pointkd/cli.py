@@ -537,7 +537,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "minutes; with --data, distil from the zoo's ModelNet40 records")
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--data", help="ModelNet40 (HDF5 folder): distill a student from the "
-                   "committed zoo record set and compare it with no KD (~15 min on 2 cores)")
+                   "committed zoo record set and compare it with no KD (~1 h on 2 cores)")
     p.add_argument("--config", help="preset (default: configs/synthetic_demo.yaml, or "
                    "configs/modelnet40_distill_cpu.yaml with --data)")
     p.add_argument("--epochs", type=int, help="epochs per run instead of the preset's "
