@@ -421,6 +421,17 @@ def section_overlap() -> list[str]:
         lines.append(f"| `{d['teacher']}` | `{d['student']}` | {100 * d['teacher_oa']:.2f} | "
                      f"{100 * d['student_oa']:.2f} | {d['both_right']} | {d['teacher_only']} "
                      f"| {d['student_only']} | {d['both_wrong']} |")
+    by_mode: dict[str, list[dict]] = {}
+    for path in found:  # overlap_<teacher>_<mode>-s<seed>.json
+        mode = path.stem.rsplit("-s", 1)[0].split("_")[-1]
+        by_mode.setdefault(mode, []).append(json.loads(path.read_text()))
+    lines += ["", "Mean over seeds, per mode: " + "; ".join(
+        f"{mode_label(m)}: teacher only {statistics.fmean(d['teacher_only'] for d in ds):.1f}, "
+        f"student only {statistics.fmean(d['student_only'] for d in ds):.1f} "
+        f"({len(ds)} run{'s' if len(ds) > 1 else ''})"
+        for m, ds in sorted(by_mode.items(), key=lambda kv: mode_label(kv[0])))
+        + ". Distillation moves the student towards the teacher (fewer teacher-only shapes) "
+        "and gives back part of that on shapes the student alone got right."]
     lines += ["", "Commands: " + "; ".join(f"`{json.loads(p.read_text())['command']}`"
                                            for p in found) + f" · machine: "
               f"{json.loads(found[0].read_text())['machine']}.", ""]
