@@ -20,7 +20,8 @@ demo: $(STAMP)
 	$(VENV)/bin/pointkd demo --out runs/demo
 
 # ModelNet40 (HDF5 folder): a student distilled from the zoo's record set vs the same student
-# without KD, the measured 100-epoch recipe: ~1 h on 2 cores. Usage: make demo-modelnet40 DATA=../shared/data/modelnet40_1024
+# without KD, the measured 100-epoch recipe: ~1 h on 2 cores.
+# Usage: make demo-modelnet40 DATA=../shared/data/modelnet40_1024
 demo-modelnet40: $(STAMP)
 	@test -n "$(DATA)" || { echo "usage: make demo-modelnet40 DATA=path/to/modelnet40_1024"; exit 2; }
 	$(VENV)/bin/pointkd demo --data "$(DATA)" --out runs/demo_modelnet40

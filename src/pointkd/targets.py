@@ -129,5 +129,5 @@ class OnlineTeacher(AugmentedShapes):
 
     def target(self, batch: Batch, x: Tensor) -> Tensor:
         with torch.no_grad(), autocast(x.device, self.amp):
-            return teacher_logits([self.teacher], x, batch.shapes, batch.seeds.to(x.device),
+            return teacher_logits([self.teacher], x, batch.shapes, batch.seeds,
                                   self.votes)[:, 0]

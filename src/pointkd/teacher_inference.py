@@ -49,8 +49,9 @@ def teacher_logits(teachers: list[Teacher], x: Tensor, samples: Tensor,
 
     `votes` > 0: each teacher's mean logits over `x` itself and `votes` views of it, each
     scaled per axis by `augment.vote_scales(seeds, votes)` (seeds: the clouds' point-level
-    seeds). The views are of exactly the cloud the student gets, and derive from its seed, so
-    recorded and online targets agree and a record row's target is reproducible."""
+    seeds, on any device: only the scales move to `x`'s). The views are of exactly the cloud
+    the student gets, and derive from its seed, so recorded and online targets agree and a
+    record row's target is reproducible."""
     z = torch.stack([t(x, samples) for t in teachers], dim=1)
     if votes == 0:
         return z
@@ -81,7 +82,7 @@ def logits_over_rows(teachers: list[Teacher], points: Tensor, spec: augment.Augm
         x = augment.apply(points[samples.to(device)], params16.float().to(device),
                           seeds.to(device), spec)
         with autocast(device):
-            z = teacher_logits(teachers, x, samples, seeds.to(device), votes)
+            z = teacher_logits(teachers, x, samples, seeds, votes)
         if combine == "mean":
             z = z.mean(dim=1, keepdim=True)
         event = None
