@@ -8,12 +8,13 @@ export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: demo demo-modelnet40 test lint bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	# torch is pinned (CPU wheel); an unpinned torch would pull the CUDA stack.
-	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[test]'
+	# torch is pinned here (the CPU wheel, constraints.txt); the package itself declares a
+	# range. An unpinned torch would pull the CUDA stack.
+	$(PY) -m pip install -q -c constraints.txt torch
+	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
 	@touch $(STAMP)
 
 demo: $(STAMP)

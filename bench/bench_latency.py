@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from machine import cpu_name  # bench/machine.py (script dir on sys.path)
+from machine import cpu_name, native_ops_used  # bench/machine.py (script dir on sys.path)
 
 from pointkd.checkpoint import load_model, save_checkpoint
 from pointkd.export import export_onnx
@@ -131,7 +131,7 @@ def main() -> None:
            "machine": {"cpu": cpu_name(), "threads": args.threads,
                        "loadavg_1min_at_start": load_start,
                        "loadavg_1min_at_end": round(os.getloadavg()[0], 2),
-                       "native_ops": os.environ.get("POINTKD_NATIVE_OPS") == "1",
+                       "native_ops": native_ops_used(),
                        # PASSIVE: idle OpenMP threads sleep, and waking them costs each
                        # parallel op tens of µs, which shows at batch 1
                        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset"),

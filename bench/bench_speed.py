@@ -42,6 +42,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from machine import native_ops_used  # bench/machine.py (script dir on sys.path)
 
 from pointkd.models import count_parameters, create_model, list_models, ops
 
@@ -329,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
                             "input": source, "rounds": args.rounds, "iters": args.iters,
                             "threads": torch.get_num_threads(),
                             # the optional C++ kernels of pointkd.models.native (new tree only)
-                            "native_ops": os.environ.get("POINTKD_NATIVE_OPS") == "1",
+                            "native_ops": native_ops_used(),
                             "malloc": ("keep freed (mallopt), both trees"
                                        if args.keep_freed_memory else
                                        "keep freed (mallopt), new tree only"

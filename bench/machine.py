@@ -14,3 +14,11 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def native_ops_used() -> bool:
+    """Whether pointkd's C++ kernels are in use in this process (on by default; built and
+    checked on first use, `POINTKD_NATIVE_OPS=0` turns them off)."""
+    from pointkd.models import native
+
+    return native.available()

@@ -89,6 +89,9 @@ def _add_compute_options(p: argparse.ArgumentParser, default_device: str | None 
     p.add_argument("--threads", type=int_at_least(1), default=None,
                    help="CPU threads for PyTorch (default: torch's own choice; fewer than the "
                    "cores on a busy machine)")
+    p.add_argument("--native-ops", choices=["auto", "off"], default=None,
+                   help="pointkd's C++ CPU kernels: auto (default: built once on first use, "
+                   "else the PyTorch ops) or off; the same as POINTKD_NATIVE_OPS")
 
 
 def _set_threads(threads: int | None) -> None:
@@ -96,6 +99,21 @@ def _set_threads(threads: int | None) -> None:
         import torch
 
         torch.set_num_threads(threads)
+
+
+def _set_native_ops(choice: str | None) -> None:
+    """--native-ops wins over POINTKD_NATIVE_OPS; a bad value of the variable is an error
+    here, before any work, rather than in the middle of a run."""
+    import os
+
+    if choice is None and not os.environ.get("POINTKD_NATIVE_OPS"):
+        return  # the default: nothing to check, and no torch import for `pointkd --help`
+    from pointkd.models import native
+
+    if choice is not None:
+        native.set_mode(choice)
+        os.environ["POINTKD_NATIVE_OPS"] = choice  # for worker processes (demo, torchrun)
+    native.mode()
 
 
 def _main_process() -> bool:
@@ -574,6 +592,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.argv = argv
     func: Callable[[argparse.Namespace], int] = args.func
     try:
+        _set_native_ops(getattr(args, "native_ops", None))
         with quiet_warnings():
             code = func(args)
     except PointKDError as exc:

@@ -87,6 +87,7 @@ def run_synthetic_demo(out: str | Path, quick: bool, config: str | Path,
     from multiprocessing import get_context
 
     from pointkd.data import describe, load_split, save_preview
+    from pointkd.models import native
     from pointkd.records import record
 
     out = rundir.check_output_path(out)  # never ., /, home, a file; its runs are locked
@@ -136,6 +137,7 @@ def run_synthetic_demo(out: str | Path, quick: bool, config: str | Path,
               f"{student_cfg.train.epochs} epochs, seeds {', '.join(map(str, seeds))}), "
               f"{workers} at a time")
     done: dict[str, dict] = {}
+    native.available()  # a first build of the CPU kernels happens here, not in every worker
     with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
         _run_jobs(pool, jobs, done)
         teacher = done["teacher"]

@@ -26,609 +26,194 @@ stay within the model's own float noise (gradients of student_l differ from the 
 by less than they differ between 1 and 2 threads); DGCNN, whose later kNN runs in feature
 space, turns such rounding into a few different neighbours (≈1e-3 in its logits in training).
 
-Off unless `POINTKD_NATIVE_OPS=1`: it is compiled with the system C++ compiler on first use
-(torch.utils.cpp_extension, cached under ~/.cache/torch_extensions; about a minute once) for
-this CPU (`-march=native`: do not share that cache between machines of different CPUs). If
-the build fails, a warning says why and the PyTorch ops are used. Traced/exported graphs
-(TorchScript, ONNX) always hold the PyTorch ops.
+On by default (`auto`): the C++ source, `native.cpp` beside this file, is compiled with the
+system C++ compiler on first use (about a minute, once; a one-line notice says so) for the CPU
+it runs on, then checked against the PyTorch ops on a small input; if there is no compiler,
+the build fails or the check fails, one line says why and the PyTorch ops do the same work.
+`POINTKD_NATIVE_OPS=0` (or `--native-ops off`, or `set_mode("off")`) turns them off.
+
+The build cache (`$POINTKD_KERNEL_CACHE`, default `~/.cache/pointkd/kernels`) holds one
+directory per binary, named by a hash of everything that makes a binary CPU-specific: the
+source, the flags, the `-march` target and the instruction sets the compiler enables for it
+on this CPU, the compiler's version and torch's version. A home directory shared by nodes of
+different CPUs thus holds one build per kind of CPU, and no node loads another's (an AVX-512
+binary on a CPU without it would die of SIGILL). `POINTKD_NATIVE_MARCH` sets the target
+(default `native`; e.g. `x86-64-v3` for one build that every AVX2 node can run).
+Traced/exported graphs (TorchScript, ONNX) always hold the PyTorch ops.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import shutil
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 from torch import Tensor
 
+from pointkd.errors import ModelError, PointKDWarning
 from pointkd.models.ops import _timed
 
-__all__ = ["available", "fps_knn", "gather_max", "gathered_backward", "gathered_max",
-           "prefix_knn"]
+__all__ = ["MODES", "NativeOpsError", "available", "build_key", "cache_dir", "fps_knn",
+           "gather_max", "gathered_backward", "gathered_max", "mode", "prefix_knn", "set_mode"]
 
-_SOURCE = r"""
-#include <torch/extension.h>
-#include <ATen/Parallel.h>
-#include <algorithm>
-#include <array>
-#include <cstring>
-#include <cmath>
-#include <limits>
-#include <mutex>
-#include <vector>
-#if defined(__AVX512F__)
-#include <immintrin.h>
-#endif
 
-typedef float f16v __attribute__((vector_size(64)));
-typedef int32_t i16v __attribute__((vector_size(64)));
-
-// mind = min(mind, d) and the first index of the largest mind (NaNs never chosen; n - 1 if
-// every value is NaN). 16 running maxima with their first indices, one per vector lane, held
-// in registers (GCC vectors: the plain loop kept them in memory behind a branch); combined,
-// they give the lowest index at the max.
-static inline int64_t update_min_argmax(float* __restrict__ mind, const float* __restrict__ d,
-                                        int64_t n) {
-  const float ninf = -std::numeric_limits<float>::infinity();
-  f16v lanes = f16v{} + ninf;
-  i16v at = i16v{}, pos = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
-  int64_t j = 0;
-  for (; j + 16 <= n; j += 16) {
-    f16v m, v;
-    std::memcpy(&m, mind + j, sizeof m);
-    std::memcpy(&v, d + j, sizeof v);
-    v = m < v ? m : v;
-    std::memcpy(mind + j, &v, sizeof v);
-    const auto up = v > lanes;
-    lanes = up ? v : lanes;
-    at = up ? pos : at;
-    pos += 16;
-  }
-  // the largest lane, then the lowest index among the lanes holding it; branch-free (the
-  // winner's lane is unpredictable: a branch here mispredicts at every FPS step)
-  float best = ninf;
-  for (int t = 0; t < 16; ++t) best = lanes[t] > best ? lanes[t] : best;
-  int32_t first = std::numeric_limits<int32_t>::max();
-  for (int t = 0; t < 16; ++t) first = (lanes[t] == best && at[t] < first) ? at[t] : first;
-  int64_t arg = best == ninf ? -1 : first;
-  for (; j < n; ++j) {  // the tail: indices above every lane's, so ties keep the earlier
-    const float v = mind[j] < d[j] ? mind[j] : d[j];
-    mind[j] = v;
-    if (v > best) {
-      best = v;
-      arg = j;
-    }
-  }
-  return arg >= 0 ? arg : n - 1;
-}
-
-// A squared distance and its index as one sortable integer: non-negative floats order as their
-// bit patterns, so sorting the keys orders by (distance, index): ties keep the lowest index.
-// NaN sorts as +inf.
-static inline uint64_t sq_key(float v, int64_t j) {
-  if (!(v == v)) v = std::numeric_limits<float>::infinity();
-  uint32_t bits;
-  std::memcpy(&bits, &v, sizeof bits);
-  return ((uint64_t)bits << 32) | (uint64_t)j;
-}
-
-// An upper bound of the k-th smallest of the 64 non-negative floats g, at most 2^-8
-// (relative) above it: the top 16 bits of its bit pattern (non-negative floats order as their
-// bits), found from the top bit down by counting the values below each candidate. Branch-free
-// with AVX-512, where nth_element's mispredicted branches cost more than the rest of the
-// selection.
-static inline float kth_bound(float* g, int64_t k) {
-#if defined(__AVX512F__)
-  const __m512i g0 = _mm512_loadu_si512(g), g1 = _mm512_loadu_si512(g + 16),
-                g2 = _mm512_loadu_si512(g + 32), g3 = _mm512_loadu_si512(g + 48);
-  uint32_t ans = 0;
-  for (int bit = 30; bit >= 15; --bit) {
-    const uint32_t cand = ans | (1u << bit);
-    const __m512i c = _mm512_set1_epi32((int32_t)cand);
-    const int below = __builtin_popcount((unsigned)_mm512_cmplt_epi32_mask(g0, c)) +
-                      __builtin_popcount((unsigned)_mm512_cmplt_epi32_mask(g1, c)) +
-                      __builtin_popcount((unsigned)_mm512_cmplt_epi32_mask(g2, c)) +
-                      __builtin_popcount((unsigned)_mm512_cmplt_epi32_mask(g3, c));
-    ans = below < k ? cand : ans;
-  }
-  ans |= (1u << 15) - 1;  // past +inf this is a NaN: no candidate, and the caller takes all
-  float bound;
-  std::memcpy(&bound, &ans, sizeof bound);
-  return bound;
-#else
-  std::nth_element(g, g + (k - 1), g + 64);
-  return g[k - 1];
-#endif
-}
-
-// The k smallest of the n >= k squared distances d, ascending by (distance, index), into
-// out_d/out_j (NaN as +inf). tau, (a bound of) the k-th smallest minimum of 64 strided groups,
-// bounds the k-th smallest distance (k groups each hold a value <= tau), so only values
-// <= tau are candidates — on clouds, a few more than k (18 on average for k = 16 of 1,024
-// points of ModelNet40) — collected in one vectorised pass.
-// Scratch: cd, cj and keys of n + 16 entries.
-static void k_smallest(const float* __restrict__ d, int64_t n, int64_t k,
-                       float* __restrict__ out_d, int64_t* __restrict__ out_j,
-                       float* __restrict__ cd, int32_t* __restrict__ cj,
-                       uint64_t* __restrict__ keys, float* __restrict__ given_gm = nullptr) {
-  constexpr int64_t L = 64;
-  const float inf = std::numeric_limits<float>::infinity();
-  float tau = inf;
-  if (n >= L && k <= L) {
-    float own[L];
-    float* gm = given_gm;  // the group minima, when the caller's pass made them
-    if (gm == nullptr) {
-      gm = own;
-      for (int64_t l = 0; l < L; ++l) gm[l] = inf;
-      int64_t r = 0;
-      for (; r + L <= n; r += L)
-        for (int64_t l = 0; l < L; ++l) gm[l] = d[r + l] < gm[l] ? d[r + l] : gm[l];
-      for (int64_t l = 0; r + l < n; ++l) gm[l] = d[r + l] < gm[l] ? d[r + l] : gm[l];
-    }
-    tau = kth_bound(gm, k);
-  }
-  int64_t cnt = 0, j = 0;
-#if defined(__AVX512F__)
-  // register compress, then a plain store (compress-to-memory is slow on some CPUs)
-  const __m512 tv = _mm512_set1_ps(tau);
-  __m512i iv = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-  const __m512i step = _mm512_set1_epi32(16);
-  for (; j + 16 <= n; j += 16) {
-    const __m512 v = _mm512_loadu_ps(d + j);
-    const __mmask16 hit = _mm512_cmp_ps_mask(v, tv, _CMP_LE_OQ);
-    // stored whether or not any value hit (a branch on it would mispredict often)
-    _mm512_storeu_ps(cd + cnt, _mm512_maskz_compress_ps(hit, v));
-    _mm512_storeu_si512(cj + cnt, _mm512_maskz_compress_epi32(hit, iv));
-    cnt += __builtin_popcount((unsigned)hit);
-    iv = _mm512_add_epi32(iv, step);
-  }
-#endif
-  for (; j < n; ++j) {
-    cd[cnt] = d[j];
-    cj[cnt] = (int32_t)j;
-    cnt += d[j] <= tau;
-  }
-  if (cnt >= k) {
-    for (int64_t c = 0; c < cnt; ++c) keys[c] = sq_key(cd[c], cj[c]);
-  } else {  // NaNs among the k nearest: every value is a candidate
-    cnt = n;
-    for (int64_t c = 0; c < n; ++c) keys[c] = sq_key(d[c], c);
-  }
-  if (cnt <= 64) {
-    // a few candidates: each one's rank by counting the smaller keys (keys are distinct,
-    // branch-free, vectorised), the k first in their places
-    for (int64_t c = 0; c < cnt; ++c) {
-      int64_t rank = 0;
-      for (int64_t e = 0; e < cnt; ++e) rank += keys[e] < keys[c];
-      if (rank < k) out_j[rank] = (int64_t)(keys[c] & 0xffffffffu);
-    }
-  } else {
-    std::nth_element(keys, keys + (k - 1), keys + cnt);
-    std::sort(keys, keys + k);
-    for (int64_t q = 0; q < k; ++q) out_j[q] = (int64_t)(keys[q] & 0xffffffffu);
-  }
-  for (int64_t q = 0; q < k; ++q) out_d[q] = d[out_j[q]];
-}
-
-#if defined(__AVX512F__)
-// One FPS step in one pass over the cloud (n a multiple of 16): the distances d to the
-// current sample (the same operations as the scalar loop: a product, then two fused
-// multiply-adds), mind = min(mind, d), the lanes' first maxima of mind (as
-// update_min_argmax) and the minima of 64 strided groups of d (as k_smallest). Returns the
-// next sample.
-static inline int64_t fps_step(const float* __restrict__ x, const float* __restrict__ y,
-                               const float* __restrict__ z, float cx, float cy, float cz,
-                               float* __restrict__ d, float* __restrict__ mind, int64_t n,
-                               float* __restrict__ gm) {
-  const __m512 vx = _mm512_set1_ps(cx), vy = _mm512_set1_ps(cy), vz = _mm512_set1_ps(cz);
-  const float ninf = -std::numeric_limits<float>::infinity();
-  __m512 lanes = _mm512_set1_ps(ninf);
-  __m512 g[4];
-  for (int r = 0; r < 4; ++r) g[r] = _mm512_set1_ps(std::numeric_limits<float>::infinity());
-  __m512i at = _mm512_setzero_si512();
-  __m512i pos = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-  const __m512i step = _mm512_set1_epi32(16);
-  for (int64_t j = 0; j < n; j += 16) {
-    __m512 t = _mm512_sub_ps(_mm512_loadu_ps(x + j), vx);
-    __m512 e = _mm512_mul_ps(t, t);
-    t = _mm512_sub_ps(_mm512_loadu_ps(y + j), vy);
-    e = _mm512_fmadd_ps(t, t, e);
-    t = _mm512_sub_ps(_mm512_loadu_ps(z + j), vz);
-    const __m512 dv = _mm512_fmadd_ps(t, t, e);
-    _mm512_storeu_ps(d + j, dv);
-    // min(a, b) is a < b ? a : b, NaN and ties taking b: the scalar loops' selections
-    const __m512 v = _mm512_min_ps(_mm512_loadu_ps(mind + j), dv);
-    _mm512_storeu_ps(mind + j, v);
-    const __mmask16 up = _mm512_cmp_ps_mask(v, lanes, _CMP_GT_OQ);
-    lanes = _mm512_mask_mov_ps(lanes, up, v);
-    at = _mm512_mask_mov_epi32(at, up, pos);
-    pos = _mm512_add_epi32(pos, step);
-    const int r = (int)((j >> 4) & 3);
-    g[r] = _mm512_min_ps(dv, g[r]);
-  }
-  for (int r = 0; r < 4; ++r) _mm512_storeu_ps(gm + 16 * r, g[r]);
-  float lv[16];
-  int32_t li[16];
-  _mm512_storeu_ps(lv, lanes);
-  _mm512_storeu_si512(li, at);
-  float best = ninf;
-  for (int t2 = 0; t2 < 16; ++t2) best = lv[t2] > best ? lv[t2] : best;
-  int32_t first = std::numeric_limits<int32_t>::max();
-  for (int t2 = 0; t2 < 16; ++t2) first = (lv[t2] == best && li[t2] < first) ? li[t2] : first;
-  return best == ninf ? n - 1 : first;
-}
-#endif
-
-// Per cloud: FPS from point 0 (ties: lowest index), the k nearest points of every sample
-// (k_smallest: ascending, ties to the lowest index), and the first `rows` distance rows.
-std::vector<torch::Tensor> fps_knn(torch::Tensor xyz, int64_t m, int64_t k, int64_t rows) {
-  TORCH_CHECK(xyz.dim() == 3 && xyz.size(2) == 3 && xyz.scalar_type() == torch::kFloat,
-              "fps_knn: expected float (B, N, 3)");
-  auto pts = xyz.contiguous();
-  const int64_t B = pts.size(0), N = pts.size(1);
-  TORCH_CHECK(0 < m && m <= N && 0 < k && k <= N && 0 <= rows && rows <= m, "fps_knn: sizes");
-  auto idx = torch::empty({B, m}, torch::kLong);
-  auto nbr = torch::empty({B, m, k}, torch::kLong);
-  auto sq = torch::empty({B, m, k}, torch::kFloat);
-  auto table = torch::empty({B, rows, N}, torch::kFloat);
-  const float* P = pts.data_ptr<float>();
-  int64_t* I = idx.data_ptr<int64_t>();
-  int64_t* NB = nbr.data_ptr<int64_t>();
-  float* SQ = sq.data_ptr<float>();
-  float* T = table.data_ptr<float>();
-  at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
-    std::vector<float> x(N), y(N), z(N), mind(N), d(N), cd(N + 16);
-    std::vector<int32_t> cj(N + 16);
-    std::vector<uint64_t> keys(N + 16);
-    float gm[64];
-    for (int64_t b = b0; b < b1; ++b) {
-      const float* p = P + b * N * 3;
-      for (int64_t j = 0; j < N; ++j) {
-        x[j] = p[3 * j]; y[j] = p[3 * j + 1]; z[j] = p[3 * j + 2];
-        mind[j] = std::numeric_limits<float>::infinity();
-      }
-      int64_t far = 0;
-      for (int64_t i = 0; i < m; ++i) {
-        I[b * m + i] = far;
-        const float cx = x[far], cy = y[far], cz = z[far];
-        int64_t next;
-        float* given = nullptr;
-#if defined(__AVX512F__)
-        if (N % 16 == 0 && N >= 64) {
-          next = fps_step(x.data(), y.data(), z.data(), cx, cy, cz, d.data(), mind.data(), N,
-                          gm);
-          given = gm;
-        } else
-#endif
-        {
-          for (int64_t j = 0; j < N; ++j) {
-            float t = x[j] - cx;
-            float e = t * t;
-            t = y[j] - cy;
-            e = std::fma(t, t, e);  // as torch's vectorised addcmul_: one rounding
-            t = z[j] - cz;
-            d[j] = std::fma(t, t, e);
-          }
-          next = update_min_argmax(mind.data(), d.data(), N);
-        }
-        if (i < rows) std::copy(d.begin(), d.end(), T + (b * rows + i) * N);
-        k_smallest(d.data(), N, k, SQ + (b * m + i) * k, NB + (b * m + i) * k, cd.data(),
-                   cj.data(), keys.data(), given);
-        far = next;
-      }
-    }
-  });
-  return {idx, nbr, sq, table};
-}
-
-// Channels [c, c + W) of one group of the gathered pool (see gathered_max), the running
-// values held in registers: each neighbour's row is read twice from cache (max pass, then
-// hits and sums) instead of being copied out and re-read through accumulators in memory.
-// Per channel the sums run over k in order, so the results are the same floats as a plain
-// loop. V is float for the tail channels, or a 16-lane GCC vector: compilers do not
-// vectorise the loop nest by themselves (their outer-loop vectoriser gives up on it).
-template <typename V>
-static inline V load(const float* p) {
-  V v;
-  std::memcpy(&v, p, sizeof(V));
-  return v;
-}
-
-template <typename V>
-static inline void store(float* p, const V& v) {
-  std::memcpy(p, &v, sizeof(V));
-}
-
-template <typename V>
-static inline void pool_channels(const float* __restrict__ X, const int64_t* __restrict__ ix,
-                                 int64_t K, int64_t C, const float* __restrict__ ce,
-                                 const float* __restrict__ sgn, const float* __restrict__ sh,
-                                 float* __restrict__ tp_out, float* __restrict__ zs_out,
-                                 int64_t* __restrict__ wn_out, double* __restrict__ a1,
-                                 double* __restrict__ a2, bool& tied) {
-  constexpr int W = sizeof(V) / sizeof(float);
-  const V sg = load<V>(sgn), cv = load<V>(ce), shv = load<V>(sh);
-  const V zero = load<V>(std::array<float, W>{}.data());
-  const V one = zero + 1.f, kmax = zero + (float)K;
-  // max of sgn·z, times sgn: the max or the min of z, exactly (sign flips are exact)
-  V mx = sg * (load<V>(X + ix[0] * C) + cv);
-  for (int64_t k = 1; k < K; ++k) {
-    const V v = sg * (load<V>(X + ix[k] * C) + cv);
-    mx = v > mx ? v : mx;
-  }
-  const V tp = sg * mx;
-  V cnt = zero, wk = kmax, zs = zero, f1 = zero, f2 = zero;
-  // count the neighbours at the max, keep the first that is, add z to the sums
-  for (int64_t k = 0; k < K; ++k) {
-    const V v = load<V>(X + ix[k] * C) + cv;
-    const V kf = zero + (float)k;
-    const V cand = v == tp ? kf : kmax;
-    cnt += v == tp ? one : zero;
-    wk = cand < wk ? cand : wk;
-    zs += v;
-    const V d = v - shv;
-    f1 += d;
-    f2 += d * d;
-  }
-  float w[W], c1[W], c2[W], n[W];
-  store(tp_out, tp);
-  store(zs_out, zs);
-  store(w, wk);
-  store(c1, f1);
-  store(c2, f2);
-  store(n, cnt);
-  bool any = false;
-  for (int t = 0; t < W; ++t) {
-    wn_out[t] = ix[(int64_t)w[t]];
-    a1[t] += c1[t];
-    a2[t] += c2[t];
-    any |= n[t] > 1.5f;
-  }
-  tied = tied || any;
-}
-
-// Training forward of the gathered pool z[g, k] = x[index[g, k]] + centre[g]: per (group,
-// channel) the max (gamma >= 0) or min of z over k and the x row it came from, whether
-// another k reached the same value (a tie), the sum over k, and per channel the sums of
-// (z - shift) and (z - shift)^2 in double.
-std::vector<torch::Tensor> gathered_max(torch::Tensor x, torch::Tensor index,
-                                        torch::Tensor centre, torch::Tensor gamma,
-                                        torch::Tensor shift) {
-  TORCH_CHECK(x.scalar_type() == torch::kFloat && x.is_contiguous() && index.is_contiguous() &&
-              centre.is_contiguous(), "gathered_max: expected contiguous float tensors");
-  const int64_t G = index.size(0), K = index.size(1), C = x.size(1);
-  auto top = torch::empty({G, C}, torch::kFloat);
-  auto winner = torch::empty({G, C}, torch::kLong);
-  auto zsum = torch::empty({G, C}, torch::kFloat);
-  auto tied = torch::zeros({G}, torch::kBool);
-  auto s1 = torch::zeros({C}, torch::kDouble);
-  auto s2 = torch::zeros({C}, torch::kDouble);
-  auto neg = gamma.lt(0).contiguous();
-  auto sh = shift.contiguous();
-  const float* X = x.data_ptr<float>();
-  const int64_t* IX = index.data_ptr<int64_t>();
-  const float* CE = centre.data_ptr<float>();
-  const bool* NEG = neg.data_ptr<bool>();
-  const float* SH = sh.data_ptr<float>();
-  float* TP = top.data_ptr<float>();
-  int64_t* WN = winner.data_ptr<int64_t>();
-  float* ZS = zsum.data_ptr<float>();
-  bool* TD = tied.data_ptr<bool>();
-  double* S1 = s1.data_ptr<double>();
-  double* S2 = s2.data_ptr<double>();
-  std::mutex lock;
-  at::parallel_for(0, G, 64, [&](int64_t g0, int64_t g1) {
-    std::vector<double> a1(C, 0.0), a2(C, 0.0);
-    std::vector<float> sgn(C);  // +1, or -1 where the min is taken
-    for (int64_t c = 0; c < C; ++c) sgn[c] = NEG[c] ? -1.f : 1.f;
-    for (int64_t g = g0; g < g1; ++g) {
-      const int64_t* ix = IX + g * K;
-      const float* ce = CE + g * C;
-      bool t = false;
-      int64_t c0 = 0;
-      for (; c0 + 16 <= C; c0 += 16)
-        pool_channels<f16v>(X + c0, ix, K, C, ce + c0, sgn.data() + c0, SH + c0,
-                          TP + g * C + c0, ZS + g * C + c0, WN + g * C + c0, a1.data() + c0,
-                          a2.data() + c0, t);
-      for (; c0 < C; ++c0)
-        pool_channels<float>(X + c0, ix, K, C, ce + c0, sgn.data() + c0, SH + c0,
-                         TP + g * C + c0, ZS + g * C + c0, WN + g * C + c0, a1.data() + c0,
-                         a2.data() + c0, t);
-      TD[g] = t;
-    }
-    std::lock_guard<std::mutex> guard(lock);
-    for (int64_t c = 0; c < C; ++c) { S1[c] += a1[c]; S2[c] += a2[c]; }
-  });
-  return {top, winner, tied, zsum, s1, s2};
-}
-
-// Backward of the gathered pool into dx (layers._gathered_backward): dx[j] = (x[j]·alpha)·cnt_j
-// with cnt_j the times row j is a neighbour, then dx[index[g, k]] += offset + centre[g]·alpha
-// for every slot, and dx[winner[g, c], c] += sparse[g, c] for groups without ties. The same
-// operations, in the same order, as the PyTorch path; the scatter is serial (no write races).
-void gathered_backward(torch::Tensor dx, torch::Tensor x, torch::Tensor index,
-                       torch::Tensor centre, torch::Tensor alpha, torch::Tensor offset,
-                       torch::Tensor winner, torch::Tensor tied, torch::Tensor sparse) {
-  TORCH_CHECK(dx.is_contiguous() && x.is_contiguous() && index.is_contiguous() &&
-              centre.is_contiguous() && winner.is_contiguous() && sparse.is_contiguous() &&
-              dx.scalar_type() == torch::kFloat && x.scalar_type() == torch::kFloat &&
-              centre.scalar_type() == torch::kFloat, "gathered_backward: contiguous float");
-  const int64_t R = x.size(0), G = index.size(0), K = index.size(1), C = x.size(1);
-  auto al = alpha.contiguous();
-  auto of = offset.contiguous();
-  float* DX = dx.data_ptr<float>();
-  const float* X = x.data_ptr<float>();
-  const int64_t* IX = index.data_ptr<int64_t>();
-  const float* CE = centre.data_ptr<float>();
-  const float* AL = al.data_ptr<float>();
-  const float* OF = of.data_ptr<float>();
-  const int64_t* WN = winner.data_ptr<int64_t>();
-  const bool* TD = tied.data_ptr<bool>();
-  const float* SP = sparse.data_ptr<float>();
-  std::vector<float> cnt(R, 0.f);
-  for (int64_t j = 0; j < G * K; ++j) {
-    TORCH_CHECK(0 <= IX[j] && IX[j] < R, "gathered_backward: index out of range");
-    cnt[IX[j]] += 1.f;
-  }
-  at::parallel_for(0, R, 256, [&](int64_t r0, int64_t r1) {
-    for (int64_t j = r0; j < r1; ++j) {
-      const float* __restrict__ xr = X + j * C;
-      float* __restrict__ dr = DX + j * C;
-      const float n = cnt[j];
-      for (int64_t c = 0; c < C; ++c) dr[c] = (xr[c] * AL[c]) * n;
-    }
-  });
-  std::vector<float> add(C);
-  for (int64_t g = 0; g < G; ++g) {
-    const float* __restrict__ ce = CE + g * C;
-    for (int64_t c = 0; c < C; ++c) add[c] = OF[c] + ce[c] * AL[c];
-    for (int64_t k = 0; k < K; ++k) {
-      float* __restrict__ row = DX + IX[g * K + k] * C;
-      for (int64_t c = 0; c < C; ++c) row[c] += add[c];
-    }
-    if (TD[g]) continue;
-    for (int64_t c = 0; c < C; ++c) DX[WN[g * C + c] * C + c] += SP[g * C + c];
-  }
-}
-
-// Later stages' neighbourhoods: anchors are the first m FPS samples, points the first `refs`
-// samples. Distances are computed from the coordinates with the very operations of the FPS
-// loop above (so they equal its distance rows bit for bit) instead of being read from those
-// rows: `refs` scattered reads per anchor miss the cache once a batch's rows outgrow it.
-// Returns the k nearest as sample positions j < refs, ascending by distance (ties: lowest j),
-// and their squared distances.
-std::vector<torch::Tensor> prefix_knn(torch::Tensor xyz, torch::Tensor idx, int64_t m,
-                                      int64_t refs, int64_t k) {
-  TORCH_CHECK(xyz.dim() == 3 && xyz.size(2) == 3 && xyz.scalar_type() == torch::kFloat &&
-              idx.dim() == 2 && idx.scalar_type() == torch::kLong &&
-              idx.size(0) == xyz.size(0), "prefix_knn: expected float (B, N, 3), long (B, M0)");
-  auto pts = xyz.contiguous();
-  auto ix = idx.contiguous();
-  const int64_t B = pts.size(0), N = pts.size(1), M0 = ix.size(1);
-  TORCH_CHECK(0 < m && m <= refs && refs <= M0 && 0 < k && k <= refs, "prefix_knn: sizes");
-  const int64_t* I = ix.data_ptr<int64_t>();
-  for (int64_t j = 0; j < B * M0; ++j)
-    TORCH_CHECK(0 <= I[j] && I[j] < N, "prefix_knn: index out of range");
-  auto nbr = torch::empty({B, m, k}, torch::kLong);
-  auto sq = torch::empty({B, m, k}, torch::kFloat);
-  const float* P = pts.data_ptr<float>();
-  int64_t* NB = nbr.data_ptr<int64_t>();
-  float* SQ = sq.data_ptr<float>();
-  at::parallel_for(0, B, 1, [&](int64_t b0, int64_t b1) {
-    std::vector<float> x(refs), y(refs), z(refs), d(refs), cd(refs + 16);
-    std::vector<int32_t> cj(refs + 16);
-    std::vector<uint64_t> keys(refs + 16);
-    for (int64_t b = b0; b < b1; ++b) {
-      for (int64_t j = 0; j < refs; ++j) {
-        const float* p = P + (b * N + I[b * M0 + j]) * 3;
-        x[j] = p[0]; y[j] = p[1]; z[j] = p[2];
-      }
-      for (int64_t a = 0; a < m; ++a) {
-        const float cx = x[a], cy = y[a], cz = z[a];
-        for (int64_t j = 0; j < refs; ++j) {
-          float t = x[j] - cx;
-          float e = t * t;
-          t = y[j] - cy;
-          e = std::fma(t, t, e);
-          t = z[j] - cz;
-          d[j] = std::fma(t, t, e);
-        }
-        const int64_t r = b * m + a;
-        k_smallest(d.data(), refs, k, SQ + r * k, NB + r * k, cd.data(), cj.data(),
-                   keys.data());
-      }
-    }
-  });
-  return {nbr, sq};
-}
-
-// Inference of a local stage's pool: out[b, g] = act(max_k table[b, nbr[b, g, k]] + centre[b, g])
-// (BatchNorm folded, so the max may come before the monotonic activation; NaNs propagate as
-// in amax/relu). table (B, N, C), nbr (B, M, K), centre (B, M, C), all float32 but nbr.
-torch::Tensor gather_max_act(torch::Tensor table, torch::Tensor nbr, torch::Tensor centre,
-                             double slope) {
-  TORCH_CHECK(table.dim() == 3 && nbr.dim() == 3 && centre.dim() == 3 &&
-              table.scalar_type() == torch::kFloat && centre.scalar_type() == torch::kFloat &&
-              nbr.scalar_type() == torch::kLong, "gather_max_act: dtypes/shapes");
-  auto tb = table.contiguous();
-  auto nb = nbr.contiguous();
-  auto ce = centre.contiguous();
-  const int64_t B = tb.size(0), N = tb.size(1), C = tb.size(2), M = nb.size(1), K = nb.size(2);
-  TORCH_CHECK(nb.size(0) == B && ce.size(0) == B && ce.size(1) == M && ce.size(2) == C && K > 0,
-              "gather_max_act: sizes");
-  const int64_t* IX = nb.data_ptr<int64_t>();
-  for (int64_t j = 0; j < B * M * K; ++j)
-    TORCH_CHECK(0 <= IX[j] && IX[j] < N, "gather_max_act: index out of range");
-  auto out = torch::empty({B, M, C}, torch::kFloat);
-  const float* X = tb.data_ptr<float>();
-  const float* CE = ce.data_ptr<float>();
-  float* O = out.data_ptr<float>();
-  const float s = (float)slope;
-  at::parallel_for(0, B * M, 16, [&](int64_t g0, int64_t g1) {
-    for (int64_t g = g0; g < g1; ++g) {
-      const float* __restrict__ T = X + (g / M) * N * C;
-      const int64_t* ix = IX + g * K;
-      float* __restrict__ o = O + g * C;
-      const float* __restrict__ cg = CE + g * C;
-      int64_t c0 = 0;
-      // 16 channels at a time, the running max in a register (the plain loop below kept
-      // it in memory: a load and a store per neighbour and channel)
-      for (; c0 + 16 <= C; c0 += 16) {
-        f16v mx, v;
-        std::memcpy(&mx, T + ix[0] * C + c0, sizeof mx);
-        for (int64_t q = 1; q < K; ++q) {
-          std::memcpy(&v, T + ix[q] * C + c0, sizeof v);
-          mx = ((v > mx) | (v != v)) ? v : mx;
-        }
-        std::memcpy(&v, cg + c0, sizeof v);
-        v = mx + v;
-        v = v < 0.f ? v * s : v;
-        std::memcpy(o + c0, &v, sizeof v);
-      }
-      const float* __restrict__ first = T + ix[0] * C;
-      for (int64_t c = c0; c < C; ++c) o[c] = first[c];
-      for (int64_t q = 1; q < K; ++q) {
-        const float* __restrict__ row = T + ix[q] * C;
-        for (int64_t c = c0; c < C; ++c) {
-          const float v = row[c];
-          o[c] = (v > o[c] || v != v) ? v : o[c];
-        }
-      }
-      for (int64_t c = c0; c < C; ++c) {
-        const float v = o[c] + cg[c];
-        o[c] = v < 0.f ? v * s : v;
-      }
-    }
-  });
-  return out;
-}
-"""
+MODES = ("auto", "off")
+_ALIASES = {"": "auto", "auto": "auto", "1": "auto", "on": "auto", "0": "off", "off": "off"}
+_SOURCE = Path(__file__).with_name("native.cpp")
+_FUNCTIONS = ("fps_knn", "prefix_knn", "gather_max_act", "gathered_max", "gathered_backward")
 
 _module = None
 _failed = False
+_mode: str | None = None  # set_mode(); None = from POINTKD_NATIVE_OPS
+
+
+class NativeOpsError(ModelError):
+    """A bad POINTKD_NATIVE_OPS / --native-ops value."""
+
+
+def set_mode(mode: str | None) -> None:
+    """`"auto"` (build on first use, fall back to the PyTorch ops if that fails) or `"off"`;
+    None goes back to the environment variable POINTKD_NATIVE_OPS."""
+    global _mode
+    if mode is not None and mode not in MODES:
+        raise NativeOpsError(f"native ops mode must be one of {', '.join(MODES)}, got {mode!r}")
+    _mode = mode
+
+
+def mode() -> str:
+    """The mode in force: set_mode()'s, else POINTKD_NATIVE_OPS (unset = auto; 1/on = auto,
+    0/off = off)."""
+    if _mode is not None:
+        return _mode
+    value = os.environ.get("POINTKD_NATIVE_OPS", "").strip().lower()
+    if value not in _ALIASES:
+        raise NativeOpsError(f"POINTKD_NATIVE_OPS must be auto, on/1 or off/0, got {value!r}")
+    return _ALIASES[value]
 
 
 def available() -> bool:
-    """Whether the kernel is enabled (POINTKD_NATIVE_OPS=1) and built; builds it once."""
+    """Whether the kernels are on and built: builds and checks them once per process."""
     global _module, _failed
-    if os.environ.get("POINTKD_NATIVE_OPS", "0") != "1" or _failed:
+    if _failed or mode() == "off":
         return False
     if _module is not None:
         return True
     try:
-        from torch.utils.cpp_extension import load_inline
-
-        _module = load_inline(
-            name="pointkd_native_v22", cpp_sources=[_SOURCE],
-            functions=["fps_knn", "prefix_knn", "gather_max_act", "gathered_max",
-                       "gathered_backward"],
-            extra_cflags=["-O3", "-march=native", "-ffp-contract=off", "-fopenmp"],
-            extra_ldflags=["-fopenmp"], verbose=False)
-    except Exception as exc:  # no compiler, no headers: the PyTorch ops do the same work
+        module = _build()
+        problem = _self_check(module)
+    except Exception as exc:  # no compiler, no headers, no cache directory: fall back
+        problem = f"{type(exc).__name__}: {_first_line(exc)}"
+    if problem:
         _failed = True
-        warnings.warn(f"pointkd: native ops unavailable ({type(exc).__name__}: {exc}); "
-                      "using the PyTorch ops", stacklevel=2)
+        warnings.warn(f"CPU kernels unavailable ({problem}); using the PyTorch ops "
+                      "(POINTKD_NATIVE_OPS=0 silences this)", PointKDWarning, stacklevel=2)
         return False
+    _module = module
     return True
+
+
+def build_key() -> dict[str, str]:
+    """Everything the binary depends on besides the source: what goes into its cache name."""
+    import torch
+
+    march = os.environ.get("POINTKD_NATIVE_MARCH", "native").strip() or "native"
+    cxx = os.environ.get("CXX", "c++")
+    return {"march": march, "cflags": " ".join(_cflags(march)), "cxx": cxx,
+            "compiler": _run([cxx, "--version"]).partition("\n")[0],
+            "target": _target_features(cxx, march), "torch": torch.__version__,
+            "python": sys.version.split()[0]}
+
+
+def cache_dir(key: dict[str, str] | None = None) -> Path:
+    """This CPU's build directory: the cache root / pointkd_native_<hash of source and key>."""
+    key = build_key() if key is None else key
+    root = os.environ.get("POINTKD_KERNEL_CACHE") or Path.home() / ".cache/pointkd/kernels"
+    digest = hashlib.sha256(_SOURCE.read_bytes())
+    digest.update(json.dumps(key, sort_keys=True).encode())
+    return Path(root) / f"pointkd_native_{digest.hexdigest()[:16]}"
+
+
+def _cflags(march: str) -> list[str]:
+    # -ffp-contract=off: the FPS distances must be summed as torch sums them (explicit fma)
+    return ["-O3", f"-march={march}", "-ffp-contract=off", "-fopenmp"]
+
+
+def _target_features(cxx: str, march: str) -> str:
+    """The -march value and the instruction sets the compiler enables for it here (`-march=
+    native` resolves to this CPU's), as the compiler reports them."""
+    out = _run([cxx, f"-march={march}", "-Q", "--help=target"])
+    keep = [line.split()[0].rstrip("=") + "=" + line.split()[-1] for line in out.splitlines()
+            if line.strip().startswith(("-march=", "-mtune="))]
+    keep += sorted(line.split()[0] for line in out.splitlines()
+                   if line.strip().startswith("-m") and line.rstrip().endswith("[enabled]"))
+    return hashlib.sha256(" ".join(keep).encode()).hexdigest()[:16] + " " + " ".join(keep[:2])
+
+
+def _run(cmd: list[str]) -> str:
+    return subprocess.run(cmd, capture_output=True, text=True, check=True, timeout=60).stdout
+
+
+def _build():
+    from torch.utils.cpp_extension import load
+
+    _put_ninja_on_path()
+    key = build_key()
+    directory = cache_dir(key)
+    name = directory.name
+    if not (directory / f"{name}.so").exists():
+        warnings.warn(f"compiling CPU kernels once, ~1 min (cached in {directory})",
+                      PointKDWarning, stacklevel=3)
+    directory.mkdir(parents=True, exist_ok=True)
+    return load(name=name, sources=[str(_SOURCE)], build_directory=str(directory),
+                extra_cflags=_cflags(key["march"]), extra_ldflags=["-fopenmp"], verbose=False)
+
+
+def _put_ninja_on_path() -> None:
+    """torch runs `ninja` from PATH; a venv used without activating it has the `ninja`
+    package (a dependency) but not its directory on PATH."""
+    if shutil.which("ninja") is None:
+        try:
+            import ninja
+        except ImportError:
+            return  # the build then fails with torch's own message, and we fall back
+        os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
+
+
+def _self_check(module) -> str:
+    """The kernels against the PyTorch ops on one small cloud: the same FPS samples, the same
+    distances (to float rounding), the same neighbours' distances and the same pool values.
+    Returns what differs, or "" when all agree."""
+    import torch
+
+    from pointkd.models import ops
+
+    g = torch.Generator().manual_seed(0)
+    xyz = torch.rand(2, 300, 3, generator=g) * 2 - 1
+    idx, nbr, sq, table = module.fps_knn(xyz, 32, 8, 32)
+    ref_idx, ref_table = ops.fps_with_distances(xyz, 32)
+    if not torch.equal(idx, ref_idx):
+        return "self-check: FPS samples differ from the PyTorch ops"
+    if not torch.allclose(table, ref_table[:, :32], rtol=1e-5, atol=1e-6):
+        return "self-check: FPS distances differ from the PyTorch ops"
+    ref_sq, _ = ref_table.sort(dim=-1)
+    if not torch.allclose(sq.sort(-1).values, ref_sq[..., :8], rtol=1e-5, atol=1e-6):
+        return "self-check: neighbour distances differ from the PyTorch ops"
+    feats = torch.randn(2, 300, 37, generator=g)
+    centre = torch.randn(2, 32, 37, generator=g)
+    pooled = module.gather_max_act(feats, nbr, centre, 0.0)
+    if not torch.equal(pooled, torch.relu(ops.gather_max(feats, nbr) + centre)):
+        return "self-check: the pool differs from the PyTorch ops"
+    return ""
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[-1][:200] if text else "no message"
 
 
 @_timed

@@ -29,8 +29,8 @@ for `first`, eager, this 2-core CPU) and exports to ONNX as an unrolled loop: pi
 Neighbourhoods (`sampler="fps"`): the FPS loop computes the distance from every sample to
 every point anyway; kept as a table, it *is* the kNN table of all stages (stage 1: samples ×
 all points; later stages: shorter FPS prefixes × FPS prefixes), so no stage runs its own
-distance matmul, and σ comes from the neighbours' distances without a gather. With
-`POINTKD_NATIVE_OPS=1` (`models/native.py`) the loop and the stage-1 selection, the later
+distance matmul, and σ comes from the neighbours' distances without a gather. With the
+C++ kernels (`models/native.py`, on by default) the loop and the stage-1 selection, the later
 stages' selections (from the coordinates, with the loop's own arithmetic, so the same
 distances without keeping the table), the training-mode gathered max-pool and the inference
 pool run as C++ kernels with the same results.
