@@ -78,6 +78,38 @@ def test_export_onnx_parity_cli(cli, tmp_path):
     assert "argmax agreement 100.00%" in out and (tmp_path / "m.onnx").is_file()
 
 
+@pytest.mark.parametrize("sampler", ["first", "fps_coarse"])
+def test_export_with_a_cheaper_sampler_says_what_it_costs(cli, tmp_path, sampler):
+    """--sampler: the graph runs the chosen sampler (parity against PyTorch with that
+    sampler), the metadata says so, and the report compares it with the trained one."""
+    import onnx
+
+    ckpt = make_ckpt(tmp_path / "m.pt")
+    code, out, err = cli("export", ckpt, "--onnx", tmp_path / "m.onnx", "--sampler", sampler,
+                         "--check-data", "synthetic:version=1,test_per_class=5",
+                         "--check-count", "50")
+    assert code == 0, err
+    assert "argmax agreement 100.00%" in out
+    assert f"sampler {sampler} instead of fps: accuracy on the check clouds" in out
+    props = {p.key: p.value for p in onnx.load(str(tmp_path / "m.onnx")).metadata_props}
+    assert props["sampler"] == f"{sampler} (trained with fps)"
+    fps_nodes = len(onnx.load(str(export_onnx(str(ckpt), str(tmp_path / "f.onnx"))["onnx"]))
+                    .graph.node)
+    assert len(onnx.load(str(tmp_path / "m.onnx")).graph.node) < fps_nodes  # fewer FPS steps
+
+
+def test_export_sampler_is_refused_for_models_without_one(cli, tmp_path):
+    torch.manual_seed(0)
+    model = create_model("pointnet", 12).eval()
+    save_checkpoint({"model": "pointnet", "model_kwargs": {}, "num_classes": 12,
+                     "class_names": [str(i) for i in range(12)], "num_points": 256,
+                     "state_dict": model.state_dict()}, tmp_path / "m.pt")
+    code, out, err = cli("export", tmp_path / "m.pt", "--onnx", tmp_path / "m.onnx",
+                         "--sampler", "first")
+    assert code == 2 and "has no anchor sampler" in err and err.count("\n") <= 1
+    assert not (tmp_path / "m.onnx").exists()
+
+
 def test_export_parity_on_real_modelnet40_clouds(modelnet_path, tmp_path):
     ds = load_split(modelnet_path, "test")
     ckpt = make_ckpt(tmp_path / "m.pt", num_points=1024, num_classes=40,

@@ -346,6 +346,16 @@ def cmd_records_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_records_stats(args: argparse.Namespace) -> int:
+    import json
+
+    from pointkd.records.stats import record_stats
+
+    stats = record_stats(args.dir, data=args.data)
+    print(json.dumps(stats.to_dict(), indent=1) if args.json else stats.text())
+    return 0
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     from pointkd.export import iter_predictions
 
@@ -375,7 +385,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     _set_threads(args.threads)
     report = export_onnx(args.checkpoint, args.onnx, opset=args.opset,
                          check_data=args.check_data, check_count=args.check_count,
-                         device=args.device)
+                         device=args.device, sampler=args.sampler)
     points = "any number of points" if report["dynamic_points"] else (
         f"exactly {report['num_points']} points")
     line = (f"wrote {report['onnx']} ({report['bytes'] / 1e6:.2f} MB, opset {report['opset']}; "
@@ -385,6 +395,13 @@ def cmd_export(args: argparse.Namespace) -> int:
         line += (f"; parity on {p['clouds']} clouds: max |diff| {p['max_abs_diff']:.2e}, "
                  f"argmax agreement {100 * p['argmax_agreement']:.2f}%")
     print(line)
+    if "sampler" in report:
+        sm = report["sampler"]
+        cost = (f": accuracy on the check clouds {100 * sm['check_oa_exported']:.2f}% vs "
+                f"{100 * sm['check_oa_trained']:.2f}% as trained, top-1 agreement "
+                f"{100 * sm['top1_agreement_with_trained']:.2f}%"
+                if "check_oa_exported" in sm else " (--check-data measures what it costs)")
+        print(f"sampler {sm['exported']} instead of {sm['trained']}{cost}")
     return 0
 
 
@@ -518,6 +535,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", action="append", help="weights of module:factory teachers")
     p.add_argument("--config", help="YAML config whose augment section the records must match")
     p.set_defaults(func=cmd_records_verify)
+    p = rec_sub.add_parser("stats", help="teacher accuracy, softness at each tau, view spread")
+    p.add_argument("dir")
+    p.add_argument("--data", help="dataset for the labels (default: the one the manifest names)")
+    p.add_argument("--json", action="store_true", help="print the stats as JSON")
+    p.set_defaults(func=cmd_records_stats)
 
     # models
     p = sub.add_parser("models", help="list registered models with parameter counts")
@@ -547,6 +569,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--opset", type=int_at_least(7), default=18)
     p.add_argument("--check-data", help="dataset whose test split is used for the parity check")
     p.add_argument("--check-count", type=int_at_least(1), default=256)
+    p.add_argument("--sampler", choices=["fps", "fps_coarse", "first"],
+                   help="students: export with this anchor sampler instead of the trained one "
+                   "(faster in ONNX Runtime, less accurate; 'first' needs points in random "
+                   "order); with --check-data the cost is printed")
     _add_compute_options(p, default_device="cpu")
     p.set_defaults(func=cmd_export)
 

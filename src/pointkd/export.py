@@ -103,12 +103,23 @@ NORMALIZATION = ("unit_sphere: subtract the cloud's mean point, then divide by t
                  "distance of a point from it (pointkd.data.normalize_unit_sphere)")
 
 
+EXPORT_SAMPLERS = ("fps", "fps_coarse", "first")
+
+
 def export_onnx(checkpoint: str, out: str, opset: int = 18, check_data: str | None = None,
-                check_count: int = 256, device: str = "cpu") -> dict:
+                check_count: int = 256, device: str = "cpu", sampler: str | None = None
+                ) -> dict:
     """Export with a dynamic batch axis (and point axis where the model allows it) and the
-    expected input in the metadata; with `check_data`, compare onnxruntime to PyTorch."""
+    expected input in the metadata; with `check_data`, compare onnxruntime to PyTorch.
+
+    `sampler` (students only): export with another anchor sampler than the model was trained
+    with. FPS is a 256-step loop that ONNX Runtime runs node by node (most of a student's
+    batch-1 time); "fps_coarse" (64 steps) and "first" (none: the input order, which must
+    then be random) are faster and less accurate — with `check_data`, the report says by how
+    much on those clouds (BENCHMARKS.md: on ModelNet40)."""
     model, meta = load_model(checkpoint, resolve_device(device))
     num_points = meta.get("num_points", 1024)
+    trained = _set_sampler(model, meta, sampler)
     out_path = Path(out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     # written beside the target and moved over it only once every check has passed, so a
@@ -120,15 +131,23 @@ def export_onnx(checkpoint: str, out: str, opset: int = 18, check_data: str | No
         dynamic = _runs_at_other_point_counts(model, tmp, num_points)
         if not dynamic:  # the traced graph baked the point count in: say so in the graph
             _export(model, meta, tmp, num_points, opset, dynamic_points=False)
-        _write_metadata(tmp, onnx_metadata(meta, num_points, dynamic))
+        props = onnx_metadata(meta, num_points, dynamic)
+        if trained is not None:
+            props["sampler"] = f"{model.sampler} (trained with {trained})"
+        _write_metadata(tmp, props)
         report = {"onnx": str(out_path), "model": meta["model"], "opset": opset,
                   "bytes": tmp.stat().st_size, "num_points": num_points,
                   "dynamic_points": dynamic}
+        if trained is not None:
+            report["sampler"] = {"exported": model.sampler, "trained": trained}
         if check_data:
             from pointkd.data import load_split
 
             ds = load_split(check_data, "test", num_points=num_points)
-            report["parity"] = check_parity(model, tmp, ds.points[:check_count])
+            points, labels = ds.points[:check_count], ds.labels[:check_count]
+            report["parity"] = check_parity(model, tmp, points)
+            if trained is not None:
+                report["sampler"].update(_sampler_cost(model, trained, points, labels))
         os.replace(tmp, out_path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -195,6 +214,37 @@ def _runs_at_other_point_counts(model: torch.nn.Module, path: Path, num_points: 
         if got.shape != ref.shape or not np.allclose(got, ref, atol=1e-3, rtol=1e-3):
             return False
     return True
+
+
+def _set_sampler(model: torch.nn.Module, meta: dict, sampler: str | None) -> str | None:
+    """Switch a student's anchor sampler for export; returns the one it was trained with, or
+    None when the sampler is left as it is."""
+    if sampler is None or sampler == getattr(model, "sampler", None):
+        return None
+    if sampler not in EXPORT_SAMPLERS:
+        raise ModelError(f"--sampler must be one of {', '.join(EXPORT_SAMPLERS)}, got "
+                         f"{sampler!r}")
+    if not hasattr(model, "sampler"):
+        raise ModelError(f"model '{meta['model']}' has no anchor sampler to choose (--sampler "
+                         "is for the student family)")
+    trained, model.sampler = model.sampler, sampler
+    return trained
+
+
+def _sampler_cost(model: torch.nn.Module, trained: str, points: np.ndarray,
+                  labels: np.ndarray) -> dict:
+    """Accuracy on the check clouds with the exported sampler and with the trained one, and
+    how often their top-1 agree: what the faster export costs."""
+    exported = model.sampler
+    fast = predict_logits(model, points, 32, "cpu").argmax(1).numpy()
+    model.sampler = trained
+    try:
+        slow = predict_logits(model, points, 32, "cpu").argmax(1).numpy()
+    finally:
+        model.sampler = exported
+    return {"check_oa_exported": float((fast == labels).mean()),
+            "check_oa_trained": float((slow == labels).mean()),
+            "top1_agreement_with_trained": float((fast == slow).mean())}
 
 
 def onnx_metadata(meta: dict, num_points: int, dynamic_points: bool) -> dict[str, str]:
