@@ -59,7 +59,7 @@ def env_prefix() -> str:
 def worker(args: argparse.Namespace) -> None:
     """One backend in this process: seconds per call at batch 1 and 32, as JSON on stdout."""
     torch.set_num_threads(args.threads)
-    if args.worker == "onnxruntime":
+    if args.worker.startswith("onnxruntime"):
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
@@ -95,7 +95,10 @@ def main() -> None:
     ap.add_argument("--iters", type=int, default=30)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--json", default="bench/results/latency.json")
-    ap.add_argument("--worker", choices=BACKENDS, help=argparse.SUPPRESS)
+    ap.add_argument("--onnx-samplers", nargs="*", default=[], metavar="SAMPLER",
+                    help="students: also time ONNX exports with these anchor samplers "
+                    "(`pointkd export --sampler`), as backends onnxruntime_<sampler>")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--onnx", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
@@ -113,12 +116,17 @@ def main() -> None:
                              "class_names": [str(i) for i in range(40)],
                              "num_points": args.num_points, "state_dict": m.state_dict()}, ckpt)
         model, meta = load_model(ckpt, "cpu")
-        export_onnx(ckpt, f"{tmp}/m.onnx")
-        results: dict[str, dict[int, list[float]]] = {b: {1: [], 32: []} for b in BACKENDS}
+        onnx = {"onnxruntime": f"{tmp}/m.onnx"}
+        export_onnx(ckpt, onnx["onnxruntime"])
+        for sampler in args.onnx_samplers:
+            onnx[f"onnxruntime_{sampler}"] = f"{tmp}/m_{sampler}.onnx"
+            export_onnx(ckpt, onnx[f"onnxruntime_{sampler}"], sampler=sampler)
+        backends = [*BACKENDS, *(f"onnxruntime_{s}" for s in args.onnx_samplers)]
+        results: dict[str, dict[int, list[float]]] = {b: {1: [], 32: []} for b in backends}
         for _ in range(args.rounds):
-            for name in BACKENDS:
+            for name in backends:
                 cmd = [sys.executable, __file__, "--worker", name, "--checkpoint", ckpt,
-                       "--onnx", f"{tmp}/m.onnx", "--threads", str(args.threads),
+                       "--onnx", onnx.get(name, ""), "--threads", str(args.threads),
                        "--iters", str(args.iters), "--num-points", str(args.num_points)]
                 done = subprocess.run(cmd, check=True, capture_output=True, text=True)
                 for batch, secs in json.loads(done.stdout.splitlines()[-1]).items():
