@@ -153,7 +153,7 @@ def _run_config(args: argparse.Namespace, extra: dict[str, object]):
         **extra,
     }
     # strings quoted, so that YAML keeps `--out ~` or `--data 123` a path (not null, 123)
-    overrides = [f"{k}={json.dumps(v) if isinstance(v, str) else v}"
+    overrides = [f"{k}={json.dumps(v) if isinstance(v, str | list) else v}"
                  for k, v in shortcuts.items() if v is not None]
     # explicit dotted overrides win over the shortcuts
     return load_config(args.config, overrides + list(args.overrides))
@@ -249,7 +249,9 @@ def cmd_distill(args: argparse.Namespace) -> int:
         return code
     extra: dict[str, object] = {
         "model.name": args.student,
-        "distill.records": args.records,
+        "distill.records": args.records[0] if args.records else None,
+        "distill.extra_records": args.records[1:] if args.records and len(args.records) > 1
+        else None,
         "distill.teacher": args.teacher,
         "distill.online": True if args.online else None,
         "distill.alpha": args.alpha,
@@ -299,6 +301,7 @@ def cmd_record(args: argparse.Namespace) -> int:
     root = record(RecordConfig(
         teachers=args.teacher, data=args.data, out=args.out, k=args.k, seed=args.seed,
         logits=args.logits, topk=args.topk, combine=args.combine, votes=args.votes,
+        unlabelled=args.unlabelled,
         batch_size=args.batch_size,
         device=args.device, resume=args.resume, overwrite=args.overwrite,
         augment=augment_spec(args.config), progress=not args.no_progress,
@@ -461,7 +464,9 @@ def build_parser() -> argparse.ArgumentParser:
     # distill
     p = sub.add_parser("distill", help="train a student from records (offline) or teacher (online)")
     p.add_argument("--student", help="student model name")
-    p.add_argument("--records", help="record-set directory (offline KD)")
+    p.add_argument("--records", action="append",
+                   help="record-set directory (offline KD); repeat to add record sets over "
+                   "other shapes, e.g. unlabelled ones (distill.extra_records)")
     p.add_argument("--teacher", help="teacher checkpoint (online KD, with --online)")
     p.add_argument("--online", action="store_true", help="classic online KD, teacher in memory")
     p.add_argument("--alpha", type=finite_float, help="KD weight (distill.alpha)")
@@ -511,6 +516,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--votes", type=int_at_least(0), default=0,
                    help="store each teacher's mean logits over the replayed cloud and N "
                    "rescaled views of it (multi-view voting; 0 = off; costs N+1 forwards)")
+    p.add_argument("--unlabelled", action="store_true",
+                   help="withhold the data's labels from students: these rows get the KD "
+                   "terms only (distill them beside a labelled set: --records A --records B)")
     p.add_argument("--config", help="YAML config whose `augment` section sets the spec")
     p.add_argument("--batch-size", type=int_at_least(1), default=64)
     _add_compute_options(p)
@@ -627,6 +635,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("pointkd: interrupted", file=sys.stderr)
         code = 130
+    except BrokenPipeError:  # `pointkd records info DIR | head`: the reader left, not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 0
     if "torch.distributed" in sys.modules:  # only a torchrun job ever initialised it
         from pointkd import distributed
 

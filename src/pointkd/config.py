@@ -115,6 +115,9 @@ class DistillConfig:
     # online KD: the teacher's target is its mean over the cloud and this many rescaled views
     # (what `record --votes` stores; offline records carry their own)
     teacher_votes: int = 0
+    # more record sets, each over its own pool of shapes (all of them train; none validates):
+    # rows of a set recorded with --unlabelled get the KD terms only (docs/records.md)
+    extra_records: list[str] = field(default_factory=list)
     LIMITS: ClassVar[dict] = {
         "alpha": Range(0.0), "tau": Range(0.0, low_open=True), "nwsd_warmup_epochs": Range(0),
         "ema_decay": Range(0.0, 1.0), "use_k": Range(0), "teacher_votes": Range(0)}
@@ -126,6 +129,8 @@ class DistillConfig:
          "choose either --records (offline) or --online --teacher, not both"),
         (lambda d: d.online or not d.teacher,
          "--teacher is for online KD: add --online (offline KD uses --records)"),
+        (lambda d: not d.extra_records or (d.records and not d.online),
+         "distill.extra_records add record sets to offline KD: give --records first"),
         (lambda d: d.online or d.teacher_votes == 0,
          "distill.teacher_votes is for online KD; records carry their own votes "
          "(pointkd record --votes)"))
@@ -165,6 +170,9 @@ class RecordConfig:
     # extra views per row: each teacher's logits are its mean over the replayed cloud and
     # `votes` rescaled copies of it (`teacher_inference.teacher_logits`; 0 = the cloud alone)
     votes: int = 0
+    # withhold the pool's labels from students: its rows get the KD terms only (a pool of
+    # unlabelled shapes; or labels a student must not see)
+    unlabelled: bool = False
     batch_size: int = 64  # rows per teacher batch and per write (the resume grid)
     device: str = "auto"
     resume: bool = False
@@ -244,6 +252,11 @@ def _coerce(value: Any, typ: Any, key: str) -> Any:
         if isinstance(value, dict):
             return dict(value)
         raise ConfigError(f"config key '{key}': expected a mapping, got {value!r}")
+    if origin is list:
+        if isinstance(value, list):
+            (item,) = typing.get_args(typ)
+            return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+        raise ConfigError(f"config key '{key}': expected a list, got {value!r}")
     raise ConfigError(f"config key '{key}': unsupported type {typ}")
 
 

@@ -47,11 +47,12 @@ from pointkd.evaluate import (
     evaluate_checkpoint,
     predict_logits,
 )
-from pointkd.losses import total_loss
+from pointkd.losses import UNLABELLED, total_loss
 from pointkd.models import count_parameters, create_model
 from pointkd.progress import track
+from pointkd.records.manifest import read_manifest
 from pointkd.records.reader import check_made_for, open_records
-from pointkd.records.replay import RecordReplay
+from pointkd.records.replay import PooledReplay, RecordReplay
 from pointkd.self_target import SelfTarget, make_self_target
 from pointkd.targets import (
     SINGLE,
@@ -128,14 +129,27 @@ def check_run(cfg: RunConfig) -> None:
     """A run needs valid settings (`config.validate`, also for a RunConfig built in code:
     ranges, choices, the distillation mode and its inputs) and a dataset."""
     validate(cfg)
+    if not cfg.data.path and cfg.distill.mode == "offline":
+        # the dataset the records were made for (open_records checks its fingerprint)
+        cfg.data.path = read_manifest(cfg.distill.records)["data"]["path"]
     if not cfg.data.path:
         raise ConfigError("no dataset given: pass --data PATH (an HDF5 folder, a class-folder "
                           "dataset, or 'synthetic'), or set data.path in the config")
 
 
+@dataclass
+class TrainingPool:
+    """The clouds a run's batches index (`Batch.shapes`): the train split, then the pools of
+    any extra record sets; labels `UNLABELLED` where a record set withholds them."""
+
+    points: Tensor  # (N, P, 3) on the CPU
+    labels: Tensor  # (N,) int64
+
+
 def training_source(cfg: RunConfig, dist: Dist, device: torch.device
-                    ) -> tuple[PointCloudSet, np.ndarray, TargetSource]:
-    """The train split, its validation shapes, and where batches and targets come from."""
+                    ) -> tuple[PointCloudSet, np.ndarray, TargetSource, TrainingPool]:
+    """The train split, its validation shapes, where batches and targets come from, and the
+    clouds the batches index."""
     mode = cfg.distill.mode
     records = open_records(cfg.distill.records) if mode == "offline" else None
     # offline KD replays the clouds the teacher saw: at the record set's point count
@@ -156,7 +170,51 @@ def training_source(cfg: RunConfig, dist: Dist, device: torch.device
     if mode == "online":
         source = OnlineTeacher(source, _load_teacher(cfg, data, device), cfg.train.amp,
                                cfg.distill.teacher_votes)
-    return data, val_idx, source
+    pool = TrainingPool(torch.from_numpy(data.points), torch.from_numpy(data.labels))
+    if records is not None:
+        labelled = records.manifest["data"].get("labels", True)
+        if not labelled:  # the first set's labels were withheld at recording: honour it
+            pool.labels = torch.full_like(pool.labels, UNLABELLED)
+    if cfg.distill.extra_records:
+        source, pool = _pooled_source(cfg, source, pool, data, dist)
+    return data, val_idx, source, pool
+
+
+def _pooled_source(cfg: RunConfig, first: RecordReplay, pool: TrainingPool,
+                   data: PointCloudSet, dist: Dist) -> tuple[PooledReplay, TrainingPool]:
+    """Offline KD from --records and every extra record set, each replaying its own pool (the
+    dataset its manifest names, fingerprint-checked), all shapes of it in training."""
+    parts, offsets = [first], [0]
+    points, labels = [pool.points], [pool.labels]
+    seen = {data.fingerprint(): cfg.distill.records}
+    for i, root in enumerate(cfg.distill.extra_records, start=1):
+        records = open_records(root)
+        d = records.manifest["data"]
+        if d["fingerprint"] in seen:
+            raise ConfigError(f"{root}: made for the same shapes as {seen[d['fingerprint']]}; "
+                              "an extra record set must cover other shapes (more copies of "
+                              "the same shapes: record a larger K instead)")
+        seen[d["fingerprint"]] = root
+        if not d["path"].startswith("synthetic") and not Path(d["path"]).exists():
+            raise ConfigError(f"{root}: made for the dataset at {d['path']}, which is not "
+                              "there from here")
+        if int(d.get("num_points", 0)) != int(data.points.shape[1]):
+            raise ConfigError(f"{root}: {d.get('num_points')} points per cloud, "
+                              f"{cfg.distill.records}: {data.points.shape[1]}")
+        extra = load_split(d["path"], "train", num_points=d.get("num_points"),
+                           normalize=cfg.data.normalize)
+        check_made_for(records, extra, root)
+        if extra.class_names != data.class_names:
+            raise ConfigError(f"{root}: its classes differ from {cfg.distill.records}'s "
+                              "(the same class names in the same order are needed)")
+        offsets.append(sum(len(p) for p in points))
+        parts.append(RecordReplay(records, np.arange(len(extra)), cfg.train.seed + i,
+                                  cfg.distill.rows_per_epoch, dist, cfg.distill.use_k))
+        points.append(torch.from_numpy(extra.points))
+        labels.append(torch.from_numpy(extra.labels) if d.get("labels", True)
+                      else torch.full((len(extra),), UNLABELLED, dtype=torch.long))
+    return (PooledReplay(parts, offsets, cfg.train.seed, dist),
+            TrainingPool(torch.cat(points), torch.cat(labels)))
 
 
 def _load_teacher(cfg: RunConfig, data: PointCloudSet, device: torch.device) -> Teacher:
@@ -190,7 +248,8 @@ class Trainer:
         torch.manual_seed(cfg.train.seed * 1_000_003 + epoch + 7919 * self.dist.rank)
         beta = cfg.distill.beta if epoch >= cfg.distill.nwsd_warmup_epochs else 0.0
         self.model.train()
-        t0, seen, correct, sums = time.perf_counter(), 0, 0, {"loss": 0.0}
+        t0, seen, seen_labelled, correct = time.perf_counter(), 0, 0, 0
+        sums = {"loss": 0.0}
         batches = self.source.batches(epoch, cfg.train.batch_size)
         bar = _progress(batches, self.steps, f"epoch {epoch + 1}/{cfg.train.epochs}", cfg,
                         self.dist)
@@ -199,18 +258,21 @@ class Trainer:
                 break
             loss, parts, logits, y = self.step(batch, beta, f"epoch {epoch + 1}, step {step}")
             n = len(y)
+            labelled = y != UNLABELLED  # train_acc is over the clouds with a label
             seen += n
-            correct += int((logits.argmax(1) == y).sum())
+            seen_labelled += int(labelled.sum())
+            correct += int((logits.argmax(1) == y)[labelled].sum())
             sums["loss"] += float(loss.detach()) * n
             for key, value in parts.items():
                 sums[key] = sums.get(key, 0.0) + value * n
         seconds = time.perf_counter() - t0
         keys = sorted(sums)
-        seen, correct, *totals = self.dist.sum([seen, correct, *(sums[k] for k in keys)])
+        seen, seen_labelled, correct, *totals = self.dist.sum(
+            [seen, seen_labelled, correct, *(sums[k] for k in keys)])
         sums = dict(zip(keys, totals, strict=True))
         return {"epoch": epoch + 1, "lr": self.optimizer.param_groups[0]["lr"],
                 **{f"train_{k}": v / max(seen, 1) for k, v in sums.items()},
-                "train_acc": correct / max(seen, 1), "epoch_seconds": seconds,
+                "train_acc": correct / max(seen_labelled, 1), "epoch_seconds": seconds,
                 "samples_per_s": seen / max(seconds, 1e-9), "beta": beta}
 
     def step(self, batch: Batch, beta: float, where: str
@@ -264,7 +326,8 @@ class Trainer:
 
 
 def build_trainer(cfg: RunConfig, data: PointCloudSet, source: TargetSource,
-                  device: torch.device, dist: Dist, out: Path) -> Trainer:
+                  device: torch.device, dist: Dist, out: Path,
+                  pool: TrainingPool | None = None) -> Trainer:
     """The student (the same initial weights in every process), optimizer, schedule, and
     NWSD's self target when the run distills with beta != 0."""
     torch.manual_seed(cfg.train.seed)
@@ -278,14 +341,15 @@ def build_trainer(cfg: RunConfig, data: PointCloudSet, source: TargetSource,
     if cfg.train.max_steps_per_epoch:
         steps = min(steps, cfg.train.max_steps_per_epoch)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg, steps, dist.world))
+    if pool is None:
+        pool = TrainingPool(torch.from_numpy(data.points), torch.from_numpy(data.labels))
     self_target = None
     if source.distills and cfg.distill.beta != 0:
         self_target = make_self_target(cfg.distill.self_target, model, source.num_rows,
-                                       len(data), data.num_classes, out, cfg.distill.ema_decay,
-                                       cfg.train.amp, dist)
-    return Trainer(cfg, model, net, optimizer, scheduler, source, self_target,
-                   torch.from_numpy(data.points), torch.from_numpy(data.labels), device, dist,
-                   steps)
+                                       len(pool.points), data.num_classes, out,
+                                       cfg.distill.ema_decay, cfg.train.amp, dist)
+    return Trainer(cfg, model, net, optimizer, scheduler, source, self_target, pool.points,
+                   pool.labels, device, dist, steps)
 
 
 @rundir.releases_locks
@@ -298,10 +362,10 @@ def run_training(cfg: RunConfig, resume: bool = False, overwrite: bool = False,
     dist = distributed.init(cfg.train.device)
     dist.on_main(prepare_run_dir, out, resume, overwrite, run_inputs(cfg))
     device = _compute_device(cfg, dist)
-    data, val_idx, source = training_source(cfg, dist, device)
+    data, val_idx, source, pool = training_source(cfg, dist, device)
     if dist.main:
         save_config(cfg, out / "config.yaml")
-    trainer = build_trainer(cfg, data, source, device, dist, out)
+    trainer = build_trainer(cfg, data, source, device, dist, out, pool)
     start_epoch, best, history = 0, {"val_oa": -1.0, "epoch": -1}, []
     if resume:
         start_epoch, best, history = trainer.resume(out / "last.pt", data.num_classes)

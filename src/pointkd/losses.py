@@ -12,6 +12,11 @@ which overshoots the teacher away from where the student already was. `m` can le
 simplex when β < 0 (an entry < 0 makes the loss unbounded below), so we clip it at 0 and
 renormalise — the stability guard. Where no entry is clipped the gradient is exact.
 All KL terms use `batchmean` (sum over classes, mean over the batch).
+
+Unlabelled clouds (label `UNLABELLED` = -1: rows of a record set made with `--unlabelled`)
+take part in the distillation terms only: CE is the mean over the batch's labelled clouds
+(0 when it has none), so a labelled cloud's CE weight does not shrink as unlabelled rows are
+added, and the KD terms average over every cloud.
 """
 
 from __future__ import annotations
@@ -80,8 +85,18 @@ def nwsd_kd_loss(
     return (alpha + beta) * soft_kl(target, student_logits, tau)
 
 
+UNLABELLED = -1  # the label of a cloud whose class is not known (distillation only)
+
+
 def classification_loss(logits: Tensor, labels: Tensor, label_smoothing: float = 0.0) -> Tensor:
-    return F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)
+    """Cross-entropy over the labelled clouds (mean), 0 for a batch without any."""
+    labelled = labels != UNLABELLED
+    if bool(labelled.all()):
+        return F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)
+    if not bool(labelled.any()):
+        return logits.float().sum() * 0.0  # keeps the graph (and the dtype) of a real loss
+    return F.cross_entropy(logits[labelled].float(), labels[labelled],
+                           label_smoothing=label_smoothing)
 
 
 def total_loss(

@@ -100,7 +100,7 @@ class RecordSet:
         return RecordBatch(
             sample=idx % self.num_shapes, k=idx // self.num_shapes,
             params=torch.from_numpy(raw["params"].astype(np.float32)),
-            seeds=torch.from_numpy(np.ascontiguousarray(raw["seed"]).view(np.int64)),
+            seeds=torch.from_numpy(np.array(raw["seed"], np.uint64).view(np.int64)),
             logits=logits[:, 0] if logits.shape[1] == 1 else logits.mean(dim=1),
             teacher_logits=logits if self.each_teacher else None)
 

@@ -66,3 +66,64 @@ class RecordReplay:
 
     def target(self, batch: Batch, x: Tensor) -> Tensor | None:
         return batch.teacher_logits
+
+
+class PooledReplay:
+    """Offline KD from several record sets at once: the first one's training shapes (its
+    validation shapes stay out, as in `RecordReplay`) and every shape of each further set's
+    own pool, all in one shuffled epoch.
+
+    Each part visits its shapes as `RecordReplay` does; batches mix the parts. Shape indices
+    are offset into the concatenation of the parts' clouds (`shape_offsets`) and row keys
+    into the concatenation of their rows, so NWSD's self table keeps one entry per row and
+    per shape across all sets. Which rows get CE is decided by their labels
+    (`losses.UNLABELLED` for a set recorded with `--unlabelled`), not here."""
+
+    distills = True
+
+    def __init__(self, parts: list[RecordReplay], shape_offsets: list[int], seed: int,
+                 dist: Dist = SINGLE):
+        first = parts[0]
+        for part in parts[1:]:
+            if part.spec != first.spec:
+                raise ConfigError(f"{part.records.root}: its augmentation spec differs from "
+                                  f"{first.records.root}'s; record sets distilled together "
+                                  "must replay one spec")
+            if part.records.num_classes != first.records.num_classes:
+                raise ConfigError(f"{part.records.root}: {part.records.num_classes} classes, "
+                                  f"{first.records.root}: {first.records.num_classes}")
+        self.parts, self.shape_offsets, self.seed, self.dist = parts, shape_offsets, seed, dist
+        self.row_offsets = np.cumsum([0] + [p.num_rows for p in parts[:-1]]).tolist()
+        self.spec = first.spec
+        self.num_rows = sum(p.num_rows for p in parts)
+
+    def __len__(self) -> int:  # per process
+        total = sum(len(p.train_idx) * (1 if p.rows_per_epoch == "one_per_shape" else p.k)
+                    for p in self.parts)
+        return math.ceil(total / self.dist.world)
+
+    def batches(self, epoch: int, batch_size: int) -> Iterator[Batch]:
+        rows = [p._epoch_rows(epoch) for p in self.parts]
+        part = np.concatenate([np.full(len(r), i) for i, r in enumerate(rows)])
+        row = np.concatenate(rows)
+        order = epoch_positions(len(row), epoch, self.seed, self.dist)
+        part, row = part[order], row[order]
+        for s in batch_slices(len(row), batch_size):
+            yield self._batch(part[s], row[s])
+
+    def _batch(self, part: np.ndarray, row: np.ndarray) -> Batch:
+        """The rows of one batch, read part by part (each part's rows in batch order)."""
+        shapes, params, seeds, keys, logits = [], [], [], [], []
+        for i in np.unique(part):
+            mine = row[part == i]
+            rb = self.parts[i].records.rows(mine)
+            shapes.append(torch.as_tensor(rb.sample) + self.shape_offsets[i])
+            params.append(rb.params)
+            seeds.append(rb.seeds)
+            keys.append(torch.as_tensor(mine) + self.row_offsets[i])
+            logits.append(rb.logits)
+        return Batch(torch.cat(shapes), torch.cat(params), torch.cat(seeds), torch.cat(keys),
+                     torch.cat(logits))
+
+    def target(self, batch: Batch, x: Tensor) -> Tensor | None:
+        return batch.teacher_logits

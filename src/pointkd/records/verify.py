@@ -110,6 +110,8 @@ def info(root: str) -> str:
         f"  rows        {total:,} = K {m['k']} x {d['num_shapes']:,} shapes (seed {m['seed']})",
         f"  data        {d['name']}: {d['num_classes']} classes, {d['num_points']} points, "
         f"{d['fingerprint'][:19]}…",
+        *(["  labels      withheld: students get the KD terms only on these rows"]
+          if d.get("labels", True) is False else []),
         f"  row         {per_row} B per augmented sample vs {CLOUD_BYTES:,} B for a stored "
         f"1,024-point float32 cloud ({CLOUD_BYTES / per_row:.0f}x smaller)",
         f"  size        {size / 1e6:.2f} MB in {len(m['shards'])} shard(s)",

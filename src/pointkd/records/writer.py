@@ -165,7 +165,8 @@ def _new_manifest(cfg: RecordConfig, ds, models: list, world: int) -> tuple[dict
         "created": _now(), "complete": False,
         "data": {"name": ds.name, "path": str(cfg.data), "fingerprint": ds.fingerprint(),
                  "num_shapes": len(ds), "num_classes": ds.num_classes,
-                 "class_names": list(ds.class_names), "num_points": int(ds.points.shape[1])},
+                 "class_names": list(ds.class_names), "num_points": int(ds.points.shape[1]),
+                 **_labels_entry(cfg.unlabelled)},
         "teachers": [t.entry for t in models],
         "augment": cfg.augment.to_dict(), "k": cfg.k, "seed": cfg.seed,
         "batch_size": cfg.batch_size,
@@ -175,6 +176,12 @@ def _new_manifest(cfg: RecordConfig, ds, models: list, world: int) -> tuple[dict
         "shards": plan_shards(total, cfg.batch_size, world),
     }
     return manifest, dtype
+
+
+def _labels_entry(unlabelled: bool) -> dict:
+    """`labels: false` when the students must not use the pool's labels (the rows get the
+    KD terms only); absent otherwise, so labelled manifests stay as they were."""
+    return {"labels": False} if unlabelled else {}
 
 
 def _votes_entry(votes: int) -> dict:
