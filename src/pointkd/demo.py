@@ -45,6 +45,7 @@ MEASURED = ("BENCHMARKS.md measured 91.13 ± 0.12% (offline KD + NWSD) against 9
             "(no KD) over 3 seeds with this protocol, paired +1.05, -0.12, +0.77; one pair is "
             "indicative, not proof")
 RECORDS = "@records"  # in a student's overrides: the demo's record set
+POOL = "@pool"  # in a student's overrides: the record set of the unlabelled pool
 
 
 def read_demo_preset(path: str | Path) -> tuple[RunConfig, dict]:
@@ -112,8 +113,10 @@ def run_synthetic_demo(out: str | Path, quick: bool, config: str | Path,
     first, *distilled = students  # the first mode (no KD) needs no records
     workers = max(1, min(int(plan.get("workers", 2)), os.cpu_count() or 1))
 
+    pool = plan.get("pool")  # shapes whose labels the students never see
     _stage(1, "data: the built-in synthetic set (20 fine-grained classes in pairs)")
     print(describe(data, num_points=cfg.data.num_points).split("\n\n")[0])
+    print(setting_line(data, pool))
     save_preview(load_split(data, "train", num_points=cfg.data.num_points), out / "samples.png",
                  per_class=2)
 
@@ -121,8 +124,10 @@ def run_synthetic_demo(out: str | Path, quick: bool, config: str | Path,
                        + [f"out={out / 'teacher'}"])
     jobs: dict[str, RunConfig] = {"teacher": teacher_cfg}
 
-    def student(label: str, seed: int, records_dir: Path | None = None) -> None:
-        extra = [str(o).replace(RECORDS, str(records_dir)) for o in students[label]]
+    def student(label: str, seed: int, records_dir: Path | None = None,
+                pool_dir: Path | None = None) -> None:
+        extra = [str(o).replace(RECORDS, str(records_dir)).replace(POOL, str(pool_dir))
+                 for o in students[label]]
         name = f"{_slug(label)}-s{seed}"
         jobs[f"{label}|{seed}"] = _cfg(base, common + extra + list(overrides)
                                        + [f"train.seed={seed}", f"out={out / name}"])
@@ -153,13 +158,25 @@ def run_synthetic_demo(out: str | Path, quick: bool, config: str | Path,
         recording = _records_summary(records_dir)
         print(f"   {recording['rows']:,} rows x {recording['bytes_per_row']} B = "
               f"{recording['bytes'] / 1e3:.0f} kB in {recording['seconds']:.1f} s")
+        pool_dir = None
+        if pool:
+            pool_dir = record(RecordConfig(
+                teachers=[str(out / "teacher" / "best.pt")], data=pool["data"],
+                out=str(out / "records_pool"), k=2 if quick else int(pool["k"]), seed=0,
+                unlabelled=True, device=cfg.train.device, overwrite=True,
+                augment=augment_spec(out / "demo_config.yaml")))
+            pool_rec = _records_summary(pool_dir)
+            recording["pool"] = pool_rec
+            print(f"   and the unlabelled pool ({pool['data']}): {pool_rec['rows']:,} rows = "
+                  f"{pool_rec['bytes'] / 1e3:.0f} kB in {pool_rec['seconds']:.1f} s, "
+                  "labels withheld")
 
         _stage(4, f"distilled students: {', '.join(distilled)}; the same model, seeds and "
                   "budget")
         jobs.clear()
         for seed in seeds:
             for label in distilled:
-                student(label, seed, records_dir)
+                student(label, seed, records_dir, pool_dir)
         _run_jobs(pool, jobs, done)
 
     runs = [{"run": key.split("|")[0], **r} for key, r in done.items() if key != "teacher"]
@@ -182,6 +199,19 @@ def run_synthetic_demo(out: str | Path, quick: bool, config: str | Path,
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     plot_summary(summary, out / "summary.png")
     return summary
+
+
+def setting_line(data: str, pool: dict | None) -> str:
+    """The demo's setting in one sentence, from the preset."""
+    from pointkd.data.synthetic import parse_options
+
+    labelled = parse_options(data)["train_per_class"]
+    line = f"   setting: the students have labels for {labelled} training shapes per class"
+    if pool:
+        unlabelled = parse_options(pool["data"])["train_per_class"]
+        line += (f"; the teacher's records also cover {unlabelled} unlabelled shapes per class "
+                 "(another draw; the students never see their labels)")
+    return line
 
 
 def _train_job(cfg: RunConfig, threads: int) -> dict:
