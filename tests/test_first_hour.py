@@ -212,10 +212,12 @@ def test_demo_runs_end_to_end_on_a_tiny_budget(cli, tmp_path):
                          "data.path=synthetic:train_per_class=2,test_per_class=1",
                          "data.num_points=64")
     assert code == 0, err
-    assert "\r" not in out and "| offline KD + NWSD |" in out and "teacher vs no-KD" in out
+    assert "\r" not in out and "| offline KD + unlabelled pool |" in out
+    assert "teacher vs no-KD" in out and "unlabelled shapes per class" in out
     summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
-    assert [r["run"] for r in summary["rows"]][1:] == ["no KD", "offline KD",
-                                                        "offline KD + NWSD"]
+    assert [r["run"] for r in summary["rows"]][1:] == ["no KD", "offline KD + unlabelled pool"]
+    pool = json.loads((tmp_path / "demo" / "records_pool" / "manifest.json").read_text())
+    assert pool["data"]["labels"] is False and summary["recording"]["pool"]["rows"] > 0
     for name in ("summary.png", "summary.md", "samples.png", "teacher.log", "no-kd-s0.log"):
         assert (tmp_path / "demo" / name).is_file(), name
     assert "epoch   1/2" in (tmp_path / "demo" / "no-kd-s0.log").read_text()

@@ -113,10 +113,10 @@ def run_synthetic_demo(out: str | Path, quick: bool, config: str | Path,
     first, *distilled = students  # the first mode (no KD) needs no records
     workers = max(1, min(int(plan.get("workers", 2)), os.cpu_count() or 1))
 
-    pool = plan.get("pool")  # shapes whose labels the students never see
+    unlabelled = plan.get("pool")  # shapes whose labels the students never see
     _stage(1, "data: the built-in synthetic set (20 fine-grained classes in pairs)")
     print(describe(data, num_points=cfg.data.num_points).split("\n\n")[0])
-    print(setting_line(data, pool))
+    print(setting_line(data, unlabelled))
     save_preview(load_split(data, "train", num_points=cfg.data.num_points), out / "samples.png",
                  per_class=2)
 
@@ -159,15 +159,15 @@ def run_synthetic_demo(out: str | Path, quick: bool, config: str | Path,
         print(f"   {recording['rows']:,} rows x {recording['bytes_per_row']} B = "
               f"{recording['bytes'] / 1e3:.0f} kB in {recording['seconds']:.1f} s")
         pool_dir = None
-        if pool:
+        if unlabelled:
             pool_dir = record(RecordConfig(
-                teachers=[str(out / "teacher" / "best.pt")], data=pool["data"],
-                out=str(out / "records_pool"), k=2 if quick else int(pool["k"]), seed=0,
+                teachers=[str(out / "teacher" / "best.pt")], data=unlabelled["data"],
+                out=str(out / "records_pool"), k=2 if quick else int(unlabelled["k"]), seed=0,
                 unlabelled=True, device=cfg.train.device, overwrite=True,
                 augment=augment_spec(out / "demo_config.yaml")))
             pool_rec = _records_summary(pool_dir)
             recording["pool"] = pool_rec
-            print(f"   and the unlabelled pool ({pool['data']}): {pool_rec['rows']:,} rows = "
+            print(f"   and the unlabelled pool ({unlabelled['data']}): {pool_rec['rows']:,} rows = "
                   f"{pool_rec['bytes'] / 1e3:.0f} kB in {pool_rec['seconds']:.1f} s, "
                   "labels withheld")
 
@@ -191,6 +191,7 @@ def run_synthetic_demo(out: str | Path, quick: bool, config: str | Path,
         "workers": workers, "record_seconds": recording["seconds"], "recording": recording,
         "test_shapes": _test_count(data),
         "teacher": teacher, "rows": [teacher_row, *rows], "runs": runs,
+        "setting": setting_line(data, unlabelled),
     }
     summary["verdict"] = verdict(summary)
     table = format_table(summary)
@@ -354,8 +355,14 @@ def format_table(summary: dict) -> str:
                      f"{', '.join(f'{100 * x:.2f}' for x in r['test_oa'])} | {diffs[0]} | "
                      f"{diffs[1]} |")
     rec = summary["recording"]
+    pool = rec.get("pool")
+    pool_text = (f"; the unlabelled pool {pool['rows']:,} rows (K = {pool['k']}) = "
+                 f"{pool['bytes'] / 1e3:.0f} kB in {pool['seconds']:.1f} s" if pool else "")
     lines += ["", f"records: {rec['rows']:,} rows (K = {rec['k']}) x {rec['bytes_per_row']} B = "
-              f"{rec['bytes'] / 1e3:.0f} kB, recorded once in {rec['seconds']:.1f} s", ""]
+              f"{rec['bytes'] / 1e3:.0f} kB, recorded once in {rec['seconds']:.1f} s"
+              f"{pool_text}", ""]
+    if summary.get("setting"):
+        lines.insert(0, summary["setting"].strip())
     lines += summary["verdict"]
     return "\n".join(lines)
 
