@@ -70,6 +70,24 @@ def section_demo() -> list[str]:
     return lines + [""]
 
 
+def section_demo_probe() -> list[str]:
+    """How the demo's distilled mode was chosen: validation OA of each candidate."""
+    d = load("demo_pool_probe.json")
+    if d is None:
+        return []
+    lines = ["### How the demo's distilled mode was chosen", "",
+             f"{d['purpose'][0].upper()}{d['purpose'][1:]}. Teacher: `{d['teacher']}`; "
+             "records: " + "; ".join(f"`{c}`" for c in d["records"]) + f"; validation: "
+             f"`{d['validation']}` · machine: {d['machine']}.", "",
+             "| candidate | val OA seed 0 | seed 1 | mean | command (S = seed) |",
+             "|---|---:|---:|---:|---|"]
+    for v in d["variants"].values():
+        a, b = v["val_oa"]
+        lines.append(f"| {v['label']} | {pct(a)} | {pct(b)} | {pct((a + b) / 2)} | "
+                     f"`{v['command']}` |")
+    return lines + [""]
+
+
 def section_teacher() -> list[str]:
     t = load("teacher_modelnet40_cpu.json")
     lines = ["## ModelNet40 teacher trained on 2 CPU cores", ""]
@@ -1197,7 +1215,7 @@ def section_latency() -> list[str]:
         mach = d["machine"]
         load_note = (f", 1-min load {mach['loadavg_1min_at_start']} → "
                      f"{mach['loadavg_1min_at_end']}" if "loadavg_1min_at_start" in mach else "")
-        native = ("; eager uses the native C++ ops (`POINTKD_NATIVE_OPS=1`)"
+        native = ("; eager uses the C++ kernels"
                   if mach.get("native_ops") else "; PyTorch ops only" if "native_ops" in mach
                   else "")
         wait = (f", OpenMP wait policy {mach['omp_wait_policy']}"
@@ -1252,6 +1270,68 @@ def section_gpu() -> list[str]:
             "PointNet teacher's rows.", ""]
 
 
+STATS_FILES = (("records_stats_student_l_k20.json", "`pointkd records stats "
+                "zoo/records_student_l_modelnet40_k20 --data ../shared/data/modelnet40_1024 "
+                "--json`"),
+               ("records_stats_pointnet_k10.json", "`pointkd records stats "
+                "zoo/records_pointnet_modelnet40_k10 --data ../shared/data/modelnet40_1024 "
+                "--json`"))
+
+
+def section_records_stats() -> list[str]:
+    """What each committed record set carries (`pointkd records stats`)."""
+    found = [(load(name), cmd) for name, cmd in STATS_FILES if load(name) is not None]
+    lines = ["## What the committed record sets carry (`pointkd records stats`)", ""]
+    if not found:
+        return lines + ["_not measured yet_", ""]
+    lines += ["| record set | rows | B/row | teacher right on rows | top-1 prob τ=1 | "
+              "entropy τ=1 (nats) | KL(view ‖ shape mean) mean / median | top-1 changes "
+              "across views |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for d, _ in found:
+        tau1 = next(t for t in d["taus"] if t["tau"] == 1.0)
+        acc = pct(d.get("teacher_accuracy"))
+        lines.append(f"| `{d['records']}` | {d['rows']:,} | {d['bytes_per_row']} | {acc} | "
+                     f"{tau1['mean_top_prob']:.3f} | {tau1['mean_entropy_nats']:.3f} "
+                     f"(uniform {d['uniform_entropy_nats']:.3f}) | "
+                     f"{d['view_kl_mean_nats']:.4f} / {d['view_kl_median_nats']:.4f} | "
+                     f"{pct(d['top1_change_fraction'])} |")
+    lines += ["", "Commands: " + "; ".join(cmd for _, cmd in found) + ". Definitions: "
+              + "; ".join(f"{k}: {v}" for k, v in found[0][0]["definitions"].items()) + ".",
+              ""]
+    return lines
+
+
+def section_export_samplers() -> list[str]:
+    """`pointkd export --sampler`: the accuracy a cheaper sampler costs, beside its latency."""
+    d = load("export_samplers_student_l.json")
+    lines = ["## ONNX export with a cheaper anchor sampler (`pointkd export --sampler`)", ""]
+    if d is None:
+        return lines + ["_not measured yet_", ""]
+    lat = next((x for x in (load(n) for n in LATENCY_FILES) if x and any(
+        k.startswith("onnxruntime_") for k in x["latency"])), None)
+    trained = next(v["check_oa_trained"] for v in d["samplers"].values()
+                   if "check_oa_trained" in v)
+    lines += [f"Command: `{d['command']}` · machine: {d['machine']['cpu']}, "
+              f"{d['machine']['threads']} thread(s) · test OA on all {d['test_shapes']:,} test "
+              "shapes of the exported graph (parity with PyTorch running the same sampler)",
+              "", "| sampler | test OA | top-1 agreement with the model as trained | "
+              "ONNX Runtime batch 1 | batch 32 (per cloud) |", "|---|---:|---:|---:|---:|"]
+    for name, v in d["samplers"].items():
+        oa = v.get("check_oa_exported", trained)
+        agree = v.get("top1_agreement_with_trained", 1.0)
+        key = "onnxruntime" if name == "fps" else f"onnxruntime_{name}"
+        times = lat["latency"].get(key) if lat else None
+        t1, t32 = ((f"{times['batch1']['ms_per_cloud']:.2f} ms",
+                    f"{times['batch32']['ms_per_cloud']:.2f} ms") if times else ("–", "–"))
+        lines.append(f"| {name}{' (as trained)' if name == 'fps' else ''} | {pct(oa)} | "
+                     f"{pct(agree)} | {t1} | {t32} |")
+    if lat:
+        lines += ["", f"Latency: `{lat['command']}` ({lat['machine']['cpu']}, "
+                  f"{lat['machine']['threads']} thread(s)), a student_s of random weights "
+                  "(the time does not depend on them)."]
+    return lines + [""]
+
+
 def section_anchors() -> list[str]:
     lines = ["## Published anchors (not measured here)", "",
              "| model | ModelNet40 OA | params | source |", "|---|---:|---:|---|"]
@@ -1264,14 +1344,17 @@ def main() -> None:
              "Generated by `python bench/make_benchmarks.py` from the JSON files in "
              "`bench/results/`; every number names the command that produced it. Timings "
              "compared with each other were measured side by side in one run.", ""]
-    for section in (section_demo, section_teacher, section_teacher_wip, section_records_strong,
+    for section in (section_demo, section_demo_probe, section_teacher, section_teacher_wip,
+                    section_records_stats,
+                    section_records_strong,
                     section_flatness,
                     section_tau_probe_l, section_beta_probe_l, section_students_strong,
                     section_overlap, section_record_votes,
                     section_students,
                     section_teachers, section_records,
                     section_encodings, section_distill,
-                    section_latency, section_speed_vs_ref, section_grouping_native,
+                    section_latency, section_export_samplers, section_speed_vs_ref,
+                    section_grouping_native,
                     section_speed, section_gpu,
                     section_anchors):
         parts += section()
