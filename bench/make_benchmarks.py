@@ -59,8 +59,15 @@ def section_demo() -> list[str]:
             + (f"{', '.join(f'{x:+.2f}' for x in d)} | {sum(d) / len(d):+.2f} | " if d
                else "– | – | ") + f"{r['seconds']:.0f} s |")
     rec = demo["recording"]
+    pool = rec.get("pool")
+    pool_text = (f"; the unlabelled pool's {pool['rows']:,} rows (K = {pool['k']}) = "
+                 f"{pool['bytes'] / 1e3:.0f} kB in {pool['seconds']:.1f} s" if pool else "")
+    if demo.get("setting"):
+        lines.insert(2, f"**Setting** — {demo['setting'].strip().removeprefix('setting: ')}.")
+        lines.insert(3, "")
     lines += ["", f"Records: {rec['rows']:,} rows (K = {rec['k']}) × {rec['bytes_per_row']} B "
-              f"= {rec['bytes'] / 1e3:.0f} kB, recorded once in {rec['seconds']:.1f} s. "
+              f"= {rec['bytes'] / 1e3:.0f} kB, recorded once in {rec['seconds']:.1f} s"
+              f"{pool_text}. "
               "The demo's verdict on this run, and its plot "
               "([bench/results/demo_summary.png](bench/results/demo_summary.png)):", ""]
     lines += [f"- {v}" for v in demo["verdict"]]
