@@ -332,3 +332,16 @@ def test_training_and_evaluation_print_nothing_the_cli_prints(tmp_path, capsys):
     assert results["test_oa"] == evaluation.report["single_view"]["oa"]
     assert results["flops"] == evaluation.report["flops"]
     assert evaluation.text().startswith(f"model {STUDENT}  data ")
+
+
+def test_split_seed_keeps_the_validation_shapes_across_training_seeds(tmp_path):
+    """Ensemble members: other init seeds, one validation split (data.split_seed)."""
+    def val(*extra):
+        cfg = tiny_cfg(tmp_path / "x", f"model.name={STUDENT}", *extra)
+        pointkd.engine.check_run(cfg)
+        return pointkd.engine.training_source(cfg, pointkd.engine.SINGLE,
+                                              torch.device("cpu"))[1]
+
+    base = val("train.seed=0")
+    assert np.array_equal(val("train.seed=5", "data.split_seed=0"), base)
+    assert not np.array_equal(val("train.seed=5"), base)  # default: the split follows the seed

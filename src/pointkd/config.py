@@ -18,10 +18,12 @@ from typing import Any, ClassVar, Literal
 
 import yaml
 
+from pointkd import safe_io
 from pointkd.augment import AugmentSpec
 from pointkd.errors import ConfigError, RecordError
 from pointkd.limits import (
     MAX_POINTS,
+    MAX_THREADS,
     Range,
     check_problem,
     check_settings,
@@ -39,9 +41,14 @@ class DataConfig:
     path: str = ""
     num_points: int = 1024
     val_fraction: float = 0.1  # stratified validation split carved from train
+    # seed of that split (null: train.seed). Members of an ensemble trained with different
+    # seeds but one split_seed share their validation shapes, so the ensemble can be chosen
+    # on shapes none of them trained on
+    split_seed: int | None = None
     normalize: bool = True
     LIMITS: ClassVar[dict] = {"num_points": Range(1, MAX_POINTS),
-                              "val_fraction": Range(0.0, 1.0, high_open=True)}
+                              "val_fraction": Range(0.0, 1.0, high_open=True),
+                              "split_seed": Range(0, 2**32 - 1)}
 
 
 @dataclass
@@ -81,7 +88,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: bool = True  # bf16 autocast on CUDA; ignored on CPU
-    threads: int = 0  # torch.set_num_threads (0 = torch default)
+    threads: int = 0  # torch.set_num_threads (0 = torch default; at most 4 per CPU core)
     max_steps_per_epoch: int = 0  # 0 = full epoch; >0 truncates (smoke tests)
     progress: bool = True
     sync_bn: bool = False  # several processes: BatchNorm statistics over all of them
@@ -90,7 +97,7 @@ class TrainConfig:
         "epochs": Range(1, 1_000_000), "batch_size": Range(2, 1_000_000),
         "eval_batch_size": Range(1, 1_000_000),
         "label_smoothing": Range(0.0, 1.0, high_open=True), "grad_clip": Range(0.0),
-        "seed": Range(0, 2**32 - 1), "device": Range(text=True), "threads": Range(0, 4096),
+        "seed": Range(0, 2**32 - 1), "device": Range(text=True), "threads": Range(0, MAX_THREADS),
         "max_steps_per_epoch": Range(0)}
 
 
@@ -207,6 +214,7 @@ class EvalConfig:
     latency: bool = True  # measure ms per cloud at batch 1 and 32
     normalize: bool = True  # load the data in pointkd's unit-sphere normalisation
     progress: bool = True  # a live bar per model on a terminal
+    overwrite: bool = False  # replace an earlier eval_<split>.json in `out`
     LIMITS: ClassVar[dict] = {"split": Range(text=True), "votes": Range(0),
                               "batch_size": Range(1)}
     CHECKS: ClassVar[tuple] = ((lambda e: bool(e.checkpoints), "no checkpoint given"),)
@@ -306,6 +314,93 @@ def _finish(cfg: RunConfig) -> RunConfig:
     return cfg
 
 
+# A config is a few hundred values, a handful of levels deep. The bounds stop, in a fraction
+# of a second and before any value is built, YAML that would expand to millions of values
+# through aliases of aliases ("billion laughs"), nest deep enough for a RecursionError, or
+# simply be some other, huge file.
+MAX_YAML_VALUES = 100_000  # scalars + collections, every alias counted as what it expands to
+MAX_YAML_DEPTH = 64
+MAX_CONFIG_BYTES = 1 << 20
+
+
+class YAMLLimitError(yaml.YAMLError):
+    """YAML beyond the bounds above (a one-line message)."""
+
+
+class BoundedLoader(yaml.SafeLoader):
+    """`yaml.SafeLoader` that counts while composing: nesting depth, and each node's expanded
+    size (an alias counts as the whole value it names, so sharing cannot hide a blow-up).
+    An alias to a value that contains it (a cycle) is refused too."""
+
+    def __init__(self, stream) -> None:
+        super().__init__(stream)
+        self._depth = 0
+        self._sizes: dict[int, int] = {}  # id(node) -> expanded size, once composed
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node:
+        line = self.peek_event().start_mark.line + 1
+        if self.check_event(yaml.AliasEvent):
+            node = super().compose_node(parent, index)
+            if id(node) not in self._sizes:  # its anchor is still being composed
+                raise YAMLLimitError(f"line {line}: an alias inside the value it names (a "
+                                     "cycle)")
+            return node
+        if self._depth >= MAX_YAML_DEPTH:
+            raise YAMLLimitError(f"line {line}: nested deeper than {MAX_YAML_DEPTH} levels")
+        self._depth += 1
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+        size = 1 + sum(self._sizes[id(child)] for child in _children(node))
+        if size > MAX_YAML_VALUES:
+            raise YAMLLimitError(f"line {line}: expands to more than {MAX_YAML_VALUES:,} "
+                                 "values (aliases of aliases?)")
+        self._sizes[id(node)] = size
+        return node
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
+
+
+def load_yaml(text: str) -> Any:
+    """`yaml.safe_load` within the bounds above; YAMLError (YAMLLimitError) otherwise."""
+    return yaml.load(text, Loader=BoundedLoader)  # BoundedLoader is a SafeLoader
+
+
+def load_yaml_file(path: str | Path) -> Any:
+    """A YAML file's value (None when empty); any problem is a one-line ConfigError naming
+    the file: missing, unreadable, too large, not UTF-8, not YAML, beyond the bounds."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file not found: {p}")
+    try:
+        size = p.stat().st_size
+        if size > MAX_CONFIG_BYTES:
+            raise ConfigError(f"config file {p} is {size:,} bytes; a config is at most "
+                              f"{MAX_CONFIG_BYTES:,} (is it the right file?)")
+        raw = p.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {p}: {exc.strerror or exc}") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {p} is not UTF-8 text (byte {exc.start:,} is "
+                          f"0x{raw[exc.start]:02x}); is it the right file?") from None
+    try:
+        return load_yaml(text)
+    except YAMLLimitError as exc:
+        raise ConfigError(f"config file {p}: {exc}") from None
+    except yaml.YAMLError as exc:
+        first = str(exc).splitlines()[0]
+        raise ConfigError(f"config file {p} is not valid YAML: {first}") from None
+
+
 _DECIMAL = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
@@ -317,7 +412,9 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not key.strip():
         raise ConfigError(f"override '{text}' has an empty key")
     try:
-        value = yaml.safe_load(raw) if raw != "" else ""
+        value = load_yaml(raw) if raw != "" else ""
+    except YAMLLimitError as exc:
+        raise ConfigError(f"override '{key.strip()}': {exc}") from None
     except yaml.YAMLError:
         value = raw
     if isinstance(value, str) and _DECIMAL.fullmatch(value.strip()):
@@ -340,14 +437,7 @@ def load_config(
     """Defaults (or `base`) <- YAML file <- dotted overrides."""
     cfg = base if base is not None else RunConfig()
     if path:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file not found: {p}")
-        try:
-            values = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as exc:
-            first = str(exc).splitlines()[0]
-            raise ConfigError(f"config file {p} is not valid YAML: {first}") from None
+        values = load_yaml_file(path) or {}
         if isinstance(values, dict):
             values.pop("demo", None)  # the plan of `pointkd demo` (demo.py), not a run setting
         _merge(cfg, values)
@@ -399,7 +489,8 @@ def to_dict(cfg: RunConfig) -> dict:
 
 
 def save_config(cfg: RunConfig, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    """`config.yaml` of a run, replaced atomically and never through a link."""
+    safe_io.write_text(path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
 
 def from_dict(values: dict) -> RunConfig:

@@ -22,20 +22,27 @@ on every rank, metrics are summed over ranks, and rank 0 alone writes the run di
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
-from pointkd import augment, distributed, rundir
-from pointkd.checkpoint import load_model, read_checkpoint, save_checkpoint
+from pointkd import augment, distributed, rundir, safe_io
+from pointkd.checkpoint import (
+    check_resume_state,
+    checkpoint_writer,
+    load_model,
+    read_checkpoint,
+)
 from pointkd.config import EvalConfig, RunConfig, save_config, to_dict, validate
 from pointkd.data import PointCloudSet, load_split, stratified_split
 from pointkd.device import autocast, resolve_device
@@ -108,21 +115,79 @@ def run_inputs(cfg: RunConfig) -> tuple[str, ...]:
     return (cfg.data.path, cfg.distill.records, cfg.distill.teacher)
 
 
-def check_resume(state: dict, cfg: RunConfig, num_classes: int, path: Path) -> None:
-    """--resume continues the same run: the same model on the same classes."""
-    old_optim = state.get("config", {}).get("optim", {}).get("name", cfg.optim.name)
+def check_resume(state: dict, cfg: RunConfig, data: PointCloudSet, path: Path) -> None:
+    """--resume continues the same run: the same model and optimizer on the same data and
+    classes, in the same distillation mode; last.pt must hold everything resume reads
+    (`checkpoint.check_resume_state`). Anything else is a one-line error saying what
+    differs, before anything in the run directory changes."""
+    check_resume_state(state, path)
+    old_config = state.get("config") if isinstance(state.get("config"), dict) else {}
+    old_optim = (old_config.get("optim") or {}).get("name", cfg.optim.name)
     old = (state["model"], state.get("model_kwargs", {}), state["num_classes"], old_optim)
-    new = (cfg.model.name, cfg.model.kwargs, num_classes, cfg.optim.name)
+    new = (cfg.model.name, cfg.model.kwargs, data.num_classes, cfg.optim.name)
     if old != new:
         def run(m: tuple) -> str:
             return f"model {m[0]} {m[1]}, {m[2]} classes, optimizer {m[3]}"
 
         raise ConfigError(f"--resume: {path} is a run of {run(old)}, not {run(new)}; "
-                          "continue it as it was, or start a new run in another --out")
-    missing = [k for k in ("optimizer", "scheduler", "epoch", "best", "history")
-               if k not in state]
-    if missing:
-        raise ConfigError(f"--resume: {path} lacks {', '.join(missing)} (not a last.pt)")
+                          f"{_START_OVER}")
+    old_data = (old_config.get("data") or {}).get("path", "?")
+    if state["data_fingerprint"] != data.fingerprint():
+        raise ConfigError(f"--resume: {path} was trained on other data ({old_data}, "
+                          f"{state['data_fingerprint'][:19]}) than this run's "
+                          f"{cfg.data.path} ({data.fingerprint()[:19]}); {_START_OVER}")
+    if list(state["class_names"]) != list(data.class_names):
+        raise ConfigError(f"--resume: {path} was trained with other class names than "
+                          f"{cfg.data.path}'s; {_START_OVER}")
+    old_mode = _config_mode(old_config.get("distill") or {})
+    if old_mode != cfg.distill.mode:
+        raise ConfigError(f"--resume: {path} is a {old_mode} run, this one {cfg.distill.mode} "
+                          f"(distillation settings differ); {_START_OVER}")
+
+
+_START_OVER = "continue it as it was, or start a new run in another --out"
+
+
+def _config_mode(distill: dict) -> str:
+    """The distillation mode of a saved config (`DistillConfig.mode` on its dict)."""
+    if distill.get("online"):
+        return "online"
+    return "offline" if distill.get("records") else "plain"
+
+
+def _fit_problem(saved: object, live: dict[str, Tensor], what: str) -> str | None:
+    """Why the saved state dict `saved` cannot load into one shaped like `live`, or None."""
+    if not isinstance(saved, dict) or not all(torch.is_tensor(v) for v in saved.values()):
+        return f"its {what} is not a mapping of names to tensors"
+    missing = [k for k in live if k not in saved]
+    extra = [k for k in saved if k not in live]
+    shapes = [k for k in live if k in saved and saved[k].shape != live[k].shape]
+    parts = ([f"missing {', '.join(missing[:3])}"] if missing else []) + (
+        [f"unexpected {', '.join(extra[:3])}"] if extra else []) + (
+        [f"other shapes for {', '.join(shapes[:3])}"] if shapes else [])
+    return f"its {what} does not fit ({'; '.join(parts)})" if parts else None
+
+
+def _optimizer_fit_problem(saved: dict, optimizer: torch.optim.Optimizer) -> str | None:
+    """Whether the saved optimizer state (schema-checked) belongs to these parameters: the
+    same groups, as many parameters in each, every buffer of its parameter's shape (a
+    mismatch would load and then fail in the first step)."""
+    groups = optimizer.param_groups
+    if [len(g["params"]) for g in saved["param_groups"]] != [len(g["params"]) for g in groups]:
+        return "its optimizer state is for other parameters (group sizes differ)"
+    if not saved["state"] and any(g.get("betas") or g.get("momentum", 0) for g in groups):
+        # AdamW and SGD with momentum keep a buffer per parameter from the first step on:
+        # without them the run would go on from reset moments, not where it stopped
+        return "its optimizer state is empty (the optimizer's moments were lost)"
+    params = [p for g in groups for p in g["params"]]
+    order = [i for g in saved["param_groups"] for i in g["params"]]
+    for index, entry in saved["state"].items():
+        param = params[order.index(index)]
+        for name, value in entry.items():
+            if torch.is_tensor(value) and value.ndim > 0 and value.shape != param.shape:
+                return (f"its optimizer state '{name}' has shape {tuple(value.shape)} for a "
+                        f"parameter of shape {tuple(param.shape)}")
+    return None
 
 
 def check_run(cfg: RunConfig) -> None:
@@ -159,7 +224,8 @@ def training_source(cfg: RunConfig, dist: Dist, device: torch.device
                       normalize=cfg.data.normalize)
     if records is not None:
         check_made_for(records, data, cfg.distill.records)
-    train_idx, val_idx = stratified_split(data.labels, cfg.data.val_fraction, cfg.train.seed)
+    split_seed = cfg.train.seed if cfg.data.split_seed is None else cfg.data.split_seed
+    train_idx, val_idx = stratified_split(data.labels, cfg.data.val_fraction, split_seed)
     source: TargetSource
     if records is not None:
         source = RecordReplay(records, train_idx, cfg.train.seed, cfg.distill.rows_per_epoch,
@@ -304,17 +370,38 @@ class Trainer:
             self.self_target.update(batch, logits)
         return loss, parts, logits, y
 
-    def resume(self, path: Path, num_classes: int) -> tuple[int, dict, list[dict]]:
+    def resume(self, path: Path, data: PointCloudSet) -> tuple[int, dict, list[dict]]:
         """Load last.pt (every process reads the one rank 0 wrote): (first epoch, best,
-        history)."""
+        history). Everything it reads is checked first (`check_resume`, `_resume_fit`)."""
         state = read_checkpoint(path)
-        check_resume(state, self.cfg, num_classes, path)
-        self.model.load_state_dict(state["state_dict"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        if self.self_target is not None:
-            self.self_target.load(state[self.self_target.checkpoint_key])
+        check_resume(state, self.cfg, data, path)
+        self._resume_fit(state, path)
+        try:
+            self.model.load_state_dict(state["state_dict"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            if self.self_target is not None:
+                self.self_target.load(state[self.self_target.checkpoint_key])
+        except (RuntimeError, ValueError, KeyError, TypeError) as exc:  # what checks missed
+            text = " ".join(str(exc).split())[:160]
+            raise ConfigError(f"--resume: {path} does not load into this run "
+                              f"({type(exc).__name__}: {text})") from None
         return state["epoch"] + 1, state["best"], state["history"]
+
+    def _resume_fit(self, state: dict, path: Path) -> None:
+        """last.pt's tensors fit this run's student, optimizer and self target."""
+        problem = (_fit_problem(state["state_dict"], self.model.state_dict(), "state_dict")
+                   or _optimizer_fit_problem(state["optimizer"], self.optimizer))
+        if problem is None and len(state["scheduler"]["base_lrs"]) != len(
+                self.optimizer.param_groups):
+            problem = "its scheduler is for another number of parameter groups"
+        if problem is None and self.self_target is not None:
+            key = self.self_target.checkpoint_key
+            problem = (f"it lacks the NWSD self target '{key}' this run needs" if key not in
+                       state else _fit_problem(state[key], self.self_target.state(),
+                                               f"self target '{key}'"))
+        if problem:  # a damaged last.pt, or one written by another version of the model
+            raise ConfigError(f"--resume: {path} does not fit this run: {problem}")
 
     def resume_state(self, best: dict, history: list[dict]) -> dict:
         """What last.pt adds to best.pt: optimizer, scheduler, history, self target."""
@@ -363,12 +450,12 @@ def run_training(cfg: RunConfig, resume: bool = False, overwrite: bool = False,
     dist.on_main(prepare_run_dir, out, resume, overwrite, run_inputs(cfg))
     device = _compute_device(cfg, dist)
     data, val_idx, source, pool = training_source(cfg, dist, device)
-    if dist.main:
-        save_config(cfg, out / "config.yaml")
     trainer = build_trainer(cfg, data, source, device, dist, out, pool)
     start_epoch, best, history = 0, {"val_oa": -1.0, "epoch": -1}, []
-    if resume:
-        start_epoch, best, history = trainer.resume(out / "last.pt", data.num_classes)
+    if resume:  # checked before config.yaml is rewritten: a refused resume changes nothing
+        start_epoch, best, history = trainer.resume(out / "last.pt", data)
+    if dist.main:
+        save_config(cfg, out / "config.yaml")
     meta = _checkpoint_meta(cfg, data)
     for epoch in range(start_epoch, cfg.train.epochs):
         row = trainer.train_epoch(epoch)
@@ -411,10 +498,13 @@ def _save_epoch(trainer: Trainer, meta: dict, out: Path, epoch: int, row: dict, 
     if improved:
         best = {"val_oa": score, "epoch": epoch + 1}
     if trainer.dist.main:
+        # one group, all or none (`safe_io.replace_files`): a full disk leaves the previous
+        # epoch's files whole, never a torn or mismatched last.pt/best.pt/metrics
+        files = {out / "last.pt": checkpoint_writer({**state, **trainer.resume_state(
+            best, history)}), **history_writers(history, out)}
         if improved:
-            save_checkpoint(state, out / "best.pt")
-        save_checkpoint({**state, **trainer.resume_state(best, history)}, out / "last.pt")
-        write_history(history, out)
+            files = {out / "best.pt": checkpoint_writer(state), **files}
+        safe_io.replace_files(files)
     trainer.dist.barrier()  # last.pt is complete before any process may stop or resume
     return best
 
@@ -470,7 +560,7 @@ def finish_run(cfg: RunConfig, out: Path, data: PointCloudSet, device: torch.dev
     if mode != "plain":
         results.update(alpha=cfg.distill.alpha, beta=cfg.distill.beta, tau=cfg.distill.tau)
     results.update(scores)
-    (out / "results.json").write_text(json.dumps(results, indent=1))
+    safe_io.write_text(out / "results.json", json.dumps(results, indent=1))
     return results
 
 
@@ -484,17 +574,25 @@ def result_line(results: dict, out: str | Path) -> str:
 
 
 def write_history(history: list[dict], out: Path) -> None:
-    """metrics.json, metrics.csv and curves.png in the run directory."""
-    (out / "metrics.json").write_text(json.dumps(history, indent=1))
+    """metrics.json, metrics.csv and curves.png in the run directory (atomically)."""
+    safe_io.replace_files(history_writers(history, out))
+
+
+def history_writers(history: list[dict], out: Path) -> dict[Path, safe_io.Writer]:
+    """`safe_io.replace_files` writers of metrics.json, metrics.csv and curves.png."""
     keys = list(dict.fromkeys(k for row in history for k in row))
-    with open(out / "metrics.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=keys, restval="")
-        writer.writeheader()
-        writer.writerows(history)
-    plot_curves(history, out / "curves.png")
+    table = io.StringIO(newline="")
+    writer = csv.DictWriter(table, fieldnames=keys, restval="")
+    writer.writeheader()
+    writer.writerows(history)
+    png = io.BytesIO()
+    plot_curves(history, png)
+    return {out / "metrics.json": lambda f: f.write(json.dumps(history, indent=1).encode()),
+            out / "metrics.csv": lambda f: f.write(table.getvalue().encode()),
+            out / "curves.png": lambda f: f.write(png.getbuffer())}
 
 
-def plot_curves(history: list[dict], path: Path) -> None:
+def plot_curves(history: list[dict], path: Path | BinaryIO) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -514,7 +612,7 @@ def plot_curves(history: list[dict], path: Path) -> None:
     ax2.set_xlabel("epoch")
     ax2.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, format="png")
     plt.close(fig)
 
 
