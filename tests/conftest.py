@@ -76,6 +76,12 @@ def tear_shard(reference: Path, out: Path, rows: int) -> tuple[bytes, dict]:
     (out / "manifest.json").write_text(json.dumps(m))
     (out / "shard-00000.bin").unlink()
     (out / "shard-00000.bin.partial").write_bytes(ref[: rows * bpr] + b"\xff" * (bpr // 2))
+    # the checksums a killed recording leaves beside it: one per whole batch written
+    from pointkd.records.writer import batch_sums, sums_path
+
+    whole = rows - rows % m["batch_size"]
+    sums_path(out / "shard-00000.bin").write_bytes(batch_sums(ref[: whole * bpr],
+                                                              m["batch_size"] * bpr))
     return ref, m
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from pointkd import __version__
 from pointkd.errors import ConfigError, PointKDError, quiet_warnings
+from pointkd.limits import MAX_THREADS
 
 EPILOG = """examples:
   pointkd data info ../shared/data/modelnet40_1024
@@ -37,8 +38,9 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"pointkd: error: {message} (see `{self.prog} --help`)\n")
 
 
-def int_at_least(low: int) -> Callable[[str], int]:
-    """argparse type: an integer >= `low` (the message names the option and the bound)."""
+def int_at_least(low: int, high: int | None = None) -> Callable[[str], int]:
+    """argparse type: an integer >= `low` (and <= `high`; the message names the option and
+    the bound)."""
 
     def parse(text: str) -> int:
         try:
@@ -47,6 +49,8 @@ def int_at_least(low: int) -> Callable[[str], int]:
             raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
         if value < low:
             raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"must be <= {high}, got {value}")
         return value
 
     return parse
@@ -86,9 +90,9 @@ def _add_compute_options(p: argparse.ArgumentParser, default_device: str | None 
     p.add_argument("--device", default=default_device,
                    help="auto | cpu | cuda | cuda:N" + (f" (default {default_device})"
                                                         if default_device else ""))
-    p.add_argument("--threads", type=int_at_least(1), default=None,
+    p.add_argument("--threads", type=int_at_least(1, MAX_THREADS), default=None,
                    help="CPU threads for PyTorch (default: torch's own choice; fewer than the "
-                   "cores on a busy machine)")
+                   f"cores on a busy machine; at most {MAX_THREADS}, 4 per core)")
     p.add_argument("--native-ops", choices=["auto", "off"], default=None,
                    help="pointkd's C++ CPU kernels: auto (default: built once on first use, "
                    "else the PyTorch ops) or off; the same as POINTKD_NATIVE_OPS")
@@ -283,7 +287,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     evaluation = evaluate_checkpoint(EvalConfig(
         checkpoints=args.checkpoint, data=args.data, split=args.split, out=args.out,
         device=args.device, votes=args.votes, batch_size=args.batch_size,
-        latency=not args.no_latency,
+        latency=not args.no_latency, overwrite=args.overwrite,
     ))
     print(evaluation.text())
     return 0
@@ -487,6 +491,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="extra multi-view votes (0 = off)")
     p.add_argument("--batch-size", type=int_at_least(1), default=32)
     p.add_argument("--no-latency", action="store_true", help="skip the latency measurement")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier eval_<split>.json / confusion_<split>.png in --out")
     p.set_defaults(func=cmd_eval)
 
     # record

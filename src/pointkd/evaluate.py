@@ -15,11 +15,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from pointkd import augment, rundir
+from pointkd import augment, rundir, safe_io
 from pointkd.checkpoint import load_model
 from pointkd.config import EvalConfig
 from pointkd.device import autocast, resolve_device
-from pointkd.errors import DataError, ModelError
+from pointkd.errors import DataError, ModelError, OutputError
 
 
 @torch.inference_mode()
@@ -130,6 +130,16 @@ def measure_latency(
 
 
 def save_confusion_png(confusion: np.ndarray, class_names: list[str], path: str | Path) -> None:
+    """The row-normalised confusion matrix as a PNG, replaced atomically (`pointkd.safe_io`)."""
+    safe_io.replace_files({path: confusion_png(confusion, class_names)})
+
+
+def confusion_png(confusion: np.ndarray, class_names: list[str]) -> safe_io.Writer:
+    """A `safe_io` writer of the confusion PNG (drawn when the file is written)."""
+    return lambda f: _draw_confusion(confusion, class_names, f)
+
+
+def _draw_confusion(confusion: np.ndarray, class_names: list[str], file) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -147,8 +157,10 @@ def save_confusion_png(confusion: np.ndarray, class_names: list[str], path: str 
     ax.set_ylabel("true")
     ax.set_title("confusion (row-normalised)")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:
+        fig.savefig(file, dpi=110, format="png")
+    finally:
+        plt.close(fig)
 
 
 class Evaluation(NamedTuple):
@@ -176,6 +188,7 @@ def evaluate_checkpoint(cfg: EvalConfig) -> Evaluation:
     paths, data, split = [str(p) for p in cfg.checkpoints], cfg.data, cfg.split
     if cfg.out is not None:  # refuse a bad --out before any work; locked until we return
         rundir.open_eval_output(cfg.out, inputs=[data])
+        refuse_earlier_report(Path(cfg.out), split, cfg.overwrite)
     dev = resolve_device(cfg.device)
     loaded = [load_model(p, dev) for p in paths]
     meta = loaded[0][1]
@@ -220,11 +233,35 @@ def evaluate_checkpoint(cfg: EvalConfig) -> Evaluation:
         report["latency"] = [_sum_latency([measure_latency(model, ds.points.shape[1], b, dev)
                                            for model, _ in loaded]) for b in (1, 32)]
     if cfg.out is not None:
-        out_dir = Path(cfg.out)
-        (out_dir / f"eval_{split}.json").write_text(json.dumps(report, indent=1))
-        save_confusion_png(np.array(report["single_view"]["confusion"]), ds.class_names,
-                           out_dir / f"confusion_{split}.png")
+        save_report(Path(cfg.out), split, report, ds.class_names)
     return Evaluation(report, list(ds.class_names))
+
+
+def report_files(out: Path, split: str) -> tuple[Path, Path]:
+    """What `eval --out` writes: the report and its confusion matrix."""
+    return out / f"eval_{split}.json", out / f"confusion_{split}.png"
+
+
+def refuse_earlier_report(out: Path, split: str, overwrite: bool) -> None:
+    """An earlier evaluation's report (another checkpoint, perhaps) is a result: replaced
+    only with --overwrite, checked before any work."""
+    if "/" in split or "\0" in split:  # the split names a file in `out`, nowhere else
+        raise OutputError(f"--split {split!r}: a split name cannot contain '/'")
+    if overwrite:
+        return
+    for path in report_files(out, split):
+        if path.exists() or path.is_symlink():
+            raise OutputError(f"{path} exists (an earlier evaluation); pass --overwrite to "
+                              "replace it, or choose another --out")
+
+
+def save_report(out: Path, split: str, report: dict, class_names: list[str]) -> None:
+    """Both files at once: a full disk leaves the earlier pair (or nothing), never a report
+    without its matrix or a torn file. The JSON last, as it says the evaluation is done."""
+    json_path, png_path = report_files(out, split)
+    safe_io.replace_files({
+        png_path: confusion_png(np.array(report["single_view"]["confusion"]), class_names),
+        json_path: lambda f: f.write(json.dumps(report, indent=1).encode())})
 
 
 def _sum_latency(parts: list[dict]) -> dict:

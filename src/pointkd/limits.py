@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import types
 import typing
 from collections.abc import Callable
@@ -19,6 +20,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 MAX_POINTS = 1 << 20  # points per cloud; more is a typo (and would not fit in memory)
+# CPU threads for torch (train.threads, --threads): more than 4 per core only slows a run down,
+# and torch itself crashes (SIGSEGV) on ~100,000 and overflows past 2**31
+MAX_THREADS = 4 * (os.cpu_count() or 1)
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,9 @@ file, CI, a pipe — there are no carriage-return bars: tqdm's `disable=None` tu
 when its stream is not a TTY, and a stage without natural lines of its own (recording, for
 instance) gets a plain line at every tenth of the work instead. Training prints its own plain
 line per epoch either way.
+
+Every bar goes through here (`Progress`, `track`): a direct `tqdm(...)` call elsewhere would
+draw its carriage-return bar into a redirected log, whatever its `disable` says about size.
 """
 
 from __future__ import annotations

@@ -11,7 +11,12 @@
 3. Lock. The writing process holds an exclusive `flock` on `.pointkd.lock` inside the
    directory from before its first check until it ends; a second writer stops with an error
    naming the holder's PID. The OS drops the lock when the holder exits or is killed (even
-   SIGKILL), so `--resume` after a crash never finds a stale lock.
+   SIGKILL), so `--resume` after a crash never finds a stale lock. A lock file that is a
+   symbolic link or not a regular file is an error: pointkd never writes through a link.
+
+Files written inside these directories go through `pointkd.safe_io` (no symlinks followed,
+atomic replacement via `<name>.tmp`, one-line errors for a full or read-only disk); those temp
+names are pointkd's files of the kind too.
 
 Single output files (`export --onnx`, `data preview --out`) go through `check_output_file`:
 an existing file is replaced only with `--overwrite`, and never a directory or an input.
@@ -33,7 +38,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
-from pointkd import __version__
+from pointkd import __version__, safe_io
 from pointkd.errors import OutputError
 
 MARKER = ".pointkd"
@@ -41,12 +46,16 @@ LOCK = ".pointkd.lock"
 KINDS = {"run": "a training run", "records": "a record set", "eval": "an evaluation"}
 # every file pointkd writes into a directory of each kind (fnmatch patterns); nothing else is
 # ever deleted by --overwrite
-FILES = {
-    "run": ("config.yaml", "last.pt", "best.pt", "*.pt.tmp", "metrics.json", "metrics.csv",
-            "curves.png", "results.json", "self_table.npy", "eval_*.json", "confusion_*.png"),
-    "records": ("manifest.json", "manifest.json.tmp", "shard-*.bin", "shard-*.bin.partial"),
+_WRITTEN = {
+    "run": ("config.yaml", "last.pt", "best.pt", "metrics.json", "metrics.csv", "curves.png",
+            "results.json", "self_table.npy", "eval_*.json", "confusion_*.png"),
+    # the .sums file: checksums of a partial shard's batches (records/writer.py)
+    "records": ("manifest.json", "shard-*.bin", "shard-*.bin.partial",
+                "shard-*.bin.partial.sums"),
     "eval": ("eval_*.json", "confusion_*.png"),
 }
+# ... and the temp file each is written through (`safe_io.replace_files`: `<name>.tmp`)
+FILES = {kind: (*names, *(name + ".tmp" for name in names)) for kind, names in _WRITTEN.items()}
 DEFINING = {"run": "config.yaml", "records": "manifest.json", "eval": "eval_*.json"}
 
 _HELD: dict[Path, int] = {}  # directory -> open lock fd, for this process
@@ -172,7 +181,7 @@ def _created_or_removed(path: Path) -> Iterator[None]:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise OutputError(f"cannot create {path}: {exc.strerror or exc}") from None
+        raise OutputError(f"cannot create {path}: {safe_io.reason(exc)}") from None
     try:
         yield
     except BaseException:
@@ -214,6 +223,9 @@ def contents(path: Path) -> list[str]:
 def read_marker(path: Path) -> str | None:
     """The kind named by `path`'s marker, or None without one."""
     marker = path / MARKER
+    if marker.is_symlink():  # a marker is only ever written by pointkd, never a link
+        raise OutputError(f"{marker} is a symbolic link, not a pointkd marker; refusing to "
+                          "write there")
     if not marker.is_file():
         return None
     try:
@@ -227,11 +239,9 @@ def read_marker(path: Path) -> str | None:
 
 
 def write_marker(path: Path, kind: str) -> None:
-    tmp = path / (MARKER + ".tmp")
-    tmp.write_text(json.dumps({"kind": kind, "pointkd_version": __version__,
-                               "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
-                   + "\n")
-    os.replace(tmp, path / MARKER)
+    safe_io.write_text(path / MARKER, json.dumps({
+        "kind": kind, "pointkd_version": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}) + "\n")
 
 
 def lock(path: Path) -> None:
@@ -239,10 +249,8 @@ def lock(path: Path) -> None:
     key = path.resolve()
     if key in _HELD:
         return
-    try:
-        fd = os.open(key / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as exc:
-        raise OutputError(f"cannot lock {path}: {exc.strerror or exc}") from None
+    # never through a link: the PID below would land in whatever it points to
+    fd = safe_io.open_file(key / LOCK, read=True)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -252,9 +260,13 @@ def lock(path: Path) -> None:
                           "for it to finish, or stop it first") from None
     except OSError as exc:  # e.g. a file system without locks
         os.close(fd)
-        raise OutputError(f"cannot lock {path}: {exc.strerror or exc}") from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        raise OutputError(f"cannot lock {path}: {safe_io.reason(exc)}") from None
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    except OSError as exc:  # a full disk: better now than after minutes of work
+        os.close(fd)
+        raise OutputError(f"cannot lock {path}: {safe_io.reason(exc)}") from None
     _HELD[key] = fd
 
 

@@ -7,12 +7,12 @@ rewritten when it ends (`complete: true`); both writes are atomic (temp + fsync 
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 
 import numpy as np
 
+from pointkd import safe_io
 from pointkd.augment import AugmentSpec
 from pointkd.errors import RecordError
 from pointkd.records.format import FORMAT, FORMAT_VERSION, dtype_descr, row_dtype
@@ -31,18 +31,8 @@ def shard_name(rank: int) -> str:
 
 
 def write_json_atomic(path: Path, value: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(value, f, indent=1)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fd = os.open(path.parent, os.O_RDONLY)  # make the rename itself durable
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    """temp + fsync + rename, never through a link; a full disk is a one-line error."""
+    safe_io.write_json(path, value)
 
 
 def read_manifest(root: str | Path) -> dict:
