@@ -24,8 +24,6 @@ import threading
 import time
 from pathlib import Path
 
-import yaml
-
 from pointkd import rundir
 from pointkd.config import (
     RecordConfig,
@@ -33,6 +31,7 @@ from pointkd.config import (
     augment_spec,
     from_dict,
     load_config,
+    load_yaml_file,
     save_config,
 )
 from pointkd.errors import ConfigError
@@ -54,7 +53,7 @@ def read_demo_preset(path: str | Path) -> tuple[RunConfig, dict]:
     if not p.is_file():
         raise ConfigError(f"demo preset not found: {p} (run from the repository root, or "
                           "pass --config)")
-    values = yaml.safe_load(p.read_text()) or {}
+    values = load_yaml_file(p) or {}  # bounded: no alias bombs, one-line errors
     plan = values.pop("demo", None)
     if not isinstance(plan, dict) or not {"teacher", "k", "seeds", "students"} <= set(plan):
         raise ConfigError(f"{p}: needs a `demo` section with teacher, k, seeds and students")

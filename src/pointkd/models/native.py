@@ -44,7 +44,11 @@ Traced/exported graphs (TorchScript, ONNX) always hold the PyTorch ops.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
+import importlib.machinery
+import importlib.util
 import json
 import os
 import shutil
@@ -159,18 +163,44 @@ def _run(cmd: list[str]) -> str:
 
 
 def _build():
-    from torch.utils.cpp_extension import load
-
-    _put_ninja_on_path()
+    """This CPU's kernels: imported from the cache, or built into it first. Loading a cached
+    build never goes through torch's builder, whose lock file a process killed while holding
+    it leaves behind (every later load would wait on it forever); a build holds an flock,
+    which the kernel releases however its holder ends."""
     key = build_key()
     directory = cache_dir(key)
-    name = directory.name
-    if not (directory / f"{name}.so").exists():
+    binary = directory / f"{directory.name}.so"
+    if binary.is_file():
+        with contextlib.suppress(ImportError):  # a torn or foreign file: built anew below
+            return _import(binary)
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / "pointkd.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # one builder at a time; the others wait, then load
+        if binary.is_file():
+            try:
+                return _import(binary)
+            except ImportError:
+                binary.unlink()
         warnings.warn(f"compiling CPU kernels once, ~1 min (cached in {directory})",
                       PointKDWarning, stacklevel=3)
-    directory.mkdir(parents=True, exist_ok=True)
-    return load(name=name, sources=[str(_SOURCE)], build_directory=str(directory),
-                extra_cflags=_cflags(key["march"]), extra_ldflags=["-fopenmp"], verbose=False)
+        # torch's own lock: while we hold ours, only a builder that died can have left it
+        (directory / "lock").unlink(missing_ok=True)
+        _put_ninja_on_path()
+        from torch.utils.cpp_extension import load
+
+        return load(name=directory.name, sources=[str(_SOURCE)],
+                    build_directory=str(directory), extra_cflags=_cflags(key["march"]),
+                    extra_ldflags=["-fopenmp"], verbose=False)
+
+
+def _import(binary: Path):
+    """The built extension module, imported from its file (torch is already loaded)."""
+    name = binary.stem
+    loader = importlib.machinery.ExtensionFileLoader(name, str(binary))
+    spec = importlib.util.spec_from_file_location(name, str(binary), loader=loader)
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    return module
 
 
 def _put_ninja_on_path() -> None:
