@@ -498,8 +498,9 @@ def _save_epoch(trainer: Trainer, meta: dict, out: Path, epoch: int, row: dict, 
     if improved:
         best = {"val_oa": score, "epoch": epoch + 1}
     if trainer.dist.main:
-        # one group, all or none (`safe_io.replace_files`): a full disk leaves the previous
-        # epoch's files whole, never a torn or mismatched last.pt/best.pt/metrics
+        # one group (`safe_io.replace_files`): every file is written whole before any is
+        # moved into place, so a full disk leaves the previous epoch's files as they were,
+        # never a torn last.pt or a best.pt of this epoch beside a last.pt of the one before
         files = {out / "last.pt": checkpoint_writer({**state, **trainer.resume_state(
             best, history)}), **history_writers(history, out)}
         if improved:

@@ -12,17 +12,27 @@ Running them over data (class matching, a batch, a plan of record rows) is the s
   (`torch.load(weights_only=True)`: a state dict, or a dict holding one under `state_dict` /
   `model`; or a `.safetensors` file).
 
-The contract every teacher meets (checked once with a dummy batch when it is loaded):
-input (B, P, 3) float32, output (B, C) logits. The input is in pointkd's normalisation (each
-shape centred at its centroid and scaled into the unit sphere, then augmented) unless the
-teacher declares its own — `unit_sphere` (re-normalised after augmentation), `unit_cube`
-(bounding box centred, longest side 1) or `none` (the dataset's own units) — via an
-`input_normalization` attribute on the module, an `input_normalization` entry in the ONNX
-metadata, or `--teacher-normalization`. Classes are matched by name: a teacher's names come
-from its checkpoint, a `class_names` attribute, ONNX metadata `class_names` (a JSON list,
-which `pointkd export` writes), or `--class-names FILE` (one name a line, in the teacher's
-output order); its outputs are reordered to the data's class order. A teacher without names
-must have the data's class count and is taken to be in the data's order.
+The contract every teacher meets: input (B, P, 3) float32, output (B, C) finite logits,
+each cloud's logits its own (independent of the batch size and of the other clouds in the
+batch). ONNX and `module` teachers are checked once when loaded (`_check_contract`: one
+cloud, then three clouds led by that one); an ONNX graph must also declare its input
+channels-last with a free batch axis. A declared point count (`num_points` attribute, ONNX
+metadata or a static point axis) must be an integer in 1..`MAX_POINTS`. Every call gets its
+own copy of the batch, so a teacher that modifies its input in place (legal PyTorch) cannot
+change what the next teacher, or the student in online KD, sees; logits that come out
+NaN/Inf while recording or training are an error naming the teacher
+(`teacher_inference.check_finite`).
+
+The input is in pointkd's normalisation (each shape centred at its centroid and scaled into
+the unit sphere, then augmented) unless the teacher declares its own — `unit_sphere`
+(re-normalised after augmentation), `unit_cube` (bounding box centred, longest side 1) or
+`none` (the dataset's own units) — via an `input_normalization` attribute on the module, an
+`input_normalization` entry in the ONNX metadata, or `--teacher-normalization`. Classes are
+matched by name: a teacher's names come from its checkpoint, a `class_names` attribute, ONNX
+metadata `class_names` (a JSON list, which `pointkd export` writes), or `--class-names FILE`
+(one name a line, in the teacher's output order); its outputs are reordered to the data's
+class order. A teacher without names must have the data's class count and is taken to be in
+the data's order.
 """
 
 from __future__ import annotations
@@ -30,6 +40,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import json
+import numbers
 import sys
 import typing
 from collections.abc import Callable
@@ -43,6 +54,7 @@ from torch import nn
 
 from pointkd import checkpoint
 from pointkd.errors import ModelError, PointKDError
+from pointkd.limits import MAX_POINTS
 
 Normalization = Literal["pointkd", "unit_sphere", "unit_cube", "none"]
 NORMALIZATIONS: tuple[str, ...] = typing.get_args(Normalization)
@@ -79,18 +91,31 @@ class Teacher:
     frames: torch.Tensor | None = field(default=None, repr=False)  # (N, 4) for `none`
 
     def __call__(self, x: torch.Tensor, samples: torch.Tensor | None = None) -> torch.Tensor:
+        given = x
         x = self.normalize(x, samples)
+        if x is given:  # the caller's tensor: other teachers (and the student) read it after us
+            x = x.clone()
         if self.kind == "pointkd":
-            z = self.forward(x).float()
+            z = self.forward(x)
         else:  # foreign code: its failures are the user's input problem, said in one line
             try:
-                z = self.forward(x).float()
+                z = self.forward(x)
             except Exception as exc:
                 raise ModelError(f"teacher {self.source} fails on a batch of shape "
                                  f"{tuple(x.shape)} ({_brief(exc)})") from None
+        z = self._checked_output(z, len(x))
         if self.order is not None:
             z = z[:, self.order.to(z.device)]
         return z
+
+    def _checked_output(self, z: object, batch: int) -> torch.Tensor:
+        """(B, C) float32 logits, or a one-line error naming the teacher: a shape that varies
+        with the batch would otherwise fail later in a traceback, or land in the wrong rows."""
+        if not torch.is_tensor(z) or tuple(z.shape) != (batch, self.num_classes):
+            shape = tuple(z.shape) if torch.is_tensor(z) else type(z).__name__
+            raise ModelError(f"teacher {self.source}: output {shape} for a batch of {batch}, "
+                             f"expected ({batch}, {self.num_classes}) logits")
+        return z.float()
 
     def normalize(self, x: torch.Tensor, samples: torch.Tensor | None) -> torch.Tensor:
         if self.normalization == "pointkd":
@@ -272,11 +297,7 @@ def _load_onnx(path: str, device: torch.device) -> Teacher:
         session = ort.InferenceSession(path, options, providers=providers)
     except Exception as exc:  # onnxruntime raises its own types for bad files
         raise ModelError(f"{path}: not a loadable ONNX model ({_brief(exc)})") from None
-    inputs = session.get_inputs()
-    if len(inputs) != 1 or len(inputs[0].shape) != 3:
-        raise ModelError(f"{path}: an ONNX teacher takes one input of shape (B, P, 3), this "
-                         f"one takes {[i.shape for i in inputs]}")
-    name, shape = inputs[0].name, inputs[0].shape
+    name, shape = _onnx_input(session, path)
     meta = session.get_modelmeta().custom_metadata_map
 
     def forward(x: torch.Tensor) -> torch.Tensor:
@@ -288,13 +309,11 @@ def _load_onnx(path: str, device: torch.device) -> Teacher:
     if norm is not None and norm not in NORMALIZATIONS:
         raise ModelError(f"{path}: metadata input_normalization '{norm}' is not one of "
                          f"{', '.join(NORMALIZATIONS)}")
-    # a fixed point axis says it; a dynamic one (pointkd's exports) runs at any count, and
-    # the count the model was trained at is in the metadata `num_points`
-    num_points = shape[1] if isinstance(shape[1], int) else _metadata_points(meta, path)
+    num_points = _onnx_points(shape, meta, path)
     entry = {"kind": "onnx", "file": Path(path).name, "model": "onnx",
              "sha256": _sha256(path, "teacher"), "normalization_declared": norm is not None}
     t = Teacher("onnx", path, forward, 0, names, num_points, norm or "pointkd", entry)
-    t.num_classes = entry["num_classes"] = _probe_classes(t, path, device)
+    t.num_classes = entry["num_classes"] = _check_contract(t, path, device)
     return t
 
 
@@ -308,6 +327,7 @@ def _load_module(spec: str, weights: str, device: torch.device) -> Teacher:
         raise ModelError(f"teacher {spec}: the factory returned {type(model).__name__}, not an "
                          "nn.Module")
     state = _read_weights(weights)
+    _check_finite_weights(state, spec, weights)
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:
@@ -327,9 +347,11 @@ def _load_module(spec: str, weights: str, device: torch.device) -> Teacher:
              "source_file": Path(source_file).name if source_file else None,
              "source_sha256": _sha256(source_file, "source") if source_file else None,
              "normalization_declared": norm is not None}
-    t = Teacher("module", spec, model, 0, list(names) if names else None,
-                getattr(model, "num_points", None), norm or "pointkd", entry)
-    t.num_classes = entry["num_classes"] = _probe_classes(t, spec, device)
+    points = _declared_points(getattr(model, "num_points", None), f"teacher {spec}",
+                              "attribute num_points")
+    t = Teacher("module", spec, model, 0, list(names) if names else None, points,
+                norm or "pointkd", entry)
+    t.num_classes = entry["num_classes"] = _check_contract(t, spec, device)
     return t
 
 
@@ -401,20 +423,84 @@ def _read_weights(path: str) -> dict:
     return state
 
 
-def _probe_classes(t: Teacher, label: str, device: torch.device) -> int:
-    """Run a dummy batch: the output must be (B, C) float logits."""
-    x = torch.rand(2, t.num_points or 1024, 3, device=device) * 2 - 1
+def _check_contract(t: Teacher, label: str, device: torch.device) -> int:
+    """The teacher contract (module docstring), checked once at load; returns C.
+
+    One cloud, then three clouds led by that same cloud: both outputs must be (B, C) finite
+    logits, and the first cloud's must agree to float tolerance. A graph fixed to one batch
+    size fails one of the two; a teacher whose logits depend on the other clouds (BatchNorm
+    left in training mode, a batch-wide normalisation) disagrees, and would otherwise record
+    rows that change with --batch-size."""
+    gen = torch.Generator().manual_seed(0)  # the same probe every load; global RNG untouched
+    clouds = (torch.rand(3, t.num_points or 1024, 3, generator=gen) * 2 - 1).to(device)
+    one, three = _probe(t, clouds[:1], label), _probe(t, clouds, label)
+    if one.shape[1] != three.shape[1]:
+        raise ModelError(f"teacher {label}: {one.shape[1]} logits for a batch of 1 but "
+                         f"{three.shape[1]} for a batch of 3")
+    scale = float(three[0].abs().max())
+    gap = float((one[0] - three[0]).abs().max())
+    if gap > BATCH_TOLERANCE * max(1.0, scale):
+        raise ModelError(f"teacher {label}: a cloud's logits change with the other clouds in "
+                         f"its batch (by up to {gap:.3g}); a teacher must score each cloud on "
+                         "its own (BatchNorm in training mode? call .eval() before export)")
+    return int(one.shape[1])
+
+
+BATCH_TOLERANCE = 1e-3  # relative: other batch sizes may take other kernels (float rounding)
+
+
+def _probe(t: Teacher, x: torch.Tensor, label: str) -> torch.Tensor:
+    """The teacher's raw output on probe batch `x` (its own copy): (B, C >= 2) finite floats."""
+    shape = tuple(x.shape)
     try:
         with torch.inference_mode():
-            z = t.forward(x)
+            z = t.forward(x.clone())
     except Exception as exc:
-        raise ModelError(f"teacher {label}: a (2, {x.shape[1]}, 3) float32 batch fails "
+        raise ModelError(f"teacher {label}: a {shape} float32 batch fails "
                          f"({_brief(exc)})") from None
-    if not torch.is_tensor(z) or z.ndim != 2 or z.shape[0] != 2 or z.shape[1] < 2:
-        shape = tuple(z.shape) if torch.is_tensor(z) else type(z).__name__
-        raise ModelError(f"teacher {label}: output must be (B, C) logits, got {shape} for a "
-                         "batch of 2")
-    return int(z.shape[1])
+    if not torch.is_tensor(z) or z.ndim != 2 or z.shape[0] != shape[0] or z.shape[1] < 2:
+        got = tuple(z.shape) if torch.is_tensor(z) else type(z).__name__
+        raise ModelError(f"teacher {label}: output must be (B, C) logits, got {got} for a "
+                         f"batch of {shape[0]}")
+    z = z.float()
+    if not bool(torch.isfinite(z).all()):
+        raise ModelError(f"teacher {label}: its logits on a probe batch {shape} are not finite "
+                         "(NaN/Inf): NaN/Inf weights, or arithmetic that overflows")
+    return z
+
+
+def _onnx_input(session, path: str) -> tuple[str, list]:
+    """The one input's name and shape, checked against the contract: float32 (B, P, 3) with a
+    free batch axis. The layout is checked, never guessed from whichever axis is static: a
+    channels-first (B, 3, P) graph would otherwise be fed (B, P, 3) clouds as 3 points."""
+    inputs = session.get_inputs()
+    if len(inputs) != 1 or len(inputs[0].shape) != 3:
+        raise ModelError(f"{path}: an ONNX teacher takes one input of shape (B, P, 3), this "
+                         f"one takes {[i.shape for i in inputs]}")
+    name, shape, kind = inputs[0].name, list(inputs[0].shape), inputs[0].type
+    if kind != "tensor(float)":
+        raise ModelError(f"{path}: an ONNX teacher takes float32 clouds, this one {kind}")
+    batch, points, channels = (d if isinstance(d, int) else None for d in shape)
+    if channels not in (None, 3) or (points == 3 and channels is None):
+        raise ModelError(f"{path}: input shape {shape} is not (B, P, 3) (channels-first "
+                         "(B, 3, P)? pointkd feeds x, y, z last: export it channels-last)")
+    if batch is not None:
+        raise ModelError(f"{path}: its graph fixes the batch size at {batch} (input shape "
+                         f"{shape}); export it with a dynamic batch axis")
+    return name, shape
+
+
+def _onnx_points(shape: list, meta: dict[str, str], path: str) -> int | None:
+    """A static point axis says the count; a dynamic one (pointkd's exports) runs at any
+    count, and the count the model was trained at is in the metadata `num_points`."""
+    declared = _metadata_points(meta, path)
+    if not isinstance(shape[1], int):
+        return declared
+    static = _declared_points(shape[1], path, "the input's point axis")
+    if declared is not None and declared != static:
+        raise ModelError(f"{path}: metadata num_points {declared} but the input's point axis "
+                         f"is fixed at {static}")
+    return static
 
 
 def _metadata_points(meta: dict[str, str], path: str) -> int | None:
@@ -422,9 +508,31 @@ def _metadata_points(meta: dict[str, str], path: str) -> int | None:
     value = meta.get("num_points")
     if value is None:
         return None
-    if not value.isdigit() or int(value) < 1:
-        raise ModelError(f"{path}: metadata num_points must be a positive integer, got {value!r}")
+    if not value.strip().isdigit():
+        raise ModelError(f"{path}: metadata num_points must be an integer in 1..{MAX_POINTS}, "
+                         f"got {value!r}")
+    return _declared_points(int(value), path, "metadata num_points")
+
+
+def _declared_points(value: object, label: str, what: str) -> int | None:
+    """A teacher's declared points per cloud: None, or an integer in 1..MAX_POINTS (a
+    negative, fractional, textual or absurd count is a one-line error, never an allocation
+    that fails in a traceback)."""
+    if value is None:
+        return None
+    if (isinstance(value, bool) or not isinstance(value, numbers.Integral)
+            or not 1 <= int(value) <= MAX_POINTS):
+        raise ModelError(f"{label}: {what} must be an integer in 1..{MAX_POINTS}, got "
+                         f"{value!r}")
     return int(value)
+
+
+def _check_finite_weights(state: dict, spec: str, path: str) -> None:
+    """NaN/Inf weights give NaN logits: refused at load, naming the teacher and the file."""
+    for key, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise ModelError(f"teacher {spec}: weights {path}: '{key}' is not finite "
+                             "(NaN/Inf)")
 
 
 def _json_names(text: str | None, path: str) -> list[str] | None:

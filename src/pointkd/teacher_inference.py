@@ -44,8 +44,13 @@ def fit_to_data(teachers: list[Teacher], data: PointCloudSet, data_path: str,
 
 
 def teacher_logits(teachers: list[Teacher], x: Tensor, samples: Tensor,
-                   seeds: Tensor | None = None, votes: int = 0) -> Tensor:
+                   seeds: Tensor | None = None, votes: int = 0, check: bool = True) -> Tensor:
     """(B, T, C) float32 logits of every teacher on augmented clouds `x` of shapes `samples`.
+
+    Each teacher call gets its own copy of the clouds (`Teacher.__call__`), so one that
+    modifies its input cannot change what the next one sees. `check`: non-finite logits are
+    a one-line error naming the teacher (False: the caller checks `finite_by_teacher` later,
+    as `logits_over_rows` does so as not to wait for the device on every batch).
 
     `votes` > 0: each teacher's mean logits over `x` itself and `votes` views of it, each
     scaled per axis by `augment.vote_scales(seeds, votes)` (seeds: the clouds' point-level
@@ -53,15 +58,32 @@ def teacher_logits(teachers: list[Teacher], x: Tensor, samples: Tensor,
     the student gets, and derive from its seed, so recorded and online targets agree and a
     record row's target is reproducible."""
     z = torch.stack([t(x, samples) for t in teachers], dim=1)
-    if votes == 0:
-        return z
-    if seeds is None:
-        raise ValueError("teacher votes need the clouds' seeds")
-    scales = augment.vote_scales(seeds, votes).to(x.device, x.dtype)
-    for v in range(votes):
-        view = x * scales[:, None, v]
-        z = z + torch.stack([t(view, samples) for t in teachers], dim=1)
-    return z / (votes + 1)
+    if votes > 0:
+        if seeds is None:
+            raise ValueError("teacher votes need the clouds' seeds")
+        scales = augment.vote_scales(seeds, votes).to(x.device, x.dtype)
+        for v in range(votes):
+            view = x * scales[:, None, v]
+            z = z + torch.stack([t(view, samples) for t in teachers], dim=1)
+        z = z / (votes + 1)
+    if check:
+        check_finite(teachers, finite_by_teacher(z))
+    return z
+
+
+def finite_by_teacher(z: Tensor) -> Tensor:
+    """(T,) bool on z's device: whether teacher t's logits in (B, T, C) `z` are all finite."""
+    return torch.isfinite(z).all(dim=2).all(dim=0)
+
+
+def check_finite(teachers: list[Teacher], finite: Tensor) -> None:
+    """A one-line error naming the first teacher whose logits were NaN/Inf (the record
+    writer's own check could not say which of several teachers it was)."""
+    bad = torch.nonzero(~finite.cpu()).flatten()
+    if len(bad):
+        t = teachers[int(bad[0])]
+        raise ModelError(f"teacher {t.source} produced non-finite logits (NaN/Inf) on a batch "
+                         "of clouds: its weights or its arithmetic overflow")
 
 
 def logits_over_rows(teachers: list[Teacher], points: Tensor, spec: augment.AugmentSpec,
@@ -82,25 +104,27 @@ def logits_over_rows(teachers: list[Teacher], points: Tensor, spec: augment.Augm
         x = augment.apply(points[samples.to(device)], params16.float().to(device),
                           seeds.to(device), spec)
         with autocast(device):
-            z = teacher_logits(teachers, x, samples, seeds, votes)
+            z = teacher_logits(teachers, x, samples, seeds, votes, check=False)
+        finite = finite_by_teacher(z)  # before the mean: a NaN is then still someone's
         if combine == "mean":
             z = z.mean(dim=1, keepdim=True)
         event = None
         if device.type == "cuda":
-            z = z.to("cpu", non_blocking=True)
+            z, finite = z.to("cpu", non_blocking=True), finite.to("cpu", non_blocking=True)
             event = torch.cuda.Event()
             event.record()
         if pending is not None:
-            yield _ready(*pending)
-        pending = (params16, seeds, z, event)
+            yield _ready(teachers, *pending)
+        pending = (params16, seeds, z, finite, event)
     if pending is not None:
-        yield _ready(*pending)
+        yield _ready(teachers, *pending)
 
 
-def _ready(params16: Tensor, seeds: Tensor, z: Tensor, event
-           ) -> tuple[Tensor, Tensor, np.ndarray]:
+def _ready(teachers: list[Teacher], params16: Tensor, seeds: Tensor, z: Tensor,
+           finite: Tensor, event) -> tuple[Tensor, Tensor, np.ndarray]:
     if event is not None:
         event.synchronize()
+    check_finite(teachers, finite)
     return params16, seeds, z.numpy()
 
 

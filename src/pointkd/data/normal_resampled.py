@@ -6,8 +6,10 @@
     <class>/<id>.txt                10,000 rows `x,y,z,nx,ny,nz` (normals are not used)
 
 (`modelnet10_*.txt` lists select the ModelNet10 subset of the same folders.) The class of id
-`night_stand_0001` is `night_stand` (the id without its last `_` part). A cloud is the file's
-first `num_points` rows, as PointNet++'s own loader takes them (`point_set[0:npoints]`).
+`night_stand_0001` is `night_stand` (the id without its last `_` part). A class name or a
+shape id listed twice is an error (a repeated name would leave a class without shapes). A
+cloud is the file's first `num_points` rows, as PointNet++'s own loader takes them
+(`point_set[0:npoints]`).
 Whole splits are cached as HDF5 (`pointkd.data.cache`)."""
 
 from __future__ import annotations
@@ -33,11 +35,14 @@ def layout_prefix(root: Path) -> str | None:
 
 def load_normal_resampled(root: Path, split: str, num_points: int,
                           prefix: str) -> PointCloudSet:
-    names = _read_lines(root / f"{prefix}_shape_names.txt")
+    # a name listed twice would be two classes, only the last with shapes (the first a
+    # phantom), an id listed twice the same shape twice: both are refused
+    names = _unique(_read_lines(root / f"{prefix}_shape_names.txt"),
+                    root / f"{prefix}_shape_names.txt", "class name")
     list_file = root / f"{prefix}_{split}.txt"
     if not list_file.is_file():
         raise MissingSplitError(f"{root}: no {list_file.name} (the id list of split '{split}')")
-    ids = _read_lines(list_file)
+    ids = _unique(_read_lines(list_file), list_file, "shape id")
     index = {n: i for i, n in enumerate(names)}
     files, labels = [], []
     for line, shape_id in enumerate(ids, start=1):
@@ -94,4 +99,14 @@ def _read_lines(path: Path) -> list[str]:
         raise DataError(f"{path}: unreadable ({type(exc).__name__})") from None
     if not lines:
         raise DataError(f"{path}: empty")
+    return lines
+
+
+def _unique(lines: list[str], path: Path, what: str) -> list[str]:
+    """`lines`, or a DataError naming the first one that repeats."""
+    seen: set[str] = set()
+    for line in lines:
+        if line in seen:
+            raise DataError(f"{path}: {what} {line!r} is listed more than once")
+        seen.add(line)
     return lines
