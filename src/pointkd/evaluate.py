@@ -200,11 +200,8 @@ def evaluate_checkpoint(cfg: EvalConfig) -> Evaluation:
                 "ensemble members must agree"
             )
     ds = load_split(data, split, num_points=meta.get("num_points"), normalize=cfg.normalize)
-    if ds.num_classes != meta["num_classes"]:
-        raise DataError(
-            f"{data} has {ds.num_classes} classes but the checkpoint was trained on "
-            f"{meta['num_classes']}"
-        )
+    loaded = [(fit_classes(model, m, path, ds.class_names, data), m)
+              for path, (model, m) in zip(paths, loaded, strict=True)]
     members = [predict_logits(model, ds.points, cfg.batch_size, dev,
                               progress=f"eval {m['model']}" if cfg.progress else "")
                for model, m in loaded]
@@ -235,6 +232,43 @@ def evaluate_checkpoint(cfg: EvalConfig) -> Evaluation:
     if cfg.out is not None:
         save_report(Path(cfg.out), split, report, ds.class_names)
     return Evaluation(report, list(ds.class_names))
+
+
+class ClassSubset(nn.Module):
+    """A classifier's logits of some of its classes, in a given order (a ModelNet40 model
+    evaluated on ModelNet10: its softmax and argmax are then over the data's classes)."""
+
+    def __init__(self, model: nn.Module, order: list[int]):
+        super().__init__()
+        self.model = model
+        self.register_buffer("order", torch.tensor(order), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)[:, self.order]
+
+
+def fit_classes(model: nn.Module, meta: dict, path: str, data_names: list[str],
+                data: str) -> nn.Module:
+    """`model` with its outputs mapped to the data's classes by name, as `pointkd record`
+    maps a teacher's (`pointkd.teacher.class_map`); a DataError if that cannot be done.
+    Checkpoints without names, or of the data's class count whose names are not all the
+    data's, are taken in the data's order (as before names were compared)."""
+    from pointkd.teacher import class_map
+
+    names, count = list(meta.get("class_names") or []), int(meta["num_classes"])
+    if names == list(data_names):
+        return model
+    if len(names) != count or (count == len(data_names) and not set(data_names) <= set(names)):
+        if count != len(data_names):
+            raise DataError(f"{data} has {len(data_names)} classes but the checkpoint was "
+                            f"trained on {count}"
+                            + ("" if names else " (and carries no class names to map by)"))
+        return model
+    try:
+        order = class_map(path, names, list(data_names), data)
+    except ModelError as exc:
+        raise DataError(str(exc)) from None
+    return model if order == list(range(count)) else ClassSubset(model, order)
 
 
 def report_files(out: Path, split: str) -> tuple[Path, Path]:

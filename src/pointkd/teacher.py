@@ -31,7 +31,11 @@ the unit sphere, then augmented) unless the teacher declares its own — `unit_s
 matched by name: a teacher's names come from its checkpoint, a `class_names` attribute, ONNX
 metadata `class_names` (a JSON list, which `pointkd export` writes), or `--class-names FILE`
 (one name a line, in the teacher's output order); its outputs are reordered to the data's
-class order. A teacher without names must have the data's class count and is taken to be in
+class order. A teacher may know more classes than the data (a ModelNet40 teacher for a
+ModelNet10 student): only its logits of the data's classes are kept, in the data's order, so
+its softmax is over the data's classes; the manifest's teacher entry then records
+`class_map` (the teacher index of each data class). Every data class must be among the
+teacher's. A teacher without names must have the data's class count and is taken to be in
 the data's order.
 """
 
@@ -184,34 +188,44 @@ def match_classes(teachers: list[Teacher], data_names: list[str], data_label: st
 
 def _match_classes(teachers: list[Teacher], data_names: list[str], data_label: str) -> None:
     for t in teachers:
-        if t.class_names is None:
+        if t.class_names is None:  # nothing to match by: the count must agree, order assumed
             if t.num_classes != len(data_names):
                 raise ModelError(f"teacher {t.source} has {t.num_classes} classes, the data "
-                                 f"{len(data_names)}")
-            continue
-        if t.kind == "pointkd":  # pointkd checkpoints: count and names as trained
-            if t.num_classes != len(data_names):
-                raise ModelError(f"teacher {t.source} has {t.num_classes} classes, the data "
-                                 f"{len(data_names)}")
-            if list(t.class_names) != list(data_names):
-                raise ModelError(f"teacher {t.source} was trained on other class names than "
-                                 f"{data_label}")
+                                 f"{len(data_names)}, and no class names to map them by")
             continue
         if len(t.class_names) != t.num_classes:
             raise ModelError(f"teacher {t.source} outputs {t.num_classes} logits but has "
                              f"{len(t.class_names)} class names")
-        missing = [n for n in data_names if n not in t.class_names]
-        extra = [n for n in t.class_names if n not in data_names]
-        if missing or extra or len(set(t.class_names)) != len(t.class_names):
-            what = "; ".join(
-                ([f"the data's {', '.join(missing[:3])} not among its classes"] if missing
-                 else []) + ([f"its {', '.join(extra[:3])} not among the data's"] if extra
-                             else [])) or "its class names repeat"
-            raise ModelError(f"teacher {t.source}: classes do not match {data_label}: {what}")
-        order = [t.class_names.index(n) for n in data_names]
-        if order != list(range(len(order))):
+        order = class_map(t.source, t.class_names, data_names, data_label)
+        if t.kind != "pointkd":  # a checkpoint carries its names; foreign teachers' are noted
+            t.entry["class_names"] = list(t.class_names)
+        if order != list(range(t.num_classes)):
             t.order = torch.tensor(order)
-        t.entry["class_names"] = list(t.class_names)
+            t.entry["class_map"] = order  # absent when the identity: older manifests unchanged
+
+
+def class_map(source: str, names: list[str], data_names: list[str],
+              data_label: str) -> list[int]:
+    """The teacher's output index of each data class, in the data's order, matched by name.
+    The teacher may know more classes than the data (a ModelNet40 teacher for ModelNet10):
+    its other logits are dropped, so its softmax is over the data's classes alone. A data
+    class the teacher does not know is an error: its logit would have to be invented."""
+    if len(set(names)) != len(names):
+        raise ModelError(f"teacher {source}: classes do not match {data_label}: its class "
+                         "names repeat")
+    missing = [n for n in data_names if n not in names]
+    if missing:
+        extra = [n for n in names if n not in data_names]  # often the misspelt ones
+        raise ModelError(f"teacher {source}: classes do not match {data_label}: the data's "
+                         f"{_few(missing)} not among its {len(names)} classes"
+                         + (f"; its {_few(extra)} not among the data's" if extra else ""))
+    return [names.index(n) for n in data_names]
+
+
+def _few(names: list[str]) -> str:
+    """At most three names, then how many more: an error message stays one short line."""
+    more = f" (and {len(names) - 3} more)" if len(names) > 3 else ""
+    return ", ".join(names[:3]) + more
 
 
 def attach_frames(teachers: list[Teacher], raw_points: np.ndarray | None) -> None:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pointkd.checkpoint import file_sha256
+from pointkd.checkpoint import file_sha256, read_checkpoint
 from pointkd.config import augment_spec
 from pointkd.errors import PointKDError, RecordError
 from pointkd.records.format import CLOUD_BYTES
 from pointkd.records.manifest import read_manifest
 from pointkd.records.reader import open_records
-from pointkd.teacher import teacher_identity, teacher_kind
+from pointkd.teacher import class_map, teacher_identity, teacher_kind
 
 
 def verify(root: str, data: str | None = None, teachers: list[str] | None = None,
@@ -34,7 +34,8 @@ def verify(root: str, data: str | None = None, teachers: list[str] | None = None
 
         open_records(root, data=load_split(data, "train", num_points=m["data"]["num_points"]))
         checked.append(f"made for {data}")
-    checked += _check_teachers(root, m["teachers"], teachers or [], weights or [])
+    checked += _check_teachers(root, m["teachers"], teachers or [], weights or [],
+                               m["data"]["class_names"])
     if config is not None:
         want = augment_spec(config)
         if want != rs.spec:
@@ -47,8 +48,9 @@ def verify(root: str, data: str | None = None, teachers: list[str] | None = None
 
 
 def _check_teachers(root: str, recorded: list[dict], teachers: list[str],
-                    weights: list[str]) -> list[str]:
-    """Every given teacher's hashes must be among the manifest's teachers."""
+                    weights: list[str], data_names: list[str]) -> list[str]:
+    """Every given teacher's hashes must be among the manifest's teachers, recorded with
+    the class mapping its names give for the data's classes."""
     kinds = [teacher_kind(t) for t in teachers]
     if len(weights) != kinds.count("module"):
         raise RecordError(f"{kinds.count('module')} module teacher(s) but {len(weights)} "
@@ -68,8 +70,51 @@ def _check_teachers(root: str, recorded: list[dict], teachers: list[str],
                                         for x in same):
             raise RecordError(f"{root}: teacher {t}: the weights match, but the source file "
                               "defining the factory changed since the recording (sha256)")
+        _check_class_map(root, t, kind, same, data_names)
         checked.append(f"made with {t if kind == 'module' else Path(t).name}")
     return checked
+
+
+def _check_class_map(root: str, spec: str, kind: str, same: list[dict],
+                     data_names: list[str]) -> None:
+    """The manifest's `class_map` (absent: the identity) must be what matching the teacher's
+    class names to the data's gives now: otherwise the stored logits sit under other classes
+    than a student reading them assumes."""
+    want = None
+    for entry in same:
+        names = _teacher_names(root, spec, kind, entry)
+        if names is None:  # matched by count at recording: the identity
+            want = list(range(len(data_names)))
+        else:
+            try:
+                want = class_map(spec, names, data_names, "the records' data")
+            except PointKDError as exc:
+                raise RecordError(f"{root}: {exc}") from None
+        if entry.get("class_map", list(range(len(data_names)))) == want or (
+                _permuted_before_class_map(kind, entry, want)):
+            return
+    got = same[0].get("class_map", "the identity")
+    raise RecordError(f"{root}: teacher {spec}: the manifest maps its classes to the data's as "
+                      f"{got}, but their names give {want}")
+
+
+def _permuted_before_class_map(kind: str, entry: dict, want: list[int]) -> bool:
+    """Manifests written before `class_map` existed reordered foreign teachers' outputs by
+    name without noting it (their names are in the entry): a permutation, never a subset."""
+    return kind != "pointkd" and "class_map" not in entry and sorted(want) == list(
+        range(len(entry.get("class_names") or [])))
+
+
+def _teacher_names(root: str, spec: str, kind: str, entry: dict) -> list[str] | None:
+    """A teacher's class names: from its checkpoint (whose sha256 matched), else as the
+    manifest noted them for foreign teachers (ONNX metadata or --class-names)."""
+    if kind != "pointkd":
+        return entry.get("class_names")
+    try:
+        names = read_checkpoint(spec).get("class_names")
+    except PointKDError as exc:
+        raise RecordError(f"{root}: {exc}") from None
+    return list(names) if names else None
 
 
 def teacher_label(t: dict) -> str:
