@@ -140,9 +140,6 @@ def folder_dataset(tmp_path) -> Path:
     return root
 
 
-@pytest.mark.xfail(reason="data/folder.py and data/normal_resampled.py call tqdm directly "
-                   "(disable=len(files) < MIN_FILES) instead of pointkd.progress.track; "
-                   "outside this change's files", strict=False)
 def test_reading_many_files_shows_no_bar_in_a_redirected_log(tmp_path, folder_dataset):
     env = {**ENV, "POINTKD_CACHE": "off"}
     log = tmp_path / "log"

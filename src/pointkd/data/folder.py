@@ -107,12 +107,13 @@ def _split_files(root: Path, classes: list[str], split: str) -> tuple[list[Path]
 
 def _read_all(root: Path, split: str, files: list[Path], labels: list[int],
               classes: list[str], num_points: int) -> PointCloudSet:
-    from tqdm import tqdm
+    from pointkd.progress import track
 
     points, ids = [], []
-    # a first read of the ModelNet40 archive takes minutes: show it (then it is cached)
-    for f in tqdm(files, desc=f"reading {root.name}/{split} (cached afterwards)", unit="file",
-                  disable=len(files) < MIN_FILES, dynamic_ncols=True):
+    # a first read of the ModelNet40 archive takes minutes: show it on a terminal (then it
+    # is cached); never a bar in a log
+    for f in track(files, len(files), f"reading {root.name}/{split} (cached afterwards)",
+                   unit="file", enabled=len(files) >= MIN_FILES, leave=True):
         rel = f.relative_to(root).as_posix()  # '/' on every OS: same seed everywhere
         points.append(read_cloud(f, num_points, seed=file_seed(rel)))
         ids.append(rel)

@@ -61,12 +61,13 @@ def load_normal_resampled(root: Path, split: str, num_points: int,
 
 def _read_all(root: Path, split: str, files: list[Path], ids: list[str], labels: list[int],
               names: list[str], num_points: int) -> PointCloudSet:
-    from tqdm import tqdm
+    from pointkd.progress import track
 
     points = np.empty((len(files), num_points, 3), np.float32)
-    for i, f in enumerate(tqdm(files, desc=f"reading {root.name}/{split} (cached afterwards)",
-                               unit="file", disable=len(files) < MIN_FILES,
-                               dynamic_ncols=True)):
+    # a first read takes minutes: shown on a terminal (then cached); never a bar in a log
+    for i, f in enumerate(track(files, len(files), f"reading {root.name}/{split} (cached "
+                                "afterwards)", unit="file", enabled=len(files) >= MIN_FILES,
+                                leave=True)):
         points[i] = read_rows(f, num_points)
     return PointCloudSet(points, np.array(labels, np.int64), names, f"{root.name}/{split}",
                          list(ids))
