@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pointkd import __version__
+from pointkd import __version__, safe_io
 from pointkd.checkpoint import load_model
 from pointkd.data import normalize_unit_sphere, read_cloud
 from pointkd.data.readers import MIN_POINTS, POINT_SUFFIXES
@@ -125,6 +125,9 @@ def export_onnx(checkpoint: str, out: str, opset: int = 18, check_data: str | No
     # written beside the target and moved over it only once every check has passed, so a
     # failed export never leaves a file behind nor clobbers an existing one
     tmp = out_path.with_name(f".{out_path.name}.partial")
+    # the exporter and onnx follow links: refuse one at either name before writing anything
+    safe_io.refuse_link(out_path)
+    safe_io.refuse_link(tmp)
     try:
         _export(model, meta, tmp, num_points, opset, dynamic_points=True)
         model = model.cpu()
@@ -134,9 +137,9 @@ def export_onnx(checkpoint: str, out: str, opset: int = 18, check_data: str | No
         props = onnx_metadata(meta, num_points, dynamic)
         if trained is not None:
             props["sampler"] = f"{model.sampler} (trained with {trained})"
-        _write_metadata(tmp, props)
+        proto = _with_metadata(tmp, props)
         report = {"onnx": str(out_path), "model": meta["model"], "opset": opset,
-                  "bytes": tmp.stat().st_size, "num_points": num_points,
+                  "bytes": proto.ByteSize(), "num_points": num_points,
                   "dynamic_points": dynamic}
         if trained is not None:
             report["sampler"] = {"exported": model.sampler, "trained": trained}
@@ -148,7 +151,7 @@ def export_onnx(checkpoint: str, out: str, opset: int = 18, check_data: str | No
             report["parity"] = check_parity(model, tmp, points)
             if trained is not None:
                 report["sampler"].update(_sampler_cost(model, trained, points, labels))
-        os.replace(tmp, out_path)
+        _save(proto, out_path)
     finally:
         tmp.unlink(missing_ok=True)
     return report
@@ -265,12 +268,20 @@ def onnx_metadata(meta: dict, num_points: int, dynamic_points: bool) -> dict[str
     }
 
 
-def _write_metadata(path: Path, props: dict[str, str]) -> None:
+def _with_metadata(path: Path, props: dict[str, str]):
+    """The exported graph at `path` with `props` as its metadata (an onnx ModelProto)."""
     import onnx
 
     model = onnx.load(str(path))
     onnx.helper.set_model_props(model, props)
-    onnx.save(model, str(path))
+    return model
+
+
+def _save(model, path: Path) -> None:
+    """Write the final file through safe_io: never through a link, temp + rename, and a full
+    or read-only disk is one line naming `path` (onnx.save would follow a link)."""
+    # serialised here: onnx.save on a file object looks for a path beside it
+    safe_io.replace_files({path: lambda f: f.write(model.SerializeToString())})
 
 
 def check_parity(model: torch.nn.Module, onnx_path: str | Path, points: np.ndarray) -> dict:
