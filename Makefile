@@ -27,9 +27,17 @@ demo-modelnet40: $(STAMP)
 	@test -n "$(DATA)" || { echo "usage: make demo-modelnet40 DATA=path/to/modelnet40_1024"; exit 2; }
 	$(VENV)/bin/pointkd demo --data "$(DATA)" --out runs/demo_modelnet40
 
+# Lint, the suite, then the float comparisons and bit-exact kernel claims (-m numerics, under
+# a minute each) again on other CPU kernels: ATen's scalar `default` ones and AVX2 ones, MKL's
+# and oneDNN's GEMMs at SSE4.2 and AVX2 (other blocking, other summation orders), so that a
+# tolerance or a bit-exact claim that holds only for this CPU's kernels fails here.
 test: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench
 	$(PY) -m pytest
+	ATEN_CPU_CAPABILITY=default MKL_ENABLE_INSTRUCTIONS=SSE4_2 ONEDNN_MAX_CPU_ISA=SSE41 \
+		$(PY) -m pytest -m numerics
+	ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2 \
+		$(PY) -m pytest -m numerics
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench

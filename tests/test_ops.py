@@ -4,6 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _numerics import (
+    assert_close_pair,
+    assert_close_to_reference,
+    float64_copy,
+    n_eff,
+)
 
 from pointkd.models import layers, ops
 
@@ -60,12 +66,17 @@ def small_tiles(monkeypatch):
     monkeypatch.setattr(ops, "TILE_ELEMENTS", 200)
 
 
+@pytest.mark.numerics
 def test_square_distance():
+    """|a|² + |b|² − 2 a·b: three sums of 5, cancelling; the summands' magnitude is at most
+    2 (|a|² + |b|²)."""
     a, b = _cloud(2, 50, 5, 1), _cloud(2, 70, 5, 2)
-    torch.testing.assert_close(ops.square_distance(a, b).double(), _ref_sqdist(a, b),
-                               atol=1e-5, rtol=1e-5)
+    scale = 2 * float(a.square().sum(-1).max() + b.square().sum(-1).max())
+    assert_close_to_reference(ops.square_distance(a, b), _ref_sqdist(a, b), n_eff(5, 5, 5, 3),
+                              scale=scale)
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("b,n,m", [(3, 300, 64), (1, 20, 20), (2, 1024, 512)])
 def test_fps_matches_reference(b, n, m):
     xyz = _cloud(b, n, seed=n)
@@ -91,6 +102,7 @@ def _check_knn(query, ref, k):
     assert torch.equal(idx.sort(-1).values, expect.sort(-1).values)
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("c", [3, 64])
 def test_knn_matches_reference(c, small_tiles):
     x = _cloud(3, 120, c, seed=c)
@@ -99,6 +111,7 @@ def test_knn_matches_reference(c, small_tiles):
     assert (ops.knn(x, x, 1)[..., 0] == torch.arange(120)).all()  # a point finds itself
 
 
+@pytest.mark.numerics
 def test_knn_large_p_is_tiled(monkeypatch):
     x = _cloud(1, 8192, seed=3)
     query = x[:, ::37]  # 222 x 8192 distances: 7 tiles of at most TILE_ELEMENTS
@@ -129,6 +142,7 @@ def test_tiles_cover_and_bounded():
         assert (seen == 1).all()
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("radius,nsample", [(0.2, 32), (0.4, 64), (2.0, 8)])
 def test_ball_query_matches_reference(radius, nsample, small_tiles):
     xyz = _cloud(2, 400, seed=5)
@@ -138,6 +152,7 @@ def test_ball_query_matches_reference(radius, nsample, small_tiles):
     assert torch.equal(idx, _ref_ball_query(radius, nsample, xyz, new_xyz))
 
 
+@pytest.mark.numerics
 def test_ball_query_empty_ball_and_large_p():
     xyz = _cloud(2, 6000, seed=6)
     new_xyz = torch.cat([xyz[:, :100], torch.full((2, 1, 3), 5.0)], 1)  # last: far outside
@@ -146,19 +161,23 @@ def test_ball_query_empty_ball_and_large_p():
     assert (idx[:, -1] == _ref_sqdist(new_xyz[:, -1:], xyz).argmin(-1)).all()
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("shape", [(2, 30), (2, 30, 7)])
 def test_gather_points_values_and_grad(shape):
     x = torch.randn(2, 50, 6, requires_grad=True)
     idx = torch.randint(0, 50, shape)
     out = ops.gather_points(x, idx)
-    expect = x[torch.arange(2).view(2, *[1] * (len(shape) - 1)), idx]
-    assert torch.equal(out, expect)
+    batch = torch.arange(2).view(2, *[1] * (len(shape) - 1))
+    assert torch.equal(out, x[batch, idx])
     w = torch.randn_like(out)
     (g,) = torch.autograd.grad((out * w).sum(), x)
-    (g_ref,) = torch.autograd.grad((expect * w).sum(), x)
-    torch.testing.assert_close(g, g_ref)
+    x64 = x.detach().double().requires_grad_()
+    (g_ref,) = torch.autograd.grad((x64[batch, idx] * w.double()).sum(), x64)
+    # a row's gradient sums the picks of it: at most idx.numel() / 2 per cloud
+    assert_close_to_reference(g, g_ref, n_eff(idx.numel() // 2))
 
 
+@pytest.mark.numerics
 def test_gather_max(small_tiles):
     x = torch.randn(3, 40, 8)
     idx = torch.randint(0, 40, (3, 25, 6))
@@ -171,7 +190,10 @@ def _reference_mlp(mlp: layers.SharedMLP, x: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.leaky_relu(y, mlp.slope)
 
 
+@pytest.mark.numerics
 def test_shared_mlp_eval_folding_is_exact():
+    """Folded (W·γ/σ, one matmul) against Linear then BatchNorm in float64: the same function
+    up to float rounding (a dot product of 5, the folding's few roundings)."""
     torch.manual_seed(0)
     for bias, slope in [(True, 0.0), (False, 0.2)]:
         mlp = layers.SharedMLP(5, 7, bias=bias, slope=slope)
@@ -181,66 +203,86 @@ def test_shared_mlp_eval_folding_is_exact():
         with torch.no_grad():
             mlp.bn.weight.copy_(torch.randn(7))  # negative gammas too
         mlp.eval()
-        ref = _reference_mlp(mlp, x)
-        torch.testing.assert_close(mlp(x), ref, atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(mlp.forward_max(x), ref.amax(-2), atol=1e-5, rtol=1e-5)
+        ref = _reference_mlp(float64_copy(mlp), x.double())
+        n = n_eff(5, 1, 1, 1)  # the dot product; σ, γ/σ, the bias
+        assert_close_to_reference(mlp(x), ref, n, msg=f"bias={bias}")
+        assert_close_to_reference(mlp.forward_max(x), ref.amax(-2), n, msg=f"bias={bias} max")
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("linear", [True, False])
 @pytest.mark.parametrize("slope,shape", [(0.0, (3, 40, 6)), (0.2, (2, 5, 16, 6))])
 def test_fused_bn_act_max_matches_reference(slope, shape, linear, small_tiles):
     """Training-mode pooling, with the Linear recomputed chunk-wise (`forward_max`) or given
-    its output (`pool`): outputs, all gradients and running stats as BN → act → amax."""
+    its output (`pool`): outputs, all gradients and running stats as BN → act → amax, in
+    float64. The Linear is exact in float32 (weights on a 2^-6 grid, inputs on 2^-4: every
+    product and sum representable), so the tied rows stay exact ties whatever the GEMM's
+    row blocking (identical rows in different blocks can round differently: a broken tie
+    moves half a gradient, not a rounding error)."""
     torch.manual_seed(1)
     fused = layers.SharedMLP(6, 9, slope=slope)
     with torch.no_grad():
         fused.bn.weight.copy_(torch.randn(9))  # some negative gains: min is selected
         fused.bn.bias.copy_(torch.randn(9))
-    plain = layers.SharedMLP(6, 9, slope=slope)
-    plain.load_state_dict(fused.state_dict())
-    x = torch.randn(*shape) * 2 + 3
+        fused.fc.weight.copy_((fused.fc.weight * 64).round() / 64)
+        fused.fc.bias.copy_((fused.fc.bias * 64).round() / 64)
+    plain = float64_copy(fused)  # the plain ops in float64
+    x = ((torch.randn(*shape) * 2 + 3) * 16).round() / 16
     x[..., 1, :] = x[..., 0, :]  # exact ties, as ball-query padding produces
-    xf, xp = x.clone().requires_grad_(), x.clone().requires_grad_()
+    xf, xp = x.clone().requires_grad_(), x.double().requires_grad_()
     out_f = fused.forward_max(xf) if linear else fused.pool(fused.fc(xf))
-    out_p = _reference_mlp(plain, xp).amax(-2)
-    torch.testing.assert_close(out_f, out_p, atol=1e-5, rtol=1e-4)
-    w = torch.randn_like(out_p)
+    z = plain.fc(xp)
+    z.retain_grad()
+    y = plain.bn(z.reshape(-1, 9)).view(z.shape)
+    out_p = torch.nn.functional.leaky_relu(y, slope).amax(-2)
+    rows = x.numel() // x.shape[-1]
+    n = n_eff(6, rows)  # the Linear, the BatchNorm statistics (and their gradient sums)
+    assert_close_to_reference(out_f, out_p, n, msg="output")
+    w = torch.randn_like(out_f)
     (out_f * w).sum().backward()
-    (out_p * w).sum().backward()
-    torch.testing.assert_close(xf.grad, xp.grad, atol=1e-5, rtol=1e-4)
+    (out_p * w.double()).sum().backward()
+    assert_close_to_reference(xf.grad, xp.grad, n, msg="input gradient")
+    # the Linear's bias gradient is 0 (BatchNorm removes the mean): rounding noise, on the
+    # scale of its summands, the per-row gradients
+    bias_scale = float(z.grad.abs().reshape(-1, 9).sum(0).max())
     for (name, a), b in zip(fused.named_parameters(), plain.parameters(), strict=True):
-        torch.testing.assert_close(a.grad, b.grad, atol=1e-4, rtol=1e-4, msg=name)
-    for name in ("running_mean", "running_var", "num_batches_tracked"):
-        torch.testing.assert_close(getattr(fused.bn, name), getattr(plain.bn, name))
+        assert_close_to_reference(a.grad, b.grad, n, msg=name,
+                                  scale=bias_scale if name == "fc.bias" else None)
+    for name in ("running_mean", "running_var"):
+        assert_close_to_reference(getattr(fused.bn, name), getattr(plain.bn, name), n, msg=name)
+    assert torch.equal(fused.bn.num_batches_tracked, plain.bn.num_batches_tracked)
 
 
+@pytest.mark.numerics
 def test_pool_gathered_matches_reference(small_tiles):
     """EdgeConv's fused path: act(BN(table[index] + centre)).amax over neighbours."""
     torch.manual_seed(2)
     fused = layers.SharedMLP(4, 5, bias=False, slope=0.2)
     with torch.no_grad():
         fused.bn.weight.copy_(torch.randn(5))
-    plain = layers.SharedMLP(4, 5, bias=False, slope=0.2)
-    plain.load_state_dict(fused.state_dict())
+    plain = float64_copy(fused)  # the plain ops in float64
     table, centre = torch.randn(30, 5), torch.randn(12, 5)
     index = torch.randint(0, 30, (12, 6))
     index[:, 1] = index[:, 0]  # repeated neighbours: ties
     tf, cf = table.clone().requires_grad_(), centre.clone().requires_grad_()
-    tp, cp = table.clone().requires_grad_(), centre.clone().requires_grad_()
+    tp, cp = table.double().requires_grad_(), centre.double().requires_grad_()
     out_f = fused.pool_gathered(tf, index, cf)
     z = tp[index] + cp.unsqueeze(1)
     out_p = torch.nn.functional.leaky_relu(plain.bn(z.reshape(-1, 5)), 0.2).view(12, 6, 5)
     out_p = out_p.amax(1)
-    torch.testing.assert_close(out_f, out_p, atol=1e-5, rtol=1e-4)
-    w = torch.randn_like(out_p)
+    n = n_eff(12 * 6, 1)  # BatchNorm statistics over 72 rows (and their gradient sums); z
+    assert_close_to_reference(out_f, out_p, n, msg="output")
+    w = torch.randn_like(out_f)
     (out_f * w).sum().backward()
-    (out_p * w).sum().backward()
-    pairs = [(tf.grad, tp.grad), (cf.grad, cp.grad), (fused.bn.weight.grad, plain.bn.weight.grad),
-             (fused.bn.running_var, plain.bn.running_var)]
-    for a, b in pairs:
-        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    (out_p * w.double()).sum().backward()
+    pairs = {"table gradient": (tf.grad, tp.grad), "centre gradient": (cf.grad, cp.grad),
+             "gain gradient": (fused.bn.weight.grad, plain.bn.weight.grad),
+             "running_var": (fused.bn.running_var, plain.bn.running_var)}
+    for name, (a, b) in pairs.items():
+        assert_close_to_reference(a, b, n, msg=name)
 
 
+@pytest.mark.numerics
 @pytest.mark.parametrize("ties", [False, True])
 def test_pool_gathered_backward_without_remaking_z(ties, small_tiles):
     """The gathered backward (winners kept by forward, ties made again) against autograd
@@ -251,26 +293,26 @@ def test_pool_gathered_backward_without_remaking_z(ties, small_tiles):
     with torch.no_grad():
         fused.bn.weight.copy_(torch.randn(c))
         fused.bn.bias.copy_(torch.randn(c))
-    plain = layers.SharedMLP(4, c, bias=False)
-    plain.load_state_dict(fused.state_dict())
+    plain = float64_copy(fused)  # the plain ops in float64
     table, centre = torch.randn(50, c), torch.randn(40, c)
     index = torch.randint(0, 50, (40, 9))
     if ties:
         index[::3, 4] = index[::3, 2]  # a third of the groups repeat a neighbour
         table[7] = table[3]  # two rows with equal values
     tf, cf = table.clone().requires_grad_(), centre.clone().requires_grad_()
-    tp, cp = table.clone().requires_grad_(), centre.clone().requires_grad_()
+    tp, cp = table.double().requires_grad_(), centre.double().requires_grad_()
     out_f = fused.pool_gathered(tf, index, cf)
     z = tp[index] + cp.unsqueeze(1)
     out_p = torch.relu(plain.bn(z.reshape(-1, c))).view(40, 9, c).amax(1)
-    torch.testing.assert_close(out_f, out_p, atol=1e-5, rtol=1e-4)
-    w = torch.randn_like(out_p)
+    n = n_eff(40 * 9, 1)  # BatchNorm statistics over 360 rows (and their gradient sums); z
+    assert_close_to_reference(out_f, out_p, n, msg="output")
+    w = torch.randn_like(out_f)
     (out_f * w).sum().backward()
-    (out_p * w).sum().backward()
-    torch.testing.assert_close(tf.grad, tp.grad, atol=1e-5, rtol=1e-4)
-    torch.testing.assert_close(cf.grad, cp.grad, atol=1e-5, rtol=1e-4)
-    torch.testing.assert_close(fused.bn.weight.grad, plain.bn.weight.grad, atol=1e-5, rtol=1e-4)
-    torch.testing.assert_close(fused.bn.bias.grad, plain.bn.bias.grad, atol=1e-5, rtol=1e-4)
+    (out_p * w.double()).sum().backward()
+    assert_close_to_reference(tf.grad, tp.grad, n, msg="table gradient")
+    assert_close_to_reference(cf.grad, cp.grad, n, msg="centre gradient")
+    assert_close_to_reference(fused.bn.weight.grad, plain.bn.weight.grad, n, msg="gain gradient")
+    assert_close_to_reference(fused.bn.bias.grad, plain.bn.bias.grad, n, msg="bias gradient")
 
 
 def test_op_timing_only_when_active():
@@ -284,6 +326,7 @@ def test_op_timing_only_when_active():
     assert ops._timings is None
 
 
+@pytest.mark.numerics
 def test_export_forms_match(monkeypatch):
     """The whole-tensor forms used while tracing/exporting give the same results."""
     xyz = _cloud(2, 300, seed=8)
@@ -304,6 +347,7 @@ def test_export_forms_match(monkeypatch):
 
 
 @pytest.mark.slow
+@pytest.mark.numerics
 def test_native_fps_knn_matches_the_torch_ops(monkeypatch):
     """The optional C++ kernel (POINTKD_NATIVE_OPS=1; compiled once, then cached) gives the
     same samples and distance rows bit for bit, and the same neighbour sets and distances."""
@@ -324,6 +368,7 @@ def test_native_fps_knn_matches_the_torch_ops(monkeypatch):
 
 
 @pytest.mark.slow
+@pytest.mark.numerics
 @pytest.mark.parametrize("n, dups", [(1024, 0), (40, 0), (300, 120)])
 def test_native_neighbours_are_the_stable_sort_prefix(monkeypatch, n, dups):
     """The C++ selection (a bound from 64 strided groups, candidates below it; all points
@@ -355,6 +400,7 @@ def _native(monkeypatch):
 
 
 @pytest.mark.slow
+@pytest.mark.numerics
 def test_native_prefix_knn_matches_the_table_selection(monkeypatch):
     """Later stages' neighbours from the coordinates: the same distances as the FPS table's
     entries, bit for bit, and the same neighbour sets (ties aside)."""
@@ -373,6 +419,7 @@ def test_native_prefix_knn_matches_the_table_selection(monkeypatch):
 
 
 @pytest.mark.slow
+@pytest.mark.numerics
 @pytest.mark.parametrize("slope", [0.0, 0.2])
 def test_native_inference_pool_equals_the_torch_ops(monkeypatch, slope):
     native = _native(monkeypatch)
@@ -387,6 +434,7 @@ def test_native_inference_pool_equals_the_torch_ops(monkeypatch, slope):
 
 
 @pytest.mark.slow
+@pytest.mark.numerics
 @pytest.mark.parametrize("negative_gain", [False, True])
 def test_native_gathered_pool_forward_and_gradients_match_the_torch_ops(monkeypatch,
                                                                         negative_gain):
@@ -413,10 +461,14 @@ def test_native_gathered_pool_forward_and_gradients_match_the_torch_ops(monkeypa
             mlp.bn.running_mean.clone(), mlp.bn.running_var.clone()
 
     _native(monkeypatch)
-    for a, b in zip(run("1"), run("0"), strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    names = ("output", "table gradient", "centre gradient", "gain gradient", "bias gradient",
+             "running_mean", "running_var")
+    n = n_eff(24 * 9, 1)  # BatchNorm statistics over 216 rows (and their gradient sums); z
+    for name, a, b in zip(names, run("1"), run("0"), strict=True):
+        assert_close_pair(a, b, n, msg=name)  # two float32 computations, other sum orders
 
 
+@pytest.mark.numerics
 def test_cat_linear_equals_linear_forward_and_backward():
     """`cat_linear` (no input gradient for the pieces that need none) against autograd's
     Linear on the concatenation: the same output, and the same gradients."""
@@ -432,12 +484,24 @@ def test_cat_linear_equals_linear_forward_and_backward():
         out = fn()
         grads.append((out.detach(), *torch.autograd.grad((out * up).sum(),
                                                          [feats, weight, bias])))
-    for a, b in zip(*grads, strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    # both in float32 against the float64 Linear: the output sums 19 products, the weight
+    # and bias gradients 4 × 30 rows, the feature gradient 24 outputs
+    with torch.no_grad():
+        ref = torch.nn.functional.linear(torch.cat([coords, feats], -1).double(),
+                                         weight.double(), bias.double())
+    f64, w64, b64 = (t.detach().double().requires_grad_() for t in (feats, weight, bias))
+    out64 = torch.nn.functional.linear(torch.cat([coords.double(), f64], -1), w64, b64)
+    refs = (ref, *torch.autograd.grad((out64 * up.double()).sum(), [f64, w64, b64]))
+    names, lengths = ("output", "feature gradient", "weight gradient", "bias gradient"), \
+        (19, 24, 120, 120)
+    for name, a, b, r, n in zip(names, *grads, refs, lengths, strict=True):
+        assert_close_to_reference(a, r, n_eff(n), msg=f"cat_linear {name}")
+        assert_close_to_reference(b, r, n_eff(n), msg=f"F.linear {name}")
     with torch.no_grad():  # no autograd: the plain ops
         assert torch.equal(layers.cat_linear([coords, feats], weight, bias), grads[1][0])
 
 
+@pytest.mark.numerics
 def test_max_k_and_cloud_std_match_the_torch_ops():
     """PointMLP's neighbour max and per-cloud std with cheaper CPU paths: amax's values and
     gradient exactly (ties split evenly), torch.std's within float rounding."""
@@ -456,13 +520,16 @@ def test_max_k_and_cloud_std_match_the_torch_ops():
     y = torch.randn(4, 500, generator=g) * 0.1 + 0.3
     up = torch.randn(4, generator=g)
     results = []
-    for fn in (layers.cloud_std, lambda t: t.std(dim=-1)):
-        leaf = y.clone().requires_grad_()
+    for fn, dtype in ((layers.cloud_std, torch.float32), (lambda t: t.std(dim=-1), torch.float32),
+                      (lambda t: t.std(dim=-1), torch.float64)):
+        leaf = y.detach().to(dtype).requires_grad_()
         out = fn(leaf)
-        out.backward(up)
+        out.backward(up.to(dtype))
         results.append((out.detach(), leaf.grad))
-    for a, b in zip(*results, strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+    n = n_eff(500, 500)  # the mean, then the squared deviations
+    for name, ours, torchs, ref in zip(("std", "std gradient"), *results, strict=True):
+        assert_close_to_reference(ours, ref, n, msg=f"cloud_std {name}")
+        assert_close_to_reference(torchs, ref, n, msg=f"torch.std {name}")
 
 
 def test_training_on_cpu_keeps_freed_memory_unless_opted_out(monkeypatch):
