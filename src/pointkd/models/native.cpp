@@ -6,7 +6,9 @@
 // (-march=native unless POINTKD_NATIVE_MARCH says otherwise), into a cache directory whose
 // name hashes this source, the flags, the compiler, torch and the CPU's instruction sets, so
 // a binary is never loaded on a CPU it was not built for. -ffp-contract=off: no fused
-// multiply-add other than the explicit std::fma calls (the FPS distances must equal torch's).
+// multiply-add anywhere: the FPS distances are (dx*dx + dy*dy) + dz*dz with every product and
+// sum rounded, as ops._fps computes them, so they equal torch's on every CPU and every torch
+// CPU capability (torch's vectorised addcmul_ fuses, its scalar kernel does not).
 // The AVX-512 paths are under `#if defined(__AVX512F__)`; every kernel has a portable path.
 
 #include <torch/extension.h>
@@ -194,9 +196,9 @@ static inline int64_t fps_step(const float* __restrict__ x, const float* __restr
     __m512 t = _mm512_sub_ps(_mm512_loadu_ps(x + j), vx);
     __m512 e = _mm512_mul_ps(t, t);
     t = _mm512_sub_ps(_mm512_loadu_ps(y + j), vy);
-    e = _mm512_fmadd_ps(t, t, e);
+    e = _mm512_add_ps(e, _mm512_mul_ps(t, t));
     t = _mm512_sub_ps(_mm512_loadu_ps(z + j), vz);
-    const __m512 dv = _mm512_fmadd_ps(t, t, e);
+    const __m512 dv = _mm512_add_ps(e, _mm512_mul_ps(t, t));
     _mm512_storeu_ps(d + j, dv);
     // min(a, b) is a < b ? a : b, NaN and ties taking b: the scalar loops' selections
     const __m512 v = _mm512_min_ps(_mm512_loadu_ps(mind + j), dv);
@@ -267,9 +269,9 @@ std::vector<torch::Tensor> fps_knn(torch::Tensor xyz, int64_t m, int64_t k, int6
             float t = x[j] - cx;
             float e = t * t;
             t = y[j] - cy;
-            e = std::fma(t, t, e);  // as torch's vectorised addcmul_: one rounding
+            e += t * t;  // a product, then a sum: two roundings, as ops._fps (no FMA)
             t = z[j] - cz;
-            d[j] = std::fma(t, t, e);
+            d[j] = e + t * t;
           }
           next = update_min_argmax(mind.data(), d.data(), N);
         }
@@ -491,9 +493,9 @@ std::vector<torch::Tensor> prefix_knn(torch::Tensor xyz, torch::Tensor idx, int6
           float t = x[j] - cx;
           float e = t * t;
           t = y[j] - cy;
-          e = std::fma(t, t, e);
+          e += t * t;
           t = z[j] - cz;
-          d[j] = std::fma(t, t, e);
+          d[j] = e + t * t;
         }
         const int64_t r = b * m + a;
         k_smallest(d.data(), refs, k, SQ + r * k, NB + r * k, cd.data(), cj.data(),

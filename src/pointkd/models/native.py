@@ -4,9 +4,9 @@ of their local stages (and of DGCNN's EdgeConv) in training, and the students' i
 `fps_knn` runs farthest-point sampling and, inside the same loop, keeps each sample's k
 nearest points and the first rows of the distance table — what `ops.fps_with_distances` +
 `ops.nearest` compute with one PyTorch op per step, in one pass per sample. The results are
-the same: distances are summed in the same order with the same fused multiply-adds as
-PyTorch's vectorised `addcmul_` (explicit `std::fma`, no other contraction:
-`-ffp-contract=off`), so the table and the samples are bit for bit equal (tested) and the
+the same: distances are (dx·dx + dy·dy) + dz·dz with every product and sum rounded, in
+`ops._fps` (one op each) and here (no fused multiply-add: `-ffp-contract=off`), on every
+CPU and torch CPU capability, so the table and the samples are bit for bit equal (tested) and the
 neighbours are the same set (among points at exactly the k-th distance it keeps the lowest
 indices; topk keeps any), returned as the first k of a stable sort. The selection is
 branch-free where it can be (`k_smallest`: a bound from the minima of 64 strided groups,

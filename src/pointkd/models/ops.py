@@ -175,11 +175,11 @@ def _fps(xyz: Tensor, m: int, start: int | None, keep_distances: bool
         c = torch.gather(planes, 2, far.unsqueeze(0).expand(3, bsz, 1))  # (3, B, 1)
         if table is not None:
             d = table[:, i]  # write this row of the table in place
+        # (dx*dx + dy*dy) + dz*dz, each product and sum its own kernel: no fused multiply-add,
+        # whose use differs between torch's CPU kernels (and the C++ kernel matches this)
         torch.sub(planes[0], c[0], out=d).mul_(d)
-        torch.sub(planes[1], c[1], out=t)
-        d.addcmul_(t, t)
-        torch.sub(planes[2], c[2], out=t)
-        d.addcmul_(t, t)
+        d.add_(torch.sub(planes[1], c[1], out=t).mul_(t))
+        d.add_(torch.sub(planes[2], c[2], out=t).mul_(t))
         torch.minimum(mind, d, out=mind)
         far = mind.argmax(-1, keepdim=True)
     return idx, table
