@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -106,3 +107,42 @@ def best_checkpoint_test_oa(run_dir: Path, data: str, batch_size: int,
     finally:
         torch.set_num_threads(before)
     return float(np.mean(pred == test.labels))
+
+
+def one_line_error(proc: subprocess.CompletedProcess, *texts: str) -> None:
+    """A child `pointkd` process failed as bad input must: exit 2, one `pointkd: error:` line
+    naming each of `texts`."""
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-3000:])
+    assert proc.stderr.startswith("pointkd: error:") and proc.stderr.count("\n") == 1, \
+        proc.stderr[-3000:]
+    for text in texts:
+        assert text in proc.stderr, proc.stderr
+
+
+def _unshare_works() -> bool:
+    """Whether this machine lets a test mount a tiny tmpfs in a private mount namespace (the
+    disk-full and read-only cases run on a real file system that way)."""
+    if not shutil.which("unshare"):
+        return False
+    probe = subprocess.run(["unshare", "-rm", "sh", "-c", "mount -t tmpfs tmpfs /mnt"],
+                           capture_output=True)
+    return probe.returncode == 0
+
+
+needs_mounts = pytest.mark.skipif(not _unshare_works(), reason="needs `unshare -rm` with tmpfs "
+                                  "mounts (a private mount namespace)")
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Immune to other processes on a busy 2-core machine: one torch thread for the module."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def random_clouds(b: int, p: int, seed: int = 0) -> torch.Tensor:
+    """`b` clouds of `p` points uniform in [-1, 1]^3, the same for the same seed."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(b, p, 3, generator=g) * 2 - 1

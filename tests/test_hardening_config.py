@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+from conftest import REPO, one_line_error
 
 from pointkd.config import load_config
 from pointkd.errors import ConfigError
@@ -39,14 +39,6 @@ def flow_laughs(levels: int = 9, width: int = 9) -> str:
 def pointkd(*args, timeout: float = 120) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "pointkd", *map(str, args)], env=ENV,
                           cwd=REPO, capture_output=True, text=True, timeout=timeout)
-
-
-def one_line_error(proc: subprocess.CompletedProcess, *texts: str) -> None:
-    assert proc.returncode == 2, (proc.returncode, proc.stderr[-3000:])
-    assert proc.stderr.startswith("pointkd: error:") and proc.stderr.count("\n") == 1, \
-        proc.stderr[-3000:]
-    for text in texts:
-        assert text in proc.stderr, proc.stderr
 
 
 def quick_config_error(path: Path | None = None, overrides: tuple[str, ...] = ()) -> str:

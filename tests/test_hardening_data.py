@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO
+from conftest import REPO, needs_mounts
 
 from pointkd.data import cache, load_split
 from pointkd.data.folder import class_folders
@@ -143,17 +143,6 @@ def test_convert_into_an_existing_empty_folder(cli, folders, tmp_path):
     assert ds.fingerprint() == src.fingerprint() and ds.class_names == src.class_names
 
 
-def _unshare_works() -> bool:
-    if not shutil.which("unshare"):
-        return False
-    probe = subprocess.run(["unshare", "-rm", "sh", "-c", "mount -t tmpfs tmpfs /mnt"],
-                           capture_output=True)
-    return probe.returncode == 0
-
-
-needs_mounts = pytest.mark.skipif(not _unshare_works(), reason="needs `unshare -rm` with tmpfs "
-                                  "mounts (a private mount namespace); as root, chmod cannot "
-                                  "make a folder read-only")
 
 
 def in_small_fs(tmp_path: Path, script: str, size: str) -> tuple[subprocess.CompletedProcess,

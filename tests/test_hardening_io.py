@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, tear_shard
+from conftest import REPO, needs_mounts, one_line_error, tear_shard
 
 from pointkd import rundir
 from pointkd.checkpoint import save_checkpoint
@@ -40,14 +39,6 @@ USER_TEXT = "a user's file: must never change\n"
 def pointkd(*args, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "pointkd", *map(str, args)], env=env or ENV,
                           cwd=REPO, capture_output=True, text=True, timeout=timeout)
-
-
-def one_line_error(proc: subprocess.CompletedProcess, *texts: str) -> None:
-    assert proc.returncode == 2, (proc.returncode, proc.stderr[-3000:])
-    assert proc.stderr.startswith("pointkd: error:") and proc.stderr.count("\n") == 1, \
-        proc.stderr[-3000:]
-    for text in texts:
-        assert text in proc.stderr, proc.stderr
 
 
 def record_args(teacher: Path, out: Path, k: int = 4) -> list:
@@ -271,16 +262,6 @@ def test_resume_of_a_partial_without_checksums_is_refused(teacher, reference, tm
 
 # --- class 5: a full or read-only disk --------------------------------------------------------
 
-def _unshare_works() -> bool:
-    if not shutil.which("unshare"):
-        return False
-    probe = subprocess.run(["unshare", "-rm", "sh", "-c", "mount -t tmpfs tmpfs /mnt"],
-                           capture_output=True)
-    return probe.returncode == 0
-
-
-needs_mounts = pytest.mark.skipif(not _unshare_works(), reason="needs `unshare -rm` with tmpfs "
-                                  "mounts (a private mount namespace)")
 
 
 def in_small_fs(mount: Path, script: str, size: str, timeout: float = 300,

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REPO
+from conftest import REPO, one_line_error
 
 from pointkd.checkpoint import save_checkpoint
 from pointkd.data import load_split
@@ -34,14 +34,6 @@ def pointkd(*args, stderr=subprocess.PIPE, env: dict | None = None,
     proc.stdout = proc.stdout.decode()
     proc.stderr = proc.stderr.decode() if proc.stderr is not None else None
     return proc
-
-
-def one_line_error(proc: subprocess.CompletedProcess, *texts: str) -> None:
-    assert proc.returncode == 2, (proc.returncode, proc.stderr[-3000:])
-    assert proc.stderr.startswith("pointkd: error:") and proc.stderr.count("\n") == 1, \
-        proc.stderr[-3000:]
-    for text in texts:
-        assert text in proc.stderr, proc.stderr
 
 
 def checkpoint(path: Path, seed: int) -> Path:

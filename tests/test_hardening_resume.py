@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import REPO
+from conftest import REPO, needs_mounts
 
 from pointkd.cli import main as cli_main
 from pointkd.data import load_split
@@ -165,16 +165,6 @@ def test_resume_still_continues_the_same_run(cli, run):
 
 # --- D: a full disk during training ---------------------------------------------------------
 
-def _unshare_works() -> bool:
-    if not shutil.which("unshare"):
-        return False
-    probe = subprocess.run(["unshare", "-rm", "sh", "-c", "mount -t tmpfs tmpfs /mnt"],
-                           capture_output=True)
-    return probe.returncode == 0
-
-
-needs_mounts = pytest.mark.skipif(not _unshare_works(), reason="needs `unshare -rm` with tmpfs "
-                                  "mounts (a private mount namespace) to fill a disk")
 
 
 @needs_mounts

@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from _numerics import assert_close_pair, assert_close_to_reference, float64_copy, module_n_eff
+from conftest import random_clouds
 
 from pointkd.models import count_parameters, create_model
 from pointkd.models.ops import farthest_point_sample, gather_points, knn
@@ -19,18 +20,10 @@ PUBLISHED = {"pointmlp": 13.2e6, "pointmlp_elite": 0.68 * 2**20}
 EXACT = {"pointmlp": 13_238_504, "pointmlp_elite": 716_232}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Immune to other processes on a busy 2-core machine (as in test_pointnet_dgcnn)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _clouds(b: int, p: int, seed: int = 0) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    return torch.rand(b, p, 3, generator=g) * 2 - 1
+_clouds = random_clouds
 
 
 @pytest.mark.parametrize("name", sorted(PUBLISHED))

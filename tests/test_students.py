@@ -15,6 +15,7 @@ from _numerics import (
     n_eff,
     student_n_eff,
 )
+from conftest import random_clouds
 
 from pointkd.models import count_parameters, create_model, list_models
 from pointkd.models.ops import farthest_point_sample, gather_points, knn
@@ -23,18 +24,10 @@ from pointkd.models.student import LocalStage, fps_first
 NOMINAL = {"student_xs": 0.1e6, "student_s": 0.3e6, "student_m": 0.5e6, "student_l": 1.0e6}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Immune to other processes on a busy 2-core machine (as in test_pointnet_dgcnn)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _clouds(b: int, p: int, seed: int = 0) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    return torch.rand(b, p, 3, generator=g) * 2 - 1
+_clouds = random_clouds
 
 
 @pytest.mark.parametrize("name", sorted(NOMINAL))
