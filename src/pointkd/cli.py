@@ -78,7 +78,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     _add_compute_options(p, default_device=None)
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     p.add_argument("--overwrite", action="store_true",
-                   help="replace pointkd's own files in an existing run directory (README: "
+                   help="replace pointkd's own files in an existing run directory (docs/usage.md: "
                    "Output directories)")
     _add_nproc(p)
     p.add_argument("overrides", nargs="*", metavar="section.key=value",
