@@ -11,7 +11,7 @@ It (a) trains a tiny teacher on the synthetic set (plain mode), records it with 
 fp16, top-k and two teachers stored each, and prints the sha256 of every shard and of the
 manifest without its timestamps; (b) runs short seeded trainings in every mode (plain, online
 KD, offline KD with NWSD beta < 0 and each self target, offline KD over every row with
-use_k) and prints every epoch's metrics except the timings, and the results without them.
+use_k; offline KD with a second, unlabelled record set recorded with votes) and prints every epoch's metrics except the timings, and the results without them.
 Single thread, CPU, a few minutes on one core. Nothing is written outside a temporary folder.
 """
 
@@ -33,6 +33,7 @@ DATA = "synthetic:version=1,train_per_class=12,test_per_class=4"
 BASE = [f"data.path={DATA}", "data.num_points=128", "train.epochs=2",
         "train.max_steps_per_epoch=4", "train.batch_size=16", "train.progress=false",
         "train.device=cpu", "train.eval_batch_size=128", "train.threads=1"]
+POOL = "synthetic:version=1,seed=3,train_per_class=6,test_per_class=1"  # shapes without labels
 TIMINGS = {"epoch_seconds", "samples_per_s", "train_seconds_this_session",
            "train_seconds_total"}
 STUDENT = "student_xs"
@@ -51,6 +52,8 @@ RUNS = [
                                    "distill.self_target=row", "distill.nwsd_warmup_epochs=1"]),
     ("offline-nwsd-ema", STUDENT, ["distill.records={records}", "distill.beta=0.3",
                                    "distill.self_target=ema", "distill.nwsd_warmup_epochs=1"]),
+    ("offline-pooled", STUDENT, ["distill.records={records}",
+                                 "distill.extra_records=[{pool}]"]),
     ("offline-all-usek", STUDENT, ["distill.records={records}", "distill.rows_per_epoch=all",
                                    "distill.use_k=2", "train.max_steps_per_epoch=0",
                                    "train.batch_size=64", "optim.name=sgd",
@@ -62,6 +65,7 @@ RECORDINGS = [
     ("fp16", {"logits": "fp16"}),
     ("topk3", {"logits": "int8", "topk": 3}),
     ("each-fp32", {"logits": "fp32", "combine": "each", "two": True}),
+    ("pool-votes", {"data": POOL, "votes": 2, "unlabelled": True}),
 ]
 
 
@@ -85,7 +89,8 @@ def recordings(tmp: Path, teachers: list[Path]) -> None:
     for name, kw in RECORDINGS:
         kw = dict(kw)
         chosen = teachers if kw.pop("two", False) else teachers[:1]
-        out = record(RecordConfig(teachers=[str(t) for t in chosen], data=DATA,
+        data = kw.pop("data", DATA)
+        out = record(RecordConfig(teachers=[str(t) for t in chosen], data=data,
                                   out=str(tmp / f"rec-{name}"), k=3, seed=5, batch_size=32,
                                   device="cpu", progress=False, **kw))
         for shard in sorted(out.glob("shard-*.bin")):
@@ -125,11 +130,15 @@ def main() -> None:
         if args.only != "train":
             recordings(tmp, teachers)
         if args.only != "record":
-            fill = {"teacher": teachers[0], "records": tmp / "rec-int8"}
+            fill = {"teacher": teachers[0], "records": tmp / "rec-int8",
+                    "pool": tmp / "rec-pool-votes"}
             if args.only == "train":
                 record(RecordConfig(teachers=[str(teachers[0])], data=DATA,
                                     out=str(fill["records"]), k=3, seed=5, batch_size=32,
                                     device="cpu", progress=False))
+                record(RecordConfig(teachers=[str(teachers[0])], data=POOL,
+                                    out=str(fill["pool"]), k=3, seed=5, batch_size=32,
+                                    device="cpu", progress=False, votes=2, unlabelled=True))
             for name, model, extra in RUNS:
                 training(name, model, extra, tmp, fill)
 
