@@ -1,9 +1,9 @@
 """Step time and peak memory of plain, offline-KD and online-KD training, side by side.
 
-Each mode runs the real training loop (`pointkd.engine.run_training`) in its own child
-process, so peak RSS is per mode; modes are interleaved (A B C A B C ...) over `--repeats`
-rounds so that machine noise hits them alike. Step time is the median over rounds of the
-training epoch's seconds per step (validation excluded).
+Each mode runs the real training loop (`pointkd.training.loop.fit`, without the final test) in
+its own child process, so peak RSS is per mode; modes are interleaved (A B C A B C ...) over
+`--repeats` rounds so that machine noise hits them alike. Step time is the median over rounds
+of the training epoch's seconds per step (validation excluded).
 
     python bench/bench_distill.py --data ../shared/data/modelnet40_1024 \
         --teacher runs/teacher/best.pt --records runs/records --student student_s
@@ -28,8 +28,9 @@ MODES = ("plain", "offline", "online")
 
 def worker(args: argparse.Namespace) -> None:
     """Child process: run `--steps` training steps in one mode, print JSON."""
-    from pointkd.config import load_config
-    from pointkd.engine import run_training
+    from pointkd.config.run import load_config
+    from pointkd.stages import train
+    from pointkd.training.loop import fit
 
     overrides = [f"data.path={args.data}", f"data.num_points={args.num_points}",
                  f"model.name={args.student}", "train.epochs=1",
@@ -42,11 +43,8 @@ def worker(args: argparse.Namespace) -> None:
     elif args.worker == "online":
         overrides += ["distill.online=true", f"distill.teacher={args.teacher}"]
     cfg = load_config(None, overrides)
-    # skip the test-split evaluation: only the training epoch is timed
-    import pointkd.engine as engine
-
-    engine.finish_run = lambda *a, **k: {}
-    run_training(cfg, overwrite=True)
+    train.check(cfg)
+    fit(cfg, overwrite=True)  # the loop alone: only the training epoch is timed
     history = json.loads((Path(args.out) / "metrics.json").read_text())
     seconds = history[-1]["epoch_seconds"]
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

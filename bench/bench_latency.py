@@ -32,8 +32,8 @@ import torch
 from machine import cpu_name, native_ops_used  # bench/machine.py (script dir on sys.path)
 
 from pointkd.checkpoint import load_model, save_checkpoint
-from pointkd.export import export_onnx
 from pointkd.models import count_parameters, create_model
+from pointkd.stages.export import export_onnx
 
 BACKENDS = ("pytorch_eager", "torchscript", "onnxruntime")
 

@@ -31,12 +31,13 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from machine import cpu_name  # bench/machine.py (script dir on sys.path)
 
-from pointkd import augment  # noqa: E402
-from pointkd.checkpoint import save_checkpoint  # noqa: E402
-from pointkd.config import RecordConfig  # noqa: E402
-from pointkd.data import load_split  # noqa: E402
-from pointkd.models import count_parameters, create_model  # noqa: E402
-from pointkd.records import CLOUD_BYTES, read_manifest, record, row_dtype  # noqa: E402
+from pointkd import augment
+from pointkd.checkpoint import save_checkpoint
+from pointkd.config.stages import RecordConfig
+from pointkd.data import load_split
+from pointkd.models import count_parameters, create_model
+from pointkd.records import CLOUD_BYTES, read_manifest, row_dtype
+from pointkd.stages import record
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -81,9 +82,9 @@ def compare(name: str, data: Path, batch_size: int, rounds: int, tmp: Path) -> d
     fwd, rec = [], []
     for r in range(rounds):
         def run_record(r=r):
-            out = record(RecordConfig(teachers=[str(ckpt)], data=str(data),
+            out = record.run(RecordConfig(teachers=[str(ckpt)], data=str(data),
                                       out=str(tmp / f"{name}-{r}"), k=1, seed=r,
-                                      batch_size=batch_size, device="cpu", progress=False))
+                                      batch_size=batch_size, device="cpu", progress=False)).root
             rec.append(len(ds) / read_manifest(out)["recording"]["seconds"])
 
         # alternate the order so that drifting machine load hits both sides alike

@@ -329,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
                             "infer_batch": args.infer_batch, "optimizer": "AdamW",
                             "input": source, "rounds": args.rounds, "iters": args.iters,
                             "threads": torch.get_num_threads(),
-                            # the optional C++ kernels of pointkd.models.native (new tree only)
+                            # pointkd.models.kernels (new tree only)
                             "native_ops": native_ops_used(),
                             "malloc": ("keep freed (mallopt), both trees"
                                        if args.keep_freed_memory else

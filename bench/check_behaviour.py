@@ -10,8 +10,9 @@ Run it before and after a change that must not change behaviour and diff the two
 It (a) trains a tiny teacher on the synthetic set (plain mode), records it with K 3 as int8,
 fp16, top-k and two teachers stored each, and prints the sha256 of every shard and of the
 manifest without its timestamps; (b) runs short seeded trainings in every mode (plain, online
-KD, offline KD with NWSD beta < 0 and each self target, offline KD over every row with
-use_k; offline KD with a second, unlabelled record set recorded with votes) and prints every epoch's metrics except the timings, and the results without them.
+KD, offline KD with NWSD beta < 0 and each self target, offline KD over every row with use_k;
+offline KD with a second, unlabelled record set recorded with votes) and prints every epoch's
+metrics except the timings, and the results without them.
 Single thread, CPU, a few minutes on one core. Nothing is written outside a temporary folder.
 """
 
@@ -25,9 +26,9 @@ from pathlib import Path
 
 import torch
 
-from pointkd.config import RecordConfig, load_config
-from pointkd.engine import run_training
-from pointkd.records import record
+from pointkd.config.run import load_config
+from pointkd.config.stages import RecordConfig
+from pointkd.stages import record, train
 
 DATA = "synthetic:version=1,train_per_class=12,test_per_class=4"
 BASE = [f"data.path={DATA}", "data.num_points=128", "train.epochs=2",
@@ -90,9 +91,9 @@ def recordings(tmp: Path, teachers: list[Path]) -> None:
         kw = dict(kw)
         chosen = teachers if kw.pop("two", False) else teachers[:1]
         data = kw.pop("data", DATA)
-        out = record(RecordConfig(teachers=[str(t) for t in chosen], data=data,
+        out = record.run(RecordConfig(teachers=[str(t) for t in chosen], data=data,
                                   out=str(tmp / f"rec-{name}"), k=3, seed=5, batch_size=32,
-                                  device="cpu", progress=False, **kw))
+                                  device="cpu", progress=False, **kw)).root
         for shard in sorted(out.glob("shard-*.bin")):
             print(f"record {name} {shard.name} {sha(shard)}")
         print(f"record {name} manifest {manifest_digest(out)}")
@@ -102,7 +103,7 @@ def training(name: str, model: str, extra: list[str], tmp: Path, fill: dict) -> 
     out = tmp / f"run-{name}"
     cfg = load_config(None, BASE + [f"out={out}", f"model.name={model}"]
                       + [e.format(**fill) for e in extra])
-    results = run_training(cfg)
+    results = train.run(cfg)
     for row in json.loads((out / "metrics.json").read_text()):
         kept = {k: v for k, v in row.items() if k not in TIMINGS}
         print(f"train {name} epoch {json.dumps(kept, sort_keys=True)}")
@@ -122,7 +123,7 @@ def main() -> None:
             out = tmp / f"teacher{i}"
             cfg = load_config(None, BASE + [f"out={out}", "model.name=student_s",
                                             f"train.seed={seed}"])
-            results = run_training(cfg)
+            results = train.run(cfg)
             if i == 0:
                 print(f"teacher results test_oa {results['test_oa']!r} val_oa "
                       f"{results['val_oa']!r}")
@@ -133,10 +134,10 @@ def main() -> None:
             fill = {"teacher": teachers[0], "records": tmp / "rec-int8",
                     "pool": tmp / "rec-pool-votes"}
             if args.only == "train":
-                record(RecordConfig(teachers=[str(teachers[0])], data=DATA,
+                record.run(RecordConfig(teachers=[str(teachers[0])], data=DATA,
                                     out=str(fill["records"]), k=3, seed=5, batch_size=32,
                                     device="cpu", progress=False))
-                record(RecordConfig(teachers=[str(teachers[0])], data=POOL,
+                record.run(RecordConfig(teachers=[str(teachers[0])], data=POOL,
                                     out=str(fill["pool"]), k=3, seed=5, batch_size=32,
                                     device="cpu", progress=False, votes=2, unlabelled=True))
             for name, model, extra in RUNS:

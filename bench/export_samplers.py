@@ -19,7 +19,7 @@ import torch
 from machine import cpu_name  # bench/machine.py (script dir on sys.path)
 
 from pointkd.data import load_split
-from pointkd.export import EXPORT_SAMPLERS, export_onnx
+from pointkd.stages.export import EXPORT_SAMPLERS, export_onnx
 
 
 def main() -> None:

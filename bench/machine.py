@@ -19,6 +19,6 @@ def cpu_name() -> str:
 def native_ops_used() -> bool:
     """Whether pointkd's C++ kernels are in use in this process (on by default; built and
     checked on first use, `POINTKD_NATIVE_OPS=0` turns them off)."""
-    from pointkd.models import native
+    from pointkd.models.kernels import native
 
     return native.available()

@@ -12,7 +12,7 @@ import argparse
 import json
 from pathlib import Path
 
-from pointkd.checkpoint import file_sha256
+from pointkd.safe_io import file_sha256
 
 
 def main() -> None:

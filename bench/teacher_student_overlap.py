@@ -19,7 +19,7 @@ from machine import cpu_name  # bench/machine.py (script dir on sys.path)
 
 from pointkd.checkpoint import load_model
 from pointkd.data import load_split
-from pointkd.evaluate import predict_logits
+from pointkd.metrics import predict_logits
 
 
 def main() -> None:

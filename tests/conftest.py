@@ -15,6 +15,8 @@ from hypothesis import settings
 from pointkd.cli import main as cli_main
 
 REPO = Path(__file__).resolve().parents[1]
+# `python SLOW_POINTKD SECONDS ARGS...`: pointkd with a pause after each batch of record rows
+SLOW_POINTKD = str(REPO / "tests" / "slow_pointkd.py")
 MODELNET = Path(os.environ.get("POINTKD_MODELNET", REPO.parent / "shared/data/modelnet40_1024"))
 
 requires_modelnet = pytest.mark.skipif(
@@ -96,7 +98,7 @@ def best_checkpoint_test_oa(run_dir: Path, data: str, batch_size: int,
 
     from pointkd.checkpoint import load_model
     from pointkd.data import load_split
-    from pointkd.evaluate import predict_logits
+    from pointkd.metrics import predict_logits
 
     before = torch.get_num_threads()
     torch.set_num_threads(threads or before)

@@ -233,7 +233,8 @@ def test_spec_roundtrip_and_rejects_unknown_or_bad():
 
 
 def test_the_config_augment_section_is_the_spec():
-    from pointkd.config import load_config, to_dict
+    from pointkd.config.merge import to_dict
+    from pointkd.config.run import load_config
 
     cfg = load_config(None, ["augment.rotate=true", "augment.subsample=256",
                              "augment.dropout=0.2", "data.path=synthetic"])

@@ -487,13 +487,13 @@ def test_resume_with_another_model_is_refused(cli, tmp_path):
 
 def _records(tmp_path):
     """A tiny real record set (student_xs teacher) and the data it was made for."""
-    from pointkd.config import RecordConfig
-    from pointkd.records import record
+    from pointkd.config.stages import RecordConfig
+    from pointkd.stages import record
 
     data = "synthetic:version=1,train_per_class=2,test_per_class=1"
     ckpt = checkpoint(tmp_path / "teacher.pt")
-    out = record(RecordConfig(teachers=[str(ckpt)], data=data, out=str(tmp_path / "rec"), k=2,
-                              batch_size=8, device="cpu", progress=False))
+    out = record.run(RecordConfig(teachers=[str(ckpt)], data=data, out=str(tmp_path / "rec"), k=2,
+                              batch_size=8, device="cpu", progress=False)).root
     return out, data
 
 

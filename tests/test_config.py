@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pointkd.config import RunConfig, from_dict, load_config, save_config, to_dict
+from pointkd.config.merge import save_config, to_dict
+from pointkd.config.run import RunConfig, from_dict, load_config
 from pointkd.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]

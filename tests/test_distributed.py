@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import best_checkpoint_test_oa
+from conftest import SLOW_POINTKD, best_checkpoint_test_oa
 
 from pointkd.checkpoint import save_checkpoint
 from pointkd.data import load_split
@@ -25,7 +25,7 @@ from pointkd.models import create_model
 from pointkd.records import open_records
 from pointkd.records.manifest import check_shard_ranges
 from pointkd.records.writer import plan_shards
-from pointkd.targets import epoch_positions
+from pointkd.training.sources import epoch_positions
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = "synthetic:version=1,train_per_class=4,test_per_class=1"  # 48 train shapes
@@ -128,8 +128,9 @@ def test_two_process_recording_equals_one_process_and_resumes_per_rank(teacher, 
 
     # a 2-process recording, SIGKILLed (torchrun and both workers) once rows are on disk
     out = tmp_path / "two"
-    slow = {**ENV, "POINTKD_RECORD_DELAY": "0.05"}
-    proc = subprocess.Popen(_torchrun(*_record_args(teacher, out)), env=slow, cwd=REPO,
+    # each worker pauses 0.05 s after each batch of rows
+    slow = [*_torchrun()[:-2], SLOW_POINTKD, "0.05", *map(str, _record_args(teacher, out))]
+    proc = subprocess.Popen(slow, env=ENV, cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     partials = [out / "shard-00000.bin.partial", out / "shard-00001.bin.partial"]
     deadline = time.time() + 120
@@ -204,11 +205,11 @@ def test_nproc_relaunches_under_torchrun_and_scales_the_lr(tmp_path):
 
 
 def test_sync_batchnorm_on_cpu_is_a_clear_error(tmp_path):
-    from pointkd.config import load_config
-    from pointkd.engine import run_training
+    from pointkd.config.run import load_config
     from pointkd.errors import ConfigError
+    from pointkd.stages import train
 
     cfg = load_config(None, [f"data.path={DATA}", "train.device=cpu", "train.sync_bn=true",
                              f"out={tmp_path / 'run'}", "model.name=student_xs"])
     with pytest.raises(ConfigError, match="sync_bn needs CUDA"):
-        run_training(cfg)
+        train.run(cfg)

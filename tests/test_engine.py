@@ -11,14 +11,16 @@ import torch
 from conftest import best_checkpoint_test_oa
 
 import pointkd.checkpoint
-import pointkd.engine
-import pointkd.records.replay
-from pointkd.config import EvalConfig, RecordConfig, load_config
-from pointkd.engine import run_training
+import pointkd.stages.train
+import pointkd.training.loop
+import pointkd.training.sources
+from pointkd.config.run import load_config
+from pointkd.config.stages import EvalConfig, RecordConfig
 from pointkd.errors import ConfigError, RecordError
-from pointkd.evaluate import classification_metrics
-from pointkd.records import open_records, record
+from pointkd.metrics import classification_metrics
+from pointkd.records import open_records
 from pointkd.records.reader import RecordSet
+from pointkd.stages import record, train
 
 STUDENT = "student_xs"
 TEACHER = "student_s"
@@ -35,15 +37,15 @@ def tiny_cfg(out, *extra):
 @pytest.fixture(scope="module")
 def teacher_and_records(tmp_path_factory):
     root = tmp_path_factory.mktemp("pipeline")
-    run_training(tiny_cfg(root / "teacher", f"model.name={TEACHER}"))
+    train.run(tiny_cfg(root / "teacher", f"model.name={TEACHER}"))
     rec = root / "records"
-    record(RecordConfig(teachers=[str(root / "teacher" / "best.pt")], data=DATA, out=str(rec),
+    record.run(RecordConfig(teachers=[str(root / "teacher" / "best.pt")], data=DATA, out=str(rec),
                         k=3, seed=0, batch_size=64, device="cpu", progress=False))
     return root / "teacher" / "best.pt", rec
 
 
 def test_plain_training_writes_a_complete_run_dir(tmp_path):
-    results = run_training(tiny_cfg(tmp_path / "run", f"model.name={STUDENT}"))
+    results = train.run(tiny_cfg(tmp_path / "run", f"model.name={STUDENT}"))
     run = tmp_path / "run"
     for name in ("config.yaml", "last.pt", "best.pt", "metrics.json", "metrics.csv",
                  "curves.png", "results.json"):
@@ -58,20 +60,20 @@ def test_plain_training_writes_a_complete_run_dir(tmp_path):
 
 def test_run_dir_is_never_silently_overwritten_and_resume_continues(tmp_path):
     out = tmp_path / "run"
-    run_training(tiny_cfg(out, f"model.name={STUDENT}"))
+    train.run(tiny_cfg(out, f"model.name={STUDENT}"))
     with pytest.raises(ConfigError, match="not empty"):
-        run_training(tiny_cfg(out, f"model.name={STUDENT}"))
-    results = run_training(tiny_cfg(out, f"model.name={STUDENT}", "train.epochs=3"), resume=True)
+        train.run(tiny_cfg(out, f"model.name={STUDENT}"))
+    results = train.run(tiny_cfg(out, f"model.name={STUDENT}", "train.epochs=3"), resume=True)
     assert results["epochs"] == 3
     with pytest.raises(ConfigError, match="resume"):
-        run_training(tiny_cfg(tmp_path / "fresh", f"model.name={STUDENT}"), resume=True)
+        train.run(tiny_cfg(tmp_path / "fresh", f"model.name={STUDENT}"), resume=True)
 
 
 def test_offline_kd_never_builds_or_loads_the_teacher(tmp_path, teacher_and_records,
                                                       monkeypatch):
     teacher_ckpt, rec = teacher_and_records
     built = []
-    real_create = pointkd.engine.create_model
+    real_create = pointkd.training.loop.create_model
 
     def spy_create(name, *a, **kw):
         built.append(name)
@@ -82,11 +84,10 @@ def test_offline_kd_never_builds_or_loads_the_teacher(tmp_path, teacher_and_reco
             raise AssertionError("offline KD loaded the teacher")
         return real_load(path, *a, **kw)
 
-    real_load = pointkd.engine.load_model
-    monkeypatch.setattr(pointkd.engine, "create_model", spy_create)
-    monkeypatch.setattr(pointkd.engine, "load_model", no_teacher)
+    real_load = pointkd.checkpoint.load_model
+    monkeypatch.setattr(pointkd.training.loop, "create_model", spy_create)
     monkeypatch.setattr(pointkd.checkpoint, "load_model", no_teacher)
-    results = run_training(tiny_cfg(tmp_path / "s", f"model.name={STUDENT}",
+    results = train.run(tiny_cfg(tmp_path / "s", f"model.name={STUDENT}",
                                     f"distill.records={rec}", "distill.beta=-0.2",
                                     "distill.nwsd_warmup_epochs=1"))
     assert set(built) == {STUDENT} and results["mode"] == "offline-kd"
@@ -103,7 +104,7 @@ FULL_EPOCHS = ["distill.rows_per_epoch=all", "train.max_steps_per_epoch=0", "tra
 def kd_without_nwsd(tmp_path_factory, teacher_and_records):
     _, rec = teacher_and_records
     out = tmp_path_factory.mktemp("kd") / "s"
-    run_training(tiny_cfg(out, f"model.name={STUDENT}", f"distill.records={rec}",
+    train.run(tiny_cfg(out, f"model.name={STUDENT}", f"distill.records={rec}",
                           "distill.beta=0", *FULL_EPOCHS))
     return json.loads((out / "metrics.json").read_text())
 
@@ -112,7 +113,7 @@ def kd_without_nwsd(tmp_path_factory, teacher_and_records):
 def test_nwsd_changes_training_after_its_warm_up(tmp_path, teacher_and_records,
                                                  kd_without_nwsd, self_target):
     _, rec = teacher_and_records
-    run_training(tiny_cfg(tmp_path / "s", f"model.name={STUDENT}", f"distill.records={rec}",
+    train.run(tiny_cfg(tmp_path / "s", f"model.name={STUDENT}", f"distill.records={rec}",
                           "distill.beta=-0.3", f"distill.self_target={self_target}",
                           *FULL_EPOCHS))
     history = json.loads((tmp_path / "s" / "metrics.json").read_text())
@@ -128,7 +129,7 @@ def test_nwsd_changes_training_after_its_warm_up(tmp_path, teacher_and_records,
 def _spy_on_record_reads(monkeypatch) -> list[list[int]]:
     """Per training epoch, the record rows the engine read through `RecordSet.rows`."""
     epochs: list[list[int]] = []
-    real_batches, real_rows = pointkd.records.replay.RecordReplay.batches, RecordSet.rows
+    real_batches, real_rows = pointkd.training.sources.RecordReplay.batches, RecordSet.rows
 
     def batches(self, epoch, batch_size):
         epochs.append([])
@@ -138,7 +139,7 @@ def _spy_on_record_reads(monkeypatch) -> list[list[int]]:
         epochs[-1].extend(int(i) for i in idx)
         return real_rows(self, idx)
 
-    monkeypatch.setattr(pointkd.records.replay.RecordReplay, "batches", batches)
+    monkeypatch.setattr(pointkd.training.sources.RecordReplay, "batches", batches)
     monkeypatch.setattr(RecordSet, "rows", rows)
     return epochs
 
@@ -160,7 +161,7 @@ def test_offline_epochs_read_one_row_per_shape_and_k_epochs_every_row_once(
     records = open_records(rec)
     training = _training_rows(records)
     epochs = _spy_on_record_reads(monkeypatch)
-    run_training(tiny_cfg(tmp_path / "s", f"model.name={STUDENT}", f"distill.records={rec}",
+    train.run(tiny_cfg(tmp_path / "s", f"model.name={STUDENT}", f"distill.records={rec}",
                           "train.max_steps_per_epoch=0", f"train.epochs={records.k}",
                           "train.batch_size=64"))
     assert len(epochs) == records.k
@@ -174,7 +175,7 @@ def test_rows_per_epoch_all_reads_every_row_once_per_epoch(tmp_path, teacher_and
     _, rec = teacher_and_records
     training = _training_rows(open_records(rec))
     epochs = _spy_on_record_reads(monkeypatch)
-    run_training(tiny_cfg(tmp_path / "s", f"model.name={STUDENT}", f"distill.records={rec}",
+    train.run(tiny_cfg(tmp_path / "s", f"model.name={STUDENT}", f"distill.records={rec}",
                           "distill.rows_per_epoch=all", "train.max_steps_per_epoch=0",
                           "train.epochs=1", "train.batch_size=64"))
     assert len(epochs) == 1 and sorted(epochs[0]) == sorted(training)
@@ -188,7 +189,7 @@ def test_one_per_shape_visits_each_row_once_in_k_epochs(teacher_and_records):
     records = open_records(rec)
     data = load_split(DATA, "train", num_points=records.manifest["data"]["num_points"])
     train_idx, _ = stratified_split(data.labels, 0.1, 0)
-    source = pointkd.records.replay.RecordReplay(records, train_idx, 0, "one_per_shape")
+    source = pointkd.training.sources.RecordReplay(records, train_idx, 0, "one_per_shape")
     rows = [int(r) for e in range(records.k) for b in source.batches(e, 50) for r in b.rows]
     expected = sorted(int(r) for k in range(records.k)
                       for r in records.row_index(train_idx, [k] * len(train_idx)))
@@ -203,40 +204,40 @@ def test_use_k_restricts_to_the_rows_of_a_smaller_recording(tmp_path, teacher_an
     records = open_records(rec)
     data = load_split(DATA, "train", num_points=records.manifest["data"]["num_points"])
     train_idx, _ = stratified_split(data.labels, 0.1, 0)
-    source = pointkd.records.replay.RecordReplay(records, train_idx, 0, "all", use_k=2)
+    source = pointkd.training.sources.RecordReplay(records, train_idx, 0, "all", use_k=2)
     rows = np.concatenate([b.rows.numpy() for b in source.batches(0, 50)])
     assert sorted(rows) == sorted(records.row_index(np.tile(train_idx, 2),
                                                     np.repeat([0, 1], len(train_idx))))
     # ... and those rows are the bytes of a K = 2 recording with the same seed
     small = tmp_path / "k2"
-    record(RecordConfig(teachers=[str(teacher_ckpt)], data=DATA, out=str(small), k=2, seed=0,
+    record.run(RecordConfig(teachers=[str(teacher_ckpt)], data=DATA, out=str(small), k=2, seed=0,
                         batch_size=64, device="cpu", progress=False))
     k2 = open_records(small)
     assert np.array_equal(k2.raw_rows(np.arange(len(k2))), records.raw_rows(np.arange(len(k2))))
     with pytest.raises(ConfigError, match="use_k"):
-        pointkd.records.replay.RecordReplay(records, train_idx, 0, "all", use_k=records.k + 1)
+        pointkd.training.sources.RecordReplay(records, train_idx, 0, "all", use_k=records.k + 1)
 
 
 def test_online_kd_runs_the_teacher_on_every_training_batch(tmp_path, teacher_and_records,
                                                             monkeypatch):
-    import pointkd.teacher
+    import pointkd.teachers.load
 
     teacher_ckpt, _ = teacher_and_records
     batch_sizes = []
-    real_call = pointkd.teacher.Teacher.__call__
+    real_call = pointkd.teachers.load.Teacher.__call__
 
     def counting_call(self, x, samples=None):
         batch_sizes.append(len(x))
         return real_call(self, x, samples)
 
-    monkeypatch.setattr(pointkd.teacher.Teacher, "__call__", counting_call)
-    results = run_training(tiny_cfg(tmp_path / "o", f"model.name={STUDENT}", "distill.online=true",
+    monkeypatch.setattr(pointkd.teachers.load.Teacher, "__call__", counting_call)
+    results = train.run(tiny_cfg(tmp_path / "o", f"model.name={STUDENT}", "distill.online=true",
                                     f"distill.teacher={teacher_ckpt}"))
     assert results["mode"] == "online-kd"
     assert batch_sizes == [16] * 6  # 2 epochs x 3 steps of 16 clouds: no step without it
     # with votes the teacher also sees 2 rescaled views of every batch
     batch_sizes.clear()
-    run_training(tiny_cfg(tmp_path / "v", f"model.name={STUDENT}", "distill.online=true",
+    train.run(tiny_cfg(tmp_path / "v", f"model.name={STUDENT}", "distill.online=true",
                           f"distill.teacher={teacher_ckpt}", "distill.teacher_votes=2"))
     assert batch_sizes == [16] * 18
     for h in json.loads((tmp_path / "o" / "metrics.json").read_text()):
@@ -255,13 +256,13 @@ def test_classification_metrics_on_a_hand_counted_example():
 def test_records_for_other_data_are_rejected(tmp_path, teacher_and_records):
     _, rec = teacher_and_records
     with pytest.raises(RecordError):
-        run_training(tiny_cfg(tmp_path / "x", f"model.name={STUDENT}", f"distill.records={rec}",
+        train.run(tiny_cfg(tmp_path / "x", f"model.name={STUDENT}", f"distill.records={rec}",
                               "data.path=synthetic:version=1,seed=7,train_per_class=12"))
 
 
 def test_cli_eval_of_an_ensemble(tmp_path, cli, teacher_and_records):
     teacher, _ = teacher_and_records
-    run_training(tiny_cfg(tmp_path / "s", f"model.name={STUDENT}"))
+    train.run(tiny_cfg(tmp_path / "s", f"model.name={STUDENT}"))
     student = tmp_path / "s" / "best.pt"
     single = tmp_path / "single"
     assert cli("eval", teacher, "--data", DATA, "--out", single, "--no-latency")[0] == 0
@@ -281,7 +282,7 @@ def test_cli_eval_of_an_ensemble(tmp_path, cli, teacher_and_records):
     alone = json.loads((single / "eval_test.json").read_text())
     assert twice["single_view"]["confusion"] == alone["single_view"]["confusion"]
     # members must see the same clouds and predict the same classes
-    run_training(tiny_cfg(tmp_path / "p64", f"model.name={STUDENT}", "data.num_points=64"))
+    train.run(tiny_cfg(tmp_path / "p64", f"model.name={STUDENT}", "data.num_points=64"))
     code, _, err = cli("eval", teacher, tmp_path / "p64" / "best.pt", "--data", DATA)
     assert code == 2 and "ensemble members must agree" in err and err.count("\n") == 1
 
@@ -319,16 +320,16 @@ def test_cli_train_eval_distill(tmp_path, cli, teacher_and_records):
 
 def test_training_and_evaluation_print_nothing_the_cli_prints(tmp_path, capsys):
     """Stage functions return results; `on_epoch` and the CLI say them."""
-    from pointkd.evaluate import evaluate_checkpoint
+    from pointkd.stages import evaluate
 
     rows = []
-    results = run_training(tiny_cfg(tmp_path / "run", f"model.name={STUDENT}",
+    results = train.run(tiny_cfg(tmp_path / "run", f"model.name={STUDENT}",
                                     "train.progress=true"), on_epoch=rows.append)
-    evaluation = evaluate_checkpoint(EvalConfig([str(tmp_path / "run" / "best.pt")], DATA,
+    evaluation = evaluate.run(EvalConfig([str(tmp_path / "run" / "best.pt")], DATA,
                                                 device="cpu", latency=False, progress=False))
     assert capsys.readouterr() == ("", "")
     assert [r["epoch"] for r in rows] == [1, 2]
-    # finish_run's test OA is evaluate_checkpoint's on the same checkpoint
+    # finish_run's test OA is the evaluate stage's on the same checkpoint
     assert results["test_oa"] == evaluation.report["single_view"]["oa"]
     assert results["flops"] == evaluation.report["flops"]
     assert evaluation.text().startswith(f"model {STUDENT}  data ")
@@ -338,8 +339,8 @@ def test_split_seed_keeps_the_validation_shapes_across_training_seeds(tmp_path):
     """Ensemble members: other init seeds, one validation split (data.split_seed)."""
     def val(*extra):
         cfg = tiny_cfg(tmp_path / "x", f"model.name={STUDENT}", *extra)
-        pointkd.engine.check_run(cfg)
-        return pointkd.engine.training_source(cfg, pointkd.engine.SINGLE,
+        pointkd.stages.train.check(cfg)
+        return pointkd.training.sources.training_source(cfg, pointkd.training.sources.SINGLE,
                                               torch.device("cpu"))[1]
 
     base = val("train.seed=0")

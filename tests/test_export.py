@@ -11,8 +11,8 @@ import trimesh
 
 from pointkd.checkpoint import save_checkpoint
 from pointkd.data import load_split
-from pointkd.export import check_parity, export_onnx
 from pointkd.models import create_model
+from pointkd.stages.export import check_parity, export_onnx
 
 
 def make_ckpt(path, num_points=256, num_classes=12, names=None):
@@ -134,7 +134,7 @@ def test_other_models_export(tmp_path, name):
 
 
 def test_predict_files_returns_results_and_prints_nothing(tmp_path, capsys):
-    from pointkd.export import predict_files
+    from pointkd.stages.predict import predict_files
 
     ckpt = make_ckpt(tmp_path / "m.pt")
     good = tmp_path / "ok.xyz"

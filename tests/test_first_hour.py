@@ -12,9 +12,9 @@ from _numerics import assert_close_pair, assert_close_to_reference, n_eff, stude
 
 from pointkd.checkpoint import load_model
 from pointkd.data import load_split
-from pointkd.demo import format_table, plot_summary, summarize, verdict
-from pointkd.evaluate import predict_logits
+from pointkd.metrics import predict_logits
 from pointkd.progress import Progress
+from pointkd.stages.demo import format_table, plot_summary, summarize, verdict
 
 DATA = "synthetic:train_per_class=3,test_per_class=2"  # 60 / 40 shapes, 20 classes
 TINY = ["--device", "cpu", "--threads", "1", "data.num_points=64", "train.epochs=2",
@@ -142,9 +142,9 @@ def test_onnx_records_its_input_and_takes_other_point_counts(trained, cli, tmp_p
                                                             monkeypatch):
     import onnxruntime as ort
 
-    from pointkd import export
     from pointkd.checkpoint import save_checkpoint
     from pointkd.models import create_model
+    from pointkd.stages import export
 
     # a graph that fails at other point counts is re-exported with a fixed point axis and
     # says so (forced here: the students' graphs now pass the check even at 64 points)

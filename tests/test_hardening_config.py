@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO, one_line_error
 
-from pointkd.config import load_config
+from pointkd.config.run import load_config
 from pointkd.errors import ConfigError
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE",

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, needs_mounts, one_line_error, tear_shard
+from conftest import REPO, SLOW_POINTKD, needs_mounts, one_line_error, tear_shard
 
 from pointkd import rundir
 from pointkd.checkpoint import save_checkpoint
@@ -190,9 +190,8 @@ def test_safe_io_replaces_atomically_and_refuses_links(tmp_path):
 
 def _kill_recording_after_rows(teacher: Path, out: Path, rows: int) -> None:
     """A real `record` process, SIGKILLed once `rows` rows are in its partial shard."""
-    slow = {**ENV, "POINTKD_RECORD_DELAY": "0.2"}
-    proc = subprocess.Popen([sys.executable, "-m", "pointkd",
-                             *map(str, record_args(teacher, out))], env=slow, cwd=REPO,
+    proc = subprocess.Popen([sys.executable, SLOW_POINTKD, "0.2",  # a pause after each batch
+                             *map(str, record_args(teacher, out))], env=ENV, cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     partial = out / "shard-00000.bin.partial"
     bpr = None

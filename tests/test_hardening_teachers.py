@@ -21,8 +21,8 @@ from pointkd.checkpoint import save_checkpoint
 from pointkd.data import load_split
 from pointkd.models import create_model
 from pointkd.records import open_records, read_manifest
-from pointkd.teacher import load_teachers
-from pointkd.teacher_inference import teacher_logits
+from pointkd.teachers.inference import teacher_logits
+from pointkd.teachers.load import load_teachers
 
 DATA = "synthetic:version=1,train_per_class=2,test_per_class=1"  # 24 shapes, 12 classes
 POINTS = 64

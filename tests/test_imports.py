@@ -76,3 +76,47 @@ def test_the_graph_sees_the_imports():
 def test_no_import_cycles_between_pointkd_modules():
     found = [c for c in cycles(import_graph()) if c not in KNOWN_CYCLES]
     assert not found, f"import cycles: {[sorted(c) for c in found]}"
+
+
+# Which layer may import which (module-level and function-level imports alike): storage and
+# settings sit below the stages; the training loop and the teachers do not reach up into them.
+FORBIDDEN = {
+    "pointkd.records": ("pointkd.models", "pointkd.teachers", "pointkd.training",
+                        "pointkd.stages", "pointkd.checkpoint"),
+    "pointkd.config": ("pointkd.models", "pointkd.teachers", "pointkd.training",
+                       "pointkd.stages", "pointkd.records", "pointkd.data"),
+    "pointkd.training": ("pointkd.stages", "pointkd.cli", "pointkd.api"),
+    "pointkd.teachers": ("pointkd.stages", "pointkd.training", "pointkd.cli", "pointkd.api"),
+    "pointkd.models": ("pointkd.stages", "pointkd.training", "pointkd.teachers",
+                       "pointkd.records"),
+}
+
+
+def _inside(module: str, package: str) -> bool:
+    return module == package or module.startswith(package + ".")
+
+
+def test_each_layer_imports_only_what_lies_below_it():
+    graph = import_graph()
+    wrong = sorted(f"{m} imports {t}" for m, targets in graph.items() for t in targets
+                   for pkg, banned in FORBIDDEN.items() if _inside(m, pkg)
+                   for b in banned if _inside(t, b))
+    assert not wrong, wrong
+
+
+def test_the_layer_rules_see_a_violation():
+    assert _inside("pointkd.records.reader", "pointkd.records")
+    assert not _inside("pointkd.recordsx", "pointkd.records")
+    assert "pointkd.records.format" in import_graph()["pointkd.records.reader"]
+
+
+def test_settings_load_without_torch():
+    """The CLI builds its options from the configs: `pointkd --help` needs no torch."""
+    import subprocess
+    import sys
+
+    code = ("import sys, pointkd.config.run, pointkd.config.stages, pointkd.cli; "
+            "pointkd.cli.build_parser(); print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert out.strip() == "False"

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pointkd.errors import ConfigError
-from pointkd.losses import extrapolated_target, kd_loss, nwsd_kd_loss, total_loss
+from pointkd.training.losses import extrapolated_target, kd_loss, nwsd_kd_loss, total_loss
 
 
 def grad_of(fn, z):

@@ -17,7 +17,7 @@ import warnings
 import pytest
 
 from pointkd.errors import PointKDWarning
-from pointkd.models import native
+from pointkd.models.kernels import native
 
 
 @pytest.fixture
@@ -125,7 +125,8 @@ def test_cache_key_covers_what_makes_a_binary_cpu_specific(fresh_loader, monkeyp
 _AGREE = textwrap.dedent("""
     import torch, warnings
     warnings.filterwarnings("error", message="CPU kernels unavailable")  # a fallback fails
-    from pointkd.models import native, ops
+    from pointkd.models.kernels import native
+    from pointkd.models import ops
     assert native.available(), "kernels not built"
     g = torch.Generator().manual_seed(3)
     xyz = torch.rand(2, 700, 3, generator=g) * 2 - 1
@@ -183,7 +184,7 @@ def test_a_build_killed_while_holding_the_lock_does_not_hang_later_runs(tmp_path
     env = {**os.environ, "POINTKD_KERNEL_CACHE": str(tmp_path / "cache")}
     env.pop("POINTKD_NATIVE_OPS", None)
     proc = subprocess.run([sys.executable, "-W", "always", "-c",
-                           "from pointkd.models import native; print(native.available())"],
+                           "from pointkd.models.kernels import native; print(native.available())"],
                           capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 0 and proc.stdout.strip() == "True", proc.stderr[-1000:]
     assert "compiling" not in proc.stderr  # loaded from the cache, not rebuilt

@@ -351,7 +351,7 @@ def test_export_forms_match(monkeypatch):
 def test_native_fps_knn_matches_the_torch_ops(monkeypatch):
     """The optional C++ kernel (POINTKD_NATIVE_OPS=1; compiled once, then cached) gives the
     same samples and distance rows bit for bit, and the same neighbour sets and distances."""
-    from pointkd.models import native
+    from pointkd.models.kernels import native
 
     monkeypatch.setenv("POINTKD_NATIVE_OPS", "1")
     if not native.available():
@@ -391,7 +391,7 @@ def test_native_neighbours_are_the_stable_sort_prefix(monkeypatch, n, dups):
 
 def _native(monkeypatch):
     """The optional C++ kernels, or a skip where they cannot be built."""
-    from pointkd.models import native
+    from pointkd.models.kernels import native
 
     monkeypatch.setenv("POINTKD_NATIVE_OPS", "1")
     if not native.available():

@@ -18,7 +18,8 @@ from torch import nn
 
 from pointkd import augment
 from pointkd.checkpoint import save_checkpoint
-from pointkd.config import RecordConfig, augment_spec
+from pointkd.config.run import augment_spec
+from pointkd.config.stages import RecordConfig
 from pointkd.data import load_split
 from pointkd.errors import OutputError, RecordError
 from pointkd.models import register_model
@@ -28,9 +29,9 @@ from pointkd.records import (
     info,
     open_records,
     read_manifest,
-    record,
     row_dtype,
 )
+from pointkd.stages import record
 
 DATA = "synthetic:version=1,train_per_class=4,test_per_class=1"  # 48 shapes, 12 classes
 POINTS = 64
@@ -76,8 +77,8 @@ def make_teacher(path: Path, ds, scale: float = 1.0) -> Path:
 def rec(out, teachers, **kw) -> Path:
     args = dict(data=DATA, k=3, seed=0, logits="int8", topk=0, combine="mean", batch_size=16,
                 device="cpu", resume=False, overwrite=False, progress=False)
-    return record(RecordConfig(teachers=[str(t) for t in teachers], out=str(out),
-                               **{**args, **kw}))
+    return record.run(RecordConfig(teachers=[str(t) for t in teachers], out=str(out),
+                               **{**args, **kw})).root
 
 
 @pytest.fixture(scope="module")
@@ -175,7 +176,7 @@ def test_non_finite_teacher_logits_are_refused():
 def test_one_float16_limit_for_records_and_the_self_table(tmp_path):
     # Records refuse logits beyond HALF_SAFE; the NWSD self table clamps to it: both finite.
     from pointkd.records.format import HALF_SAFE
-    from pointkd.self_target import SelfTable
+    from pointkd.training.self_target import SelfTable
 
     assert HALF_SAFE < float(np.finfo(np.float16).max)
     rows = np.zeros(1, row_dtype(4, "fp16"))
@@ -268,9 +269,9 @@ def test_voted_records_average_the_replayed_cloud_and_its_rescaled_views(setup, 
 def test_online_teacher_votes_give_the_recorded_target(setup, ds):
     """Online KD with distill.teacher_votes asks the teacher exactly what `record --votes`
     stores for the same cloud."""
-    from pointkd.targets import AugmentedShapes, Batch, OnlineTeacher
-    from pointkd.teacher import load_teachers
-    from pointkd.teacher_inference import logits_over_rows
+    from pointkd.teachers.inference import logits_over_rows
+    from pointkd.teachers.load import load_teachers
+    from pointkd.training.sources import AugmentedShapes, Batch, OnlineTeacher
 
     _, teacher_path, _ = setup
     teachers = load_teachers([str(teacher_path)], "cpu")
@@ -451,5 +452,5 @@ def test_record_config_checks_itself_before_any_work(tmp_path, change, message):
     cfg = RecordConfig(**{"teachers": ["missing.pt"], "data": DATA, "out": str(tmp_path / "r"),
                           **change})
     with pytest.raises(RecordError, match=message):
-        record(cfg)
+        record.run(cfg)
     assert not (tmp_path / "r").exists()

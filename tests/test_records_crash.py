@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import torch
+from conftest import SLOW_POINTKD
 
 from pointkd.checkpoint import save_checkpoint
 from pointkd.data import load_split
@@ -50,14 +51,15 @@ def test_sigkill_at_random_moments_then_resume_is_byte_identical(tmp_path):
 
     out = tmp_path / "killed"
     partial = out / "shard-00000.bin.partial"
-    slow = {**env, "POINTKD_RECORD_DELAY": "0.04"}  # ~1.5 s of batches: room for 3 kills
+    # a pause of 0.04 s after each batch: ~1.5 s of batches, room for 3 kills
+    slow = [sys.executable, SLOW_POINTKD, "0.04"]
     rng = random.Random()
     kills = []
     for attempt in range(3):
         start = partial.stat().st_size if partial.exists() else -1
-        proc = subprocess.Popen(_command(teacher, out) + (["--resume"] if attempt else []),
-                                env=slow, cwd=REPO, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE)
+        proc = subprocess.Popen(slow + _command(teacher, out)[3:]
+                                + (["--resume"] if attempt else []), env=env, cwd=REPO,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.time() + 60
         while proc.poll() is None and time.time() < deadline:  # wait for new rows on disk
             if partial.exists() and partial.stat().st_size > max(start, 0):

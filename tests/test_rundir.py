@@ -18,16 +18,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, run_cli_subprocess
+from conftest import REPO, SLOW_POINTKD, run_cli_subprocess
 
 from pointkd import rundir
 from pointkd.checkpoint import save_checkpoint
 from pointkd.cli import main as cli_main
-from pointkd.config import RecordConfig
+from pointkd.config.stages import RecordConfig
 from pointkd.data import load_split
 from pointkd.errors import OutputError
 from pointkd.models import create_model
-from pointkd.records import record
+from pointkd.stages import record
 
 DATA = "synthetic:train_per_class=3,test_per_class=1"
 POINTS = 32
@@ -77,7 +77,7 @@ def teacher(tmp_path_factory) -> Path:
 
 
 def make_records(teacher: Path, out: Path, **kw) -> Path:
-    record(RecordConfig(teachers=[str(teacher)], data=DATA, out=str(out), **{
+    record.run(RecordConfig(teachers=[str(teacher)], data=DATA, out=str(out), **{
         "k": 2, "seed": 0, "logits": "int8", "topk": 0, "combine": "mean", "batch_size": 8,
         "device": "cpu", "progress": False, **kw}))
     return out
@@ -175,8 +175,8 @@ def test_resume_while_recording_is_refused_then_sigkill_and_resume_work(tmp_path
     out = tmp_path / "r"
     args = [sys.executable, "-m", "pointkd", "record", "--teacher", str(teacher), "--data", DATA,
             "--out", str(out), "--k", "4", "--batch-size", "2", "--no-progress"]
-    slow = {**ENV, "POINTKD_RECORD_DELAY": "0.3"}
-    first = subprocess.Popen(args, env=slow, cwd=REPO, stdout=subprocess.DEVNULL,
+    slow = [sys.executable, SLOW_POINTKD, "0.3", *args[3:]]  # a pause after each batch
+    first = subprocess.Popen(slow, env=ENV, cwd=REPO, stdout=subprocess.DEVNULL,
                              stderr=subprocess.PIPE, text=True)
     try:
         partial = out / "shard-00000.bin.partial"

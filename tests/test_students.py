@@ -151,7 +151,7 @@ def test_native_kernels_match_the_torch_ops_in_a_student(train, monkeypatch):
     """The whole student with and without the optional C++ kernels (sampling, every stage's
     neighbours, the gathered pool forward and backward, the inference pool): the same logits
     and gradients within float rounding."""
-    from pointkd.models import native
+    from pointkd.models.kernels import native
 
     monkeypatch.setenv("POINTKD_NATIVE_OPS", "1")
     if not native.available():

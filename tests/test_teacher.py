@@ -16,10 +16,10 @@ from safetensors.torch import save_file
 from pointkd import augment
 from pointkd.checkpoint import save_checkpoint
 from pointkd.data import load_split
-from pointkd.export import export_onnx
 from pointkd.models import create_model
 from pointkd.records import open_records, read_manifest
-from pointkd.teacher import load_teachers, teacher_kind, unit_sphere_frames
+from pointkd.stages.export import export_onnx
+from pointkd.teachers.load import load_teachers, teacher_kind, unit_sphere_frames
 
 DATA = "synthetic:version=1,train_per_class=4,test_per_class=1"  # 48 shapes, 12 classes
 POINTS = 64
@@ -314,8 +314,8 @@ def test_mixed_ensemble_is_the_mean(cli, tmp_path, ds, pointkd_and_onnx, user_pk
 
 
 def test_online_kd_takes_an_onnx_teacher(tmp_path, pointkd_and_onnx):
-    from pointkd.config import load_config
-    from pointkd.engine import run_training
+    from pointkd.config.run import load_config
+    from pointkd.stages import train
 
     _, onnx_file = pointkd_and_onnx
     cfg = load_config(None, [f"data.path={DATA}", f"data.num_points={POINTS}",
@@ -323,7 +323,7 @@ def test_online_kd_takes_an_onnx_teacher(tmp_path, pointkd_and_onnx):
                              "train.batch_size=16", "train.progress=false", "train.device=cpu",
                              f"out={tmp_path / 's'}", "model.name=student_xs",
                              "distill.online=true", f"distill.teacher={onnx_file}"])
-    results = run_training(cfg)
+    results = train.run(cfg)
     assert results["mode"] == "online-kd"
     history = json.loads((tmp_path / "s" / "metrics.json").read_text())
     assert history[0]["train_kd"] > 0
@@ -355,7 +355,7 @@ def test_onnx_recording_resumes_byte_identical(cli, tmp_path, pointkd_and_onnx):
 
 def test_onnx_teacher_for_other_cloud_sizes_is_a_one_line_error(cli, tmp_path, ds,
                                                                 pointkd_and_onnx, monkeypatch):
-    from pointkd import export
+    from pointkd.stages import export
     ckpt, _ = pointkd_and_onnx
     small = tmp_path / "small.pt"
     save_checkpoint({"model": "student_xs", "model_kwargs": {}, "num_classes": 12,

@@ -17,8 +17,8 @@ from pointkd.checkpoint import load_model, save_checkpoint
 from pointkd.data import load_split
 from pointkd.models import create_model
 from pointkd.records import open_records, read_manifest
-from pointkd.teacher import load_teachers
-from pointkd.teacher_inference import fit_to_data
+from pointkd.teachers.inference import fit_to_data
+from pointkd.teachers.load import load_teachers
 
 DATA = "synthetic:version=1,train_per_class=4,test_per_class=1"  # 48 shapes, 12 classes
 POINTS = 64
@@ -137,15 +137,15 @@ def test_online_teacher_maps_the_same_way(teacher, subset):
 
 
 def test_online_kd_trains_on_the_subset(tmp_path, teacher, subset):
-    from pointkd.config import load_config
-    from pointkd.engine import run_training
+    from pointkd.config.run import load_config
+    from pointkd.stages import train
 
     cfg = load_config(None, [f"data.path={subset}", f"data.num_points={POINTS}",
                              "train.epochs=1", "train.max_steps_per_epoch=1",
                              "train.batch_size=8", "train.progress=false", "train.device=cpu",
                              f"out={tmp_path / 's'}", "model.name=student_xs",
                              "distill.online=true", f"distill.teacher={teacher}"])
-    assert run_training(cfg)["mode"] == "online-kd"
+    assert train.run(cfg)["mode"] == "online-kd"
 
 
 def test_eval_of_the_teacher_on_the_subset(cli, tmp_path, teacher, subset):

@@ -10,14 +10,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import pointkd.engine
-from pointkd.config import RecordConfig, load_config
+import pointkd.stages.train
+import pointkd.training.loop
+import pointkd.training.sources
+from pointkd.config.run import load_config
+from pointkd.config.stages import RecordConfig
 from pointkd.data import load_split
-from pointkd.engine import run_training, training_source
 from pointkd.errors import ConfigError
-from pointkd.losses import UNLABELLED, classification_loss
-from pointkd.records import open_records, record
+from pointkd.records import open_records
 from pointkd.records.verify import info
+from pointkd.stages import record, train
+from pointkd.training.losses import UNLABELLED, classification_loss
+from pointkd.training.sources import training_source
 
 LABELLED = "synthetic:version=1,train_per_class=6,test_per_class=3"
 POOL = "synthetic:version=1,seed=7,train_per_class=5"  # other shapes of the same classes
@@ -30,13 +34,13 @@ TINY = ["data.num_points=128", "train.epochs=1", "train.batch_size=16",
 def sets(tmp_path_factory):
     """A teacher, a labelled record set (the student's data) and an unlabelled pool's."""
     root = tmp_path_factory.mktemp("unlabelled")
-    run_training(load_config(None, TINY + [f"data.path={LABELLED}", f"out={root / 't'}",
+    train.run(load_config(None, TINY + [f"data.path={LABELLED}", f"out={root / 't'}",
                                            "train.max_steps_per_epoch=2"]))
     teacher = str(root / "t" / "best.pt")
     common = {"teachers": [teacher], "k": 2, "batch_size": 32, "device": "cpu",
               "progress": False}
-    record(RecordConfig(data=LABELLED, out=str(root / "lab"), **common))
-    record(RecordConfig(data=POOL, out=str(root / "pool"), unlabelled=True, **common))
+    record.run(RecordConfig(data=LABELLED, out=str(root / "lab"), **common))
+    record.run(RecordConfig(data=POOL, out=str(root / "pool"), unlabelled=True, **common))
     return root
 
 
@@ -67,8 +71,8 @@ def test_unlabelled_manifest_and_info(sets):
 def test_pool_shapes_train_without_labels(sets):
     cfg = _cfg(sets / "s", f"distill.records={sets / 'lab'}",
                f"distill.extra_records=[{sets / 'pool'}]")
-    pointkd.engine.check_run(cfg)  # the data: the one the first record set names
-    data, val_idx, source, pool = training_source(cfg, pointkd.engine.SINGLE,
+    pointkd.stages.train.check(cfg)  # the data: the one the first record set names
+    data, val_idx, source, pool = training_source(cfg, pointkd.training.sources.SINGLE,
                                                   torch.device("cpu"))
     extra = load_split(POOL, "train", num_points=128)
     n = len(data)
@@ -91,8 +95,9 @@ def test_pool_rows_replay_the_pool_clouds_with_the_recorded_logits(sets):
     indices point at the clouds they were recorded for."""
     cfg = _cfg(sets / "s", f"distill.records={sets / 'lab'}",
                f"distill.extra_records=[{sets / 'pool'}]")
-    pointkd.engine.check_run(cfg)
-    data, _, source, pool = training_source(cfg, pointkd.engine.SINGLE, torch.device("cpu"))
+    pointkd.stages.train.check(cfg)
+    data, _, source, pool = training_source(cfg, pointkd.training.sources.SINGLE,
+                                            torch.device("cpu"))
     recs = [open_records(sets / "lab"), open_records(sets / "pool")]
     n = len(data)
     for batch in source.batches(1, 16):
@@ -115,10 +120,10 @@ def test_distill_from_two_sets_end_to_end(sets, cli):
 
 def test_refused_combinations(sets):
     with pytest.raises(ConfigError, match="give --records first"):
-        run_training(_cfg(sets / "x1", f"data.path={LABELLED}",
+        train.run(_cfg(sets / "x1", f"data.path={LABELLED}",
                           f"distill.extra_records=[{sets / 'pool'}]"))
     with pytest.raises(ConfigError, match="same shapes"):
-        run_training(_cfg(sets / "x2", f"distill.records={sets / 'lab'}",
+        train.run(_cfg(sets / "x2", f"distill.records={sets / 'lab'}",
                           f"distill.extra_records=[{sets / 'lab'}]"))
 
 
@@ -129,12 +134,12 @@ def test_extra_set_with_other_classes_is_refused(sets, tmp_path, cli):
     assert code == 0, err
     names = (tmp_path / "h5" / "shape_names.txt").read_text().splitlines()
     (tmp_path / "h5" / "shape_names.txt").write_text("\n".join(["renamed", *names[1:]]) + "\n")
-    run_training(load_config(None, TINY + [f"data.path={tmp_path / 'h5'}",
+    train.run(load_config(None, TINY + [f"data.path={tmp_path / 'h5'}",
                                            f"out={tmp_path / 't'}",
                                            "train.max_steps_per_epoch=1"]))
-    record(RecordConfig(teachers=[str(tmp_path / "t" / "best.pt")], data=str(tmp_path / "h5"),
+    record.run(RecordConfig(teachers=[str(tmp_path / "t" / "best.pt")], data=str(tmp_path / "h5"),
                         out=str(tmp_path / "p"), k=1, device="cpu", progress=False,
                         unlabelled=True))
     with pytest.raises(ConfigError, match="classes differ"):
-        run_training(_cfg(tmp_path / "s", f"distill.records={sets / 'lab'}",
+        train.run(_cfg(tmp_path / "s", f"distill.records={sets / 'lab'}",
                           f"distill.extra_records=[{tmp_path / 'p'}]"))

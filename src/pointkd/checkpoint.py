@@ -15,7 +15,6 @@ looks complete, and a full or read-only disk is a one-line error naming the path
 
 from __future__ import annotations
 
-import hashlib
 import io
 import math
 from pathlib import Path
@@ -29,14 +28,6 @@ from pointkd.errors import ModelError
 from pointkd.models import create_model
 
 FORMAT = 1
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
@@ -79,7 +70,7 @@ def check_checkpoint(ckpt: dict[str, Any], path: str | Path) -> None:
 
 
 def _schema_problem(ckpt: dict[str, Any]) -> str | None:
-    from pointkd.limits import MAX_POINTS
+    from pointkd.config.limits import MAX_POINTS
 
     name, classes, names = ckpt["model"], ckpt.get("num_classes"), ckpt.get("class_names")
     if not isinstance(name, str) or not name:

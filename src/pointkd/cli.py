@@ -11,11 +11,10 @@ import math
 import os
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
-from pointkd import __version__
+from pointkd._version import __version__
+from pointkd.config.limits import MAX_THREADS
 from pointkd.errors import ConfigError, PointKDError, quiet_warnings
-from pointkd.limits import MAX_THREADS
 
 EPILOG = """examples:
   pointkd data info ../shared/data/modelnet40_1024
@@ -112,7 +111,7 @@ def _set_native_ops(choice: str | None) -> None:
 
     if choice is None and not os.environ.get("POINTKD_NATIVE_OPS"):
         return  # the default: nothing to check, and no torch import for `pointkd --help`
-    from pointkd.models import native
+    from pointkd.models.kernels import native
 
     if choice is not None:
         native.set_mode(choice)
@@ -145,7 +144,7 @@ def _relaunch(args: argparse.Namespace) -> int | None:
 
 
 def _run_config(args: argparse.Namespace, extra: dict[str, object]):
-    from pointkd.config import load_config
+    from pointkd.config.run import load_config
 
     shortcuts = {
         "data.path": args.data,
@@ -181,13 +180,14 @@ def _data_source(args: argparse.Namespace, cfg) -> str:
 
 def _train(cfg, args: argparse.Namespace) -> int:
     """Run the training loop, an epoch line each epoch (train.progress), the result line."""
-    from pointkd.engine import epoch_line, run_training
+    from pointkd.stages import train
+    from pointkd.training.outputs import epoch_line
 
     def say_epoch(row: dict) -> None:
         print(epoch_line(row, cfg.train.epochs), flush=True)
 
     _keep_freed_memory_on_cpu(cfg.train.device)
-    results = run_training(cfg, resume=args.resume, overwrite=args.overwrite,
+    results = train.run(cfg, resume=args.resume, overwrite=args.overwrite,
                            on_epoch=say_epoch if cfg.train.progress else None)
     return _finish(results, cfg)
 
@@ -204,11 +204,9 @@ def _keep_freed_memory_on_cpu(device: str) -> None:
         keep_freed_memory()
 
 
-def _finish(results: dict | None, cfg) -> int:
+def _finish(results, cfg) -> int:
     if results is not None and _main_process():
-        from pointkd.engine import result_line
-
-        print(result_line(results, cfg.out), flush=True)
+        print(results.text(), flush=True)
     return 0
 
 
@@ -263,28 +261,19 @@ def cmd_distill(args: argparse.Namespace) -> int:
         "distill.tau": args.tau,
     }
     cfg = _run_config(args, extra)
-    if not cfg.data.path and cfg.distill.records and not cfg.distill.online:
-        from pointkd.records import read_manifest
+    from pointkd.stages.train import data_source
 
-        # the dataset the records were made for; open_records checks its fingerprint
-        recorded = read_manifest(cfg.distill.records)["data"]["path"]
-        cfg.data.path = recorded
-        source = f"recorded in {cfg.distill.records}/manifest.json"
-        if not recorded.startswith("synthetic") and not Path(recorded).exists():
-            raise ConfigError(f"the records were made for the dataset at {recorded}, which is "
-                              "not there from here: pass --data PATH")
-    else:
-        source = _data_source(args, cfg)
+    source = data_source(cfg) or _data_source(args, cfg)
     _say_data(cfg, source)
     return _train(cfg, args)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from pointkd.config import EvalConfig
-    from pointkd.evaluate import evaluate_checkpoint
+    from pointkd.config.stages import EvalConfig
+    from pointkd.stages import evaluate
 
     _set_threads(args.threads)
-    evaluation = evaluate_checkpoint(EvalConfig(
+    evaluation = evaluate.run(EvalConfig(
         checkpoints=args.checkpoint, data=args.data, split=args.split, out=args.out,
         device=args.device, votes=args.votes, batch_size=args.batch_size,
         latency=not args.no_latency, overwrite=args.overwrite,
@@ -297,12 +286,12 @@ def cmd_record(args: argparse.Namespace) -> int:
     if (code := _relaunch(args)) is not None:
         return code
 
-    from pointkd.config import RecordConfig, augment_spec
-    from pointkd.records import record
+    from pointkd.config.run import augment_spec
+    from pointkd.config.stages import RecordConfig
+    from pointkd.stages import record
 
     _set_threads(args.threads)
-    was_complete = args.resume and _complete_record_set(args.out)
-    root = record(RecordConfig(
+    result = record.run(RecordConfig(
         teachers=args.teacher, data=args.data, out=args.out, k=args.k, seed=args.seed,
         logits=args.logits, topk=args.topk, combine=args.combine, votes=args.votes,
         unlabelled=args.unlabelled,
@@ -312,30 +301,9 @@ def cmd_record(args: argparse.Namespace) -> int:
         weights=args.weights or [], class_names=args.class_names,
         teacher_normalization=args.teacher_normalization,
     ))
-    if _main_process():
-        print(_record_summary(root, was_complete))
+    if result is not None:
+        print(result.text())
     return 0
-
-
-def _complete_record_set(root: str) -> bool:
-    from pointkd.records import read_manifest
-
-    try:
-        return bool(read_manifest(root).get("complete"))
-    except PointKDError:
-        return False
-
-
-def _record_summary(root, was_complete: bool) -> str:
-    """`recorded 98,430 rows (K 10 x 9,843 shapes), 64 bytes/row, 6.30 MB in 366.0 s -> DIR`"""
-    from pointkd.records import read_manifest
-
-    m = read_manifest(root)
-    size = sum((Path(root) / s["file"]).stat().st_size for s in m["shards"])
-    seconds = m.get("recording", {}).get("seconds", 0.0)
-    took = " (already complete)" if was_complete else f" in {seconds:.1f} s"
-    return (f"recorded {m['total_rows']:,} rows (K {m['k']} x {m['data']['num_shapes']:,} "
-            f"shapes), {m['bytes_per_row']} bytes/row, {size / 1e6:.2f} MB{took} -> {root}")
 
 
 def cmd_records_info(args: argparse.Namespace) -> int:
@@ -346,7 +314,7 @@ def cmd_records_info(args: argparse.Namespace) -> int:
 
 
 def cmd_records_verify(args: argparse.Namespace) -> int:
-    from pointkd.records import verify
+    from pointkd.stages.records import verify
 
     print(verify(args.dir, data=args.data, teachers=args.teacher, config=args.config,
                  weights=args.weights))
@@ -364,7 +332,7 @@ def cmd_records_stats(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from pointkd.export import iter_predictions
+    from pointkd.stages.predict import iter_predictions
 
     _set_threads(args.threads)
     results, failed = [], 0
@@ -385,7 +353,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from pointkd import rundir
-    from pointkd.export import export_onnx
+    from pointkd.stages.export import export_onnx
 
     rundir.check_output_file(args.onnx, args.overwrite, inputs=[args.checkpoint],
                              option="--onnx")
@@ -413,7 +381,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from pointkd.demo import run_demo
+    from pointkd.stages.demo import run_demo
 
     _set_threads(args.threads)
     run_demo(args.out, quick=args.quick, config=args.config, data=args.data,

@@ -38,7 +38,8 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TypeVar
 
-from pointkd import __version__, safe_io
+from pointkd import safe_io
+from pointkd._version import __version__
 from pointkd.errors import OutputError
 
 MARKER = ".pointkd"

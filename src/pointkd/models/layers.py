@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from pointkd.models import native, ops
+from pointkd.models import ops
+from pointkd.models.kernels import native
 
 __all__ = ["SharedMLP", "cat_linear", "chain_max", "cloud_std", "map_chunks", "max_k"]
 

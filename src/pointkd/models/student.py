@@ -30,7 +30,7 @@ Neighbourhoods (`sampler="fps"`): the FPS loop computes the distance from every 
 every point anyway; kept as a table, it *is* the kNN table of all stages (stage 1: samples ×
 all points; later stages: shorter FPS prefixes × FPS prefixes), so no stage runs its own
 distance matmul, and σ comes from the neighbours' distances without a gather. With the
-C++ kernels (`models/native.py`, on by default) the loop and the stage-1 selection, the later
+C++ kernels (`models/kernels/`, on by default) the loop and the stage-1 selection, the later
 stages' selections (from the coordinates, with the loop's own arithmetic, so the same
 distances without keeping the table), the training-mode gathered max-pool and the inference
 pool run as C++ kernels with the same results.
@@ -43,7 +43,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from pointkd.models import native, ops, register_model
+from pointkd.models import ops, register_model
+from pointkd.models.kernels import native
 from pointkd.models.layers import SharedMLP, cat_linear
 from pointkd.models.ops import (
     check_points,

@@ -1,11 +1,12 @@
 """Record store: written once from the teacher, read by every student. Format: docs/records.md.
 
-Storage only; the teachers run in `pointkd.teacher_inference`.
+Storage only: no models and no teachers here (the `record` stage, `pointkd.stages.record`,
+runs the teachers and hands rows to `ShardWriter`; offline KD replays rows through
+`pointkd.training.sources.RecordReplay`).
 
-- `record(RecordConfig)`    store the teachers' logits for K augmented copies of every shape
+- `ShardWriter`             append rows to a shard, crash-safe, with per-batch checksums
 - `open_records(dir, data)` memory-mapped `RecordSet`; `.rows(idx)` -> `RecordBatch`
-- `verify(dir, ...)`, `info(dir)`  for `pointkd records verify|info`
-- `replay.RecordReplay`     offline KD's target source: rows -> augmented batches + logits
+- `read_manifest(dir)`, `info(dir)`, `record_stats(dir)`  what a record set holds
 """
 
 from pointkd.records.format import (
@@ -17,9 +18,9 @@ from pointkd.records.format import (
 )
 from pointkd.records.manifest import read_manifest, shard_name
 from pointkd.records.reader import RecordBatch, RecordSet, open_records
-from pointkd.records.verify import info, verify
-from pointkd.records.writer import ShardWriter, record
+from pointkd.records.verify import info
+from pointkd.records.writer import ShardWriter
 
-__all__ = ["record", "verify", "info", "open_records", "read_manifest", "RecordSet",
-           "RecordBatch", "ShardWriter", "row_dtype", "encode_logits", "decode_logits",
-           "shard_name", "CLOUD_BYTES", "FORMAT_VERSION"]
+__all__ = ["info", "open_records", "read_manifest", "RecordSet", "RecordBatch", "ShardWriter",
+           "row_dtype", "encode_logits", "decode_logits", "shard_name", "CLOUD_BYTES",
+           "FORMAT_VERSION"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pointkd.augment import PARAM_DIM
+from pointkd.config.types import PARAM_DIM
 from pointkd.errors import RecordError
 
 FORMAT = "pointkd-records"

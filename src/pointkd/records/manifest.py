@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from pointkd import safe_io
-from pointkd.augment import AugmentSpec
+from pointkd.config.types import AugmentSpec
 from pointkd.errors import RecordError
 from pointkd.records.format import FORMAT, FORMAT_VERSION, dtype_descr, row_dtype
 

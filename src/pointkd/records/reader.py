@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pointkd.augment import AugmentSpec
+from pointkd.config.types import AugmentSpec
 from pointkd.errors import RecordError
 from pointkd.records.format import decode_logits
 from pointkd.records.manifest import check_shard_ranges, manifest_dtype, read_manifest

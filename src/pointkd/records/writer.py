@@ -17,34 +17,15 @@ from __future__ import annotations
 import hashlib
 import math
 import os
-import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from pointkd import __version__, augment, distributed, rundir, safe_io
-from pointkd.checkpoint import file_sha256
-from pointkd.config import RecordConfig
-from pointkd.device import resolve_device
+from pointkd import safe_io
 from pointkd.errors import RecordError
-from pointkd.progress import Progress
-from pointkd.records.format import (
-    FORMAT,
-    FORMAT_VERSION,
-    dtype_descr,
-    encode_logits,
-    row_dtype,
-)
 from pointkd.records.manifest import (
-    MANIFEST,
-    changed_settings,
-    read_manifest,
     shard_name,
-    write_json_atomic,
 )
-from pointkd.teacher import load_teachers
-from pointkd.teacher_inference import deterministic, fit_to_data, logits_over_rows
 
 SUMS = ".sums"  # beside `<shard>.partial`: one sha256 per batch written there
 DIGEST = hashlib.sha256().digest_size
@@ -178,111 +159,6 @@ def remove_sums(root: Path, shards: list[dict]) -> None:
             sums.unlink()
 
 
-@rundir.releases_locks
-def record(cfg: RecordConfig) -> Path:
-    """Record K augmented copies of every shape of `cfg.data`'s train split; returns the
-    record directory. See docs/records.md for the format. Teachers: pointkd checkpoints, ONNX
-    files or `module:factory` entry points with `weights` (see `pointkd.teacher`); they run
-    in `pointkd.teacher_inference`, this function stores what they say."""
-    from pointkd.data import load_split
-
-    cfg.check()
-    dist = distributed.init(cfg.device)
-    dev = dist.device(resolve_device(cfg.device))
-    models = load_teachers(cfg.teachers, dev, cfg.weights, cfg.class_names,
-                           cfg.teacher_normalization)
-    ds = load_split(cfg.data, "train", num_points=models[0].num_points)
-    fit_to_data(models, ds, cfg.data, models[0].num_points, error=RecordError)
-    cfg.augment.check_points(ds.points.shape[1])
-    manifest, dtype = _new_manifest(cfg, ds, models, dist.world)
-    root = Path(cfg.out)
-    previous = dist.on_main(_prepare_out, root, manifest, cfg.resume, cfg.overwrite,
-                            (*cfg.teachers, cfg.data))
-    if previous is not None and previous["complete"]:
-        return root  # --resume of a finished recording: nothing to do
-    if previous is not None:
-        manifest["created"] = previous["created"]
-    if dist.main:
-        write_json_atomic(root / MANIFEST, manifest)
-    dist.barrier()
-
-    mine = next((s for s in manifest["shards"] if s["file"] == shard_name(dist.rank)), None)
-    t0, first = time.perf_counter(), 0
-    if mine is not None:  # a tiny set may leave the last ranks without rows
-        lo, n = mine["row_start"], mine["rows"]
-        writer = ShardWriter(root / mine["file"], dtype, n, cfg.batch_size, cfg.resume)
-        first = writer.done
-        # a live bar on a terminal, a plain line per tenth of the rows in a log
-        bar = Progress(n, "record" if not dist.active else f"record (rank 0 of {dist.world})",
-                       unit="row", initial=writer.done, enabled=cfg.progress and dist.main)
-        points = torch.from_numpy(ds.points).to(dev)  # the whole split: ~120 MB (ModelNet40)
-        todo = range(lo + writer.done, lo + n)  # whole batches of the grid are in place
-        with torch.inference_mode(), deterministic(dev):
-            for params16, seeds, z in logits_over_rows(models, points, cfg.augment, cfg.seed,
-                                                       todo, cfg.batch_size, cfg.combine, dev,
-                                                       cfg.votes):
-                rows = np.zeros(len(seeds), dtype)
-                rows["params"] = params16.numpy()
-                rows["seed"] = seeds.numpy().view(np.uint64)
-                encode_logits(rows, z, manifest["logits"]["encoding"], cfg.topk)
-                writer.write(rows)
-                bar.update(len(rows))
-                if _TEST_DELAY:
-                    time.sleep(_TEST_DELAY)
-        bar.close()
-        writer.finalize()
-    written = dist.sum([n - first if mine is not None else 0])[0]
-    dist.barrier()  # every shard is final
-    if dist.main:
-        for shard in manifest["shards"]:
-            shard["sha256"] = file_sha256(root / shard["file"])
-        manifest.update(complete=True, completed=_now(), recording={
-            "device": str(dev), "processes": dist.world, "rows": int(written),
-            "seconds": round(time.perf_counter() - t0, 3)})  # the last session's loop
-        write_json_atomic(root / MANIFEST, manifest)
-        remove_sums(root, manifest["shards"])
-    dist.barrier()
-    return root
-
-
-def _new_manifest(cfg: RecordConfig, ds, models: list, world: int) -> tuple[dict, np.dtype]:
-    """The manifest of a recording not yet begun (`complete: false`) and its row layout."""
-    encoding = "topk" if cfg.topk else cfg.logits
-    stored = len(cfg.teachers) if cfg.combine == "each" else 1
-    dtype = row_dtype(ds.num_classes, encoding, cfg.topk, stored)
-    total = cfg.k * len(ds)
-    manifest = {
-        "format": FORMAT, "format_version": FORMAT_VERSION, "pointkd_version": __version__,
-        "created": _now(), "complete": False,
-        "data": {"name": ds.name, "path": str(cfg.data), "fingerprint": ds.fingerprint(),
-                 "num_shapes": len(ds), "num_classes": ds.num_classes,
-                 "class_names": list(ds.class_names), "num_points": int(ds.points.shape[1]),
-                 **_labels_entry(cfg.unlabelled)},
-        "teachers": [t.entry for t in models],
-        "augment": cfg.augment.to_dict(), "k": cfg.k, "seed": cfg.seed,
-        "batch_size": cfg.batch_size,
-        "logits": {"encoding": encoding, "topk": cfg.topk, "combine": cfg.combine,
-                   "stored_teachers": stored, **_votes_entry(cfg.votes)},
-        "row_dtype": dtype_descr(dtype), "bytes_per_row": dtype.itemsize, "total_rows": total,
-        "shards": plan_shards(total, cfg.batch_size, world),
-    }
-    return manifest, dtype
-
-
-def _labels_entry(unlabelled: bool) -> dict:
-    """`labels: false` when the students must not use the pool's labels (the rows get the
-    KD terms only); absent otherwise, so labelled manifests stay as they were."""
-    return {"labels": False} if unlabelled else {}
-
-
-def _votes_entry(votes: int) -> dict:
-    """Manifest fields of teacher voting; none without it, so unvoted manifests stay as they
-    were (and a resume of a set recorded before voting existed still matches)."""
-    if votes == 0:
-        return {}
-    return {"votes": votes, "vote_scale": list(augment.VOTE_SCALE)}
-
-
 def plan_shards(total: int, batch_size: int, world: int) -> list[dict]:
     """One contiguous row range per process, cut on the batch grid; empty ranges dropped."""
     batches = math.ceil(total / batch_size)
@@ -290,29 +166,3 @@ def plan_shards(total: int, batch_size: int, world: int) -> list[dict]:
     return [{"file": shard_name(r), "row_start": r * per,
              "rows": min(total, (r + 1) * per) - r * per, "sha256": None}
             for r in range(world) if r * per < total]
-
-
-# testing aid: seconds to sleep after each batch, so a test can kill a recording mid-run
-_TEST_DELAY = float(os.environ.get("POINTKD_RECORD_DELAY", "0") or 0)
-
-
-def _prepare_out(root: Path, manifest: dict, resume: bool, overwrite: bool,
-                 inputs: tuple[str, ...] = ()) -> dict | None:
-    """Lock the directory, then: never silently overwrite (--overwrite deletes only a record
-    set's own files, see `pointkd.rundir`); resume only the very same recording. Returns the
-    previous manifest when resuming one."""
-    rundir.open_output(root, "records", resume=resume, overwrite=overwrite, inputs=inputs)
-    if not resume or not (root / MANIFEST).is_file():
-        if resume and rundir.contents(root):
-            raise RecordError(f"{root}: nothing to resume here (no {MANIFEST})")
-        return None
-    previous = read_manifest(root)
-    changed = changed_settings(previous, manifest)
-    if changed:
-        raise RecordError(f"{root}: --resume with other settings than the recording there "
-                          f"({', '.join(changed)})")
-    return previous
-
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

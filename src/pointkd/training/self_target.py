@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from pointkd.device import autocast
 from pointkd.distributed import Dist
 from pointkd.records.format import HALF_SAFE
-from pointkd.targets import Batch
+from pointkd.training.sources import Batch
 
 
 class SelfTarget(Protocol):

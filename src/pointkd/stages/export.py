@@ -15,89 +15,22 @@ checked against PyTorch with onnxruntime on real clouds.
 from __future__ import annotations
 
 import contextlib
-import glob
 import json
 import os
 import sys
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from pointkd import __version__, safe_io
+from pointkd import safe_io
+from pointkd._version import __version__
 from pointkd.checkpoint import load_model
-from pointkd.data import normalize_unit_sphere, read_cloud
-from pointkd.data.readers import MIN_POINTS, POINT_SUFFIXES
+from pointkd.data import normalize_unit_sphere
 from pointkd.device import resolve_device
-from pointkd.errors import DataError, ModelError, PointKDError
-from pointkd.evaluate import predict_logits, require_finite
-from pointkd.progress import track
-
-
-def expand_inputs(inputs: list[str]) -> list[Path]:
-    """Files, folders (searched recursively for point-cloud files) and glob patterns."""
-    files: list[Path] = []
-    for item in inputs:
-        matches = sorted(glob.glob(item, recursive=True)) if any(c in item for c in "*?[") else [
-            item]
-        if not matches:
-            raise DataError(f"no files match {item}")
-        for m in map(Path, matches):
-            if m.is_dir():
-                files += sorted(p for p in m.rglob("*") if p.suffix.lower() in POINT_SUFFIXES)
-            else:
-                files.append(m)
-    if not files:
-        raise DataError("no point-cloud files found in " + " ".join(inputs))
-    return files
-
-
-def iter_predictions(
-    checkpoint: str, inputs: list[str], topk: int = 3, batch_size: int = 32,
-    device: str = "auto", progress: bool = True, min_points: int | None = None,
-) -> Iterator[dict]:
-    """Top-k classes per file, one result per file as soon as its batch is done:
-    {"file", "top": [{"class", "index", "prob"}, ...]}, or {"file", "error"} for a file that
-    cannot be read (it does not stop the rest). A point file with fewer than `min_points`
-    points (default `MIN_POINTS`, 16) is one of the failures."""
-    dev = resolve_device(device)
-    model, meta = load_model(checkpoint, dev)
-    num_points, names = meta.get("num_points", 1024), meta["class_names"]
-    files = expand_inputs(inputs)
-    starts = range(0, len(files), batch_size)
-    for start in track(starts, len(starts), "predict", unit="batch",
-                       enabled=progress and len(files) > batch_size):
-        clouds, kept = [], []
-        for path in files[start : start + batch_size]:
-            try:
-                cloud = read_cloud(path, num_points, keep_order=True,
-                                   min_points=MIN_POINTS if min_points is None else min_points)
-                clouds.append(normalize_unit_sphere(cloud))
-                kept.append(path)
-            except PointKDError as exc:
-                message = str(exc) if str(path) in str(exc) else f"{path}: {exc}"
-                yield {"file": str(path), "error": message}
-        if not clouds:
-            continue
-        logits = predict_logits(model, np.stack(clouds), batch_size, dev)
-        require_finite(logits, f"checkpoint {checkpoint}", kept)
-        probs = torch.softmax(logits, dim=1)
-        top_p, top_i = probs.topk(min(topk, probs.shape[1]), dim=1)
-        for path, p_row, i_row in zip(kept, top_p.tolist(), top_i.tolist(), strict=True):
-            yield {"file": str(path), "top": [{"class": names[i], "index": i, "prob": p}
-                                              for p, i in zip(p_row, i_row, strict=True)]}
-
-
-def predict_files(
-    checkpoint: str, inputs: list[str], topk: int = 3, batch_size: int = 32,
-    device: str = "auto", progress: bool = True, min_points: int | None = None,
-) -> list[dict]:
-    """Every result of `iter_predictions`, in input order."""
-    return list(iter_predictions(checkpoint, inputs, topk, batch_size, device, progress,
-                                 min_points))
-
+from pointkd.errors import ModelError
+from pointkd.metrics import predict_logits, require_finite
 
 NORMALIZATION = ("unit_sphere: subtract the cloud's mean point, then divide by the largest "
                  "distance of a point from it (pointkd.data.normalize_unit_sphere)")

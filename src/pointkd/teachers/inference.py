@@ -27,7 +27,7 @@ from pointkd import augment
 from pointkd.data import PointCloudSet, load_split
 from pointkd.device import autocast
 from pointkd.errors import ModelError, PointKDError
-from pointkd.teacher import Teacher, attach_frames, match_classes
+from pointkd.teachers.load import Teacher, attach_frames, match_classes
 
 
 def fit_to_data(teachers: list[Teacher], data: PointCloudSet, data_path: str,

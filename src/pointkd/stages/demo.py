@@ -25,15 +25,10 @@ import time
 from pathlib import Path
 
 from pointkd import rundir
-from pointkd.config import (
-    RecordConfig,
-    RunConfig,
-    augment_spec,
-    from_dict,
-    load_config,
-    load_yaml_file,
-    save_config,
-)
+from pointkd.config.files import load_yaml_file
+from pointkd.config.merge import save_config
+from pointkd.config.run import RunConfig, augment_spec, from_dict, load_config
+from pointkd.config.stages import RecordConfig
 from pointkd.errors import ConfigError
 
 DEMO_CONFIG = "configs/synthetic_demo.yaml"
@@ -87,8 +82,8 @@ def run_synthetic_demo(out: str | Path, quick: bool, config: str | Path,
     from multiprocessing import get_context
 
     from pointkd.data import describe, load_split, save_preview
-    from pointkd.models import native
-    from pointkd.records import record
+    from pointkd.models.kernels import native
+    from pointkd.stages import record
 
     out = rundir.check_output_path(out)  # never ., /, home, a file; its runs are locked
     out.mkdir(parents=True, exist_ok=True)
@@ -149,21 +144,21 @@ def run_synthetic_demo(out: str | Path, quick: bool, config: str | Path,
         k = 2 if quick else int(plan["k"])
         _stage(3, f"record: the teacher's logits for K = {k} augmented copies of every "
                   "training shape")
-        records_dir = record(RecordConfig(
+        records_dir = record.run(RecordConfig(
             teachers=[str(out / "teacher" / "best.pt")], data=data, out=str(out / "records"),
             k=k, seed=0, logits="int8", topk=0, combine="mean", batch_size=64,
             device=cfg.train.device, resume=False, overwrite=True,
-            augment=augment_spec(out / "demo_config.yaml")))
+            augment=augment_spec(out / "demo_config.yaml"))).root
         recording = _records_summary(records_dir)
         print(f"   {recording['rows']:,} rows x {recording['bytes_per_row']} B = "
               f"{recording['bytes'] / 1e3:.0f} kB in {recording['seconds']:.1f} s")
         pool_dir = None
         if unlabelled:
-            pool_dir = record(RecordConfig(
+            pool_dir = record.run(RecordConfig(
                 teachers=[str(out / "teacher" / "best.pt")], data=unlabelled["data"],
                 out=str(out / "records_pool"), k=2 if quick else int(unlabelled["k"]), seed=0,
                 unlabelled=True, device=cfg.train.device, overwrite=True,
-                augment=augment_spec(out / "demo_config.yaml")))
+                augment=augment_spec(out / "demo_config.yaml"))).root
             pool_rec = _records_summary(pool_dir)
             recording["pool"] = pool_rec
             print(f"   and the unlabelled pool ({unlabelled['data']}): {pool_rec['rows']:,} rows = "
@@ -220,7 +215,8 @@ def _train_job(cfg: RunConfig, threads: int) -> dict:
 
     import torch
 
-    from pointkd.engine import epoch_line, run_training
+    from pointkd.stages import train
+    from pointkd.training.outputs import epoch_line
 
     def say_epoch(row: dict) -> None:  # into the run's log, as `pointkd train` prints it
         print(epoch_line(row, cfg.train.epochs), flush=True)
@@ -230,8 +226,8 @@ def _train_job(cfg: RunConfig, threads: int) -> dict:
     t0 = time.perf_counter()
     with open(Path(cfg.out).with_suffix(".log"), "w") as log, \
             contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-        result = run_training(cfg, overwrite=True, on_epoch=say_epoch if cfg.train.progress
-                              else None)
+        result = dict(train.run(cfg, overwrite=True,
+                                on_epoch=say_epoch if cfg.train.progress else None))
     result["seconds"] = time.perf_counter() - t0
     return _slim(result)
 

@@ -50,17 +50,16 @@ import typing
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
 from torch import nn
 
-from pointkd import checkpoint
+from pointkd import checkpoint, safe_io
+from pointkd.config.limits import MAX_POINTS
+from pointkd.config.types import Normalization
 from pointkd.errors import ModelError, PointKDError
-from pointkd.limits import MAX_POINTS
 
-Normalization = Literal["pointkd", "unit_sphere", "unit_cube", "none"]
 NORMALIZATIONS: tuple[str, ...] = typing.get_args(Normalization)
 KINDS = ("pointkd", "onnx", "module")
 
@@ -563,7 +562,7 @@ def _json_names(text: str | None, path: str) -> list[str] | None:
 
 def _sha256(path: str | Path, what: str) -> str:
     try:
-        return checkpoint.file_sha256(path)
+        return safe_io.file_sha256(path)
     except OSError:
         raise ModelError(f"{what} file not found or unreadable: {path}") from None
 
