@@ -1,19 +1,28 @@
-"""Generate BENCHMARKS.md from the committed JSON results in bench/results/.
+"""Generate BENCHMARKS.md from the JSON results in bench/results/.
 
-Every table cell comes from a JSON file that the named command wrote; nothing is typed in by
-hand. Sections whose JSON does not exist yet say so.
+This script computes the numbers and builds the tables; the words around them are Markdown
+templates in bench/templates/ (`string.Template`: `$name` placeholders), one per subsection or
+caption. Long write-ups live in docs/experiments/ and the templates link to them.
 
     python bench/make_benchmarks.py
 """
 
 from __future__ import annotations
 
+import csv
 import json
+import re
 import statistics
+import string
+import textwrap
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
-RESULTS = Path(__file__).resolve().parent / "results"
-OUT = Path(__file__).resolve().parents[1] / "BENCHMARKS.md"
+BENCH = Path(__file__).resolve().parent
+RESULTS = BENCH / "results"
+TEMPLATES = BENCH / "templates"
+OUT = BENCH.parent / "BENCHMARKS.md"
 
 # published single-view ModelNet40 figures, for context only (not measured here)
 ANCHORS = [("PointNet", 89.2, 3.5, "Qi et al., CVPR 2017"),
@@ -23,289 +32,100 @@ ANCHORS = [("PointNet", 89.2, 3.5, "Qi et al., CVPR 2017"),
            ("PointMLP-elite", 93.6, 0.68, "Ma et al., ICLR 2022"),
            ("PointNeXt-S", 93.2, 1.4, "Qian et al., NeurIPS 2022")]
 
+STRONG_TEACHER = "teacher_student_l_modelnet40_cpu.json"
+TEACHER_GOAL, TEACHER_BUDGET_H = 93.0, 8  # the strong teacher's test OA target (%), core-hours
+CPU_GOAL = (90.0, 1.5)  # best mean test OA (%) of a student and its gain over no KD (points)
+STRONG_GOAL = (92.0, 1.5)  # the same for the strong teacher's long schedule
+VAL_SHAPES = 985  # ModelNet40: the 10% of its 9,843 training shapes held out for validation
+SPEED_GOALS = {"student_s": 2.0, "student_l": 2.0, "pointmlp_elite": 1.25}  # train × vs 152ab98
+LATENCY_FILES = ("latency.json", "latency_passive.json", "latency_t1.json",
+                 "latency_torch_ops.json")
+STATS_FILES = {"records_stats_student_l_k20.json": "zoo/records_student_l_modelnet40_k20",
+               "records_stats_pointnet_k10.json": "zoo/records_pointnet_modelnet40_k10"}
+DISTILL_RUNS = {  # bench_distill.py results: file -> what was distilled
+    "distill_efficiency_modelnet40_strong.json":
+        "ModelNet40, the strong CPU teacher (student_l, 0.97M params) and its K=20 records, as "
+        "in the long protocol, β = 0; measured with the two training queues paused (SIGSTOP)",
+    "distill_efficiency_modelnet40.json":
+        "ModelNet40, 1,024 points, the CPU teacher (PointNet) and its K=10 records",
+    "distill_efficiency.json": "The synthetic demo's artefacts (teacher student_m)"}
 
-def load(name: str) -> dict | list | None:
-    path = RESULTS / name
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
-def pct(x: float | None) -> str:
-    return "–" if x is None else f"{100 * x:.2f}%"
-
-
-def section_demo() -> list[str]:
-    demo = load("demo.json")
-    lines = ["## Synthetic demo (`make demo`)", ""]
-    if demo is None:
-        return lines + ["_not measured yet_", ""]
-    wall = demo.get("make_demo_wall_seconds", demo["total_seconds"])
-    n_test = demo["test_shapes"]
-    lines += [f"Command: `{demo['command']}` at commit {demo['commit']} (preset "
-              f"`{demo['config']}`) · machine: {demo['machine']}, {demo['load']} · total wall "
-              f"time {wall:.0f} s (target ≤ 300 s on 2 cores)", "",
-              f"Test OA on {n_test:,} synthetic test shapes (1 point = {n_test / 100:.0f} "
-              "shapes); mean ± sample std over the seeds; Δ = paired difference to no KD, "
-              "per seed, in points. The teacher is one run.", "",
-              "| run | model | params | seeds | test OA | per seed | Δ per seed | Δ mean | "
-              "time per run |", "|---|---|---:|---|---:|---|---|---:|---:|"]
-    for r in demo["rows"]:
-        d = r.get("paired_diff")
-        spread = f" ± {100 * r['std']:.2f}" if len(r["seeds"]) > 1 else ""
-        lines.append(
-            f"| {r['run']} | {r.get('model', demo['teacher']['model'])} | "
-            f"{r['params'] / 1e6:.3f}M | {', '.join(map(str, r['seeds']))} | "
-            f"{100 * r['mean']:.2f}{spread}% | "
-            f"{', '.join(f'{100 * x:.2f}' for x in r['test_oa'])} | "
-            + (f"{', '.join(f'{x:+.2f}' for x in d)} | {sum(d) / len(d):+.2f} | " if d
-               else "– | – | ") + f"{r['seconds']:.0f} s |")
-    rec = demo["recording"]
-    pool = rec.get("pool")
-    pool_text = (f"; the unlabelled pool's {pool['rows']:,} rows (K = {pool['k']}) = "
-                 f"{pool['bytes'] / 1e3:.0f} kB in {pool['seconds']:.1f} s" if pool else "")
-    if demo.get("setting"):
-        lines.insert(2, f"**Setting** — {demo['setting'].strip().removeprefix('setting: ')}.")
-        lines.insert(3, "")
-    lines += ["", f"Records: {rec['rows']:,} rows (K = {rec['k']}) × {rec['bytes_per_row']} B "
-              f"= {rec['bytes'] / 1e3:.0f} kB, recorded once in {rec['seconds']:.1f} s"
-              f"{pool_text}. "
-              "The demo's verdict on this run, and its plot "
-              "([bench/results/demo_summary.png](bench/results/demo_summary.png)):", ""]
-    lines += [f"- {v}" for v in demo["verdict"]]
-    for key in ("earlier_runs", "tuning"):
-        if demo.get(key):
-            lines += ["", demo[key]]
-    return lines + [""]
-
-
-def section_demo_probe() -> list[str]:
-    """How the demo's distilled mode was chosen: validation OA of each candidate."""
-    d = load("demo_pool_probe.json")
-    if d is None:
-        return []
-    lines = ["### How the demo's distilled mode was chosen", "",
-             f"{d['purpose'][0].upper()}{d['purpose'][1:]}. Teacher: `{d['teacher']}`; "
-             "records: " + "; ".join(f"`{c}`" for c in d["records"]) + f"; validation: "
-             f"`{d['validation']}` · machine: {d['machine']}.", "",
-             "| candidate | val OA seed 0 | seed 1 | mean | command (S = seed) |",
-             "|---|---:|---:|---:|---|"]
-    for v in d["variants"].values():
-        a, b = v["val_oa"]
-        lines.append(f"| {v['label']} | {pct(a)} | {pct(b)} | {pct((a + b) / 2)} | "
-                     f"`{v['command']}` |")
-    return lines + [""]
-
-
-def section_teacher() -> list[str]:
-    t = load("teacher_modelnet40_cpu.json")
-    lines = ["## ModelNet40 teacher trained on 2 CPU cores", ""]
-    if t is None:
-        return lines + ["_not finished yet_", ""]
-    lines += [f"Command: `{t['command']}` · machine: {t['machine']}", "",
-              "| model | params | FLOPs/cloud | epochs | train time | val OA (best) | test OA | "
-              "test mAcc |", "|---|---:|---:|---:|---:|---:|---:|---:|",
-              f"| {t['model']} | {t['params'] / 1e6:.3f}M | {t['flops'] / 1e9:.2f} G | "
-              f"{t['epochs']} | {t['train_seconds_total'] / 60:.0f} min | {pct(t['val_oa'])} | "
-              f"{pct(t.get('test_oa'))} | {pct(t.get('test_macc'))} |", "",
-              "Single view, no voting; the checkpoint is selected on the validation split "
-              "(10% of train, stratified); test is only reported."
-              + (f" Test numbers: `{t['eval_command']}`." if t.get("eval_command") else ""), ""]
-    if t.get("checkpoint"):
-        lines += [f"Checkpoint: `{t['checkpoint']}` (see `zoo/README.md` for its sha256)."
-                  + (f" {t['note']}" if t.get("note") else ""), ""]
-    return lines
-
-
-WIP_TEACHER = RESULTS.parents[1] / "zoo" / "wip" / "student_l_e150"
-STRONG_TEACHER = "teacher_student_l_modelnet40_cpu.json"  # the final teacher of issue #13
-
-
-def section_teacher_wip() -> list[str]:
-    """The strong CPU teacher of issue #13: final (bench/results) or in progress (zoo/wip)."""
-    import csv
-
-    final = load(STRONG_TEACHER)
-    path = RESULTS / "teacher_student_l_metrics.csv" if final else WIP_TEACHER / "metrics.csv"
-    if not path.is_file():
-        return []
-    rows = list(csv.DictReader(path.open()))
-    best = max(rows, key=lambda r: float(r["val_oa"]))
-    if final:
-        lines = ["### The strong CPU teacher (issue #13)", "",
-                 f"`{final['model']}` ({final['params'] / 1e6:.3f}M params, "
-                 f"{final['flops'] / 1e9:.2f} GFLOPs/cloud), `configs/modelnet40_cpu.yaml` with "
-                 f"{final['epochs']} epochs (label smoothing 0.2), one thread, trained across "
-                 f"{final['sessions']} sessions from a resumable checkpoint; "
-                 f"{final['train_seconds_total'] / 3600:.1f} h of one core. Command: "
-                 f"`{final['command']}` · machine: {final['machine']}", "",
-                 "| checkpoint | best epoch (val) | val OA | test OA | test mAcc |",
-                 "|---|---:|---:|---:|---:|"]
-        for row in final["evaluations"]:
-            lines.append(f"| {row['checkpoint']} | {final['best_epoch']} | "
-                         f"{pct(final['val_oa'])} | {pct(row['test_oa'])} | "
-                         f"{pct(row['test_macc'])} |")
-        lines += ["", "Single view and no voting unless a row says otherwise; the checkpoint is "
-                  "the best validation epoch "
-                  "(985 shapes, 10% of train); test was looked at once, after training. "
-                  + " ".join(f"`{row['command']}`." for row in final["evaluations"]), ""]
-        if final.get("note"):
-            lines += [final["note"], ""]
-        lines += ["Validation curve:", ""]
-    else:
-        lines = ["### The strong CPU teacher, in progress (issue #13)", "",
-                 f"`student_l` (0.97M params), `configs/modelnet40_cpu.yaml` with 150 epochs "
-                 f"(label smoothing 0.2), one thread, resumed across sessions from `zoo/wip/` "
-                 f"(its README has the command). After epoch {rows[-1]['epoch']} of 150: best "
-                 f"validation OA {100 * float(best['val_oa']):.2f}% (epoch {best['epoch']}); "
-                 "test not looked at until the run ends. Validation curve (985 shapes, so 1 "
-                 "shape = 0.1 point):", ""]
-    plot = _plot_curve(rows, RESULTS / ("teacher_student_l_curve.png" if final
-                                        else "teacher_wip_curve.png"))
-    if plot:
-        lines += [f"![teacher validation curve](bench/results/{plot})", ""]
-    lines += ["| epoch | " + " | ".join(r["epoch"] for r in rows[9::10]) + " |",
-              "|---|" + "---:|" * len(rows[9::10]),
-              "| val OA | " + " | ".join(f"{100 * float(r['val_oa']):.1f}" for r in rows[9::10])
-              + " |", ""]
-    return lines
-
-
-def _plot_curve(rows: list[dict], out: Path) -> str | None:
-    try:
-        import matplotlib
-    except ImportError:
-        return None
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = [int(r["epoch"]) for r in rows]
-    fig, ax = plt.subplots(figsize=(6.5, 3.5))
-    ax.plot(epochs, [100 * float(r["val_oa"]) for r in rows], label="validation OA")
-    ax.plot(epochs, [100 * float(r["train_acc"]) for r in rows], label="train accuracy (augmented)",
-            alpha=0.6)
-    ax.set_xlabel("epoch (of 150)")
-    ax.set_ylabel("%")
-    ax.set_ylim(80, 100)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out.name
-
-
-def section_flatness() -> list[str]:
-    """How flat label-smoothed teachers' softened targets are (bench/teacher_flatness.py)."""
-    runs = sorted(RESULTS.glob("teacher_flatness_*.json"))
-    if not runs:
-        return []
-    lines = ["### How flat the teachers' targets are (choosing τ)", "",
-             "softmax(z/τ) on 512 training shapes (seed 0): mean top and second probability, "
-             "mean entropy (uniform over 40 classes: 0.025 and 3.69 nats). Both teachers were "
-             "trained with label smoothing 0.2; at the τ = 4 used so far their targets are "
-             "close to uniform.", "",
-             "| teacher | τ | top prob | 2nd prob | entropy (nats) |", "|---|---:|---:|---:|---:|"]
-    for path in runs:
-        d = json.loads(path.read_text())
-        name = Path(d["teacher"]).name if "wip" not in path.name else \
-            f"student_l wip (epoch {d['teacher_epoch'] + 1} of 150)"
-        for row in d["per_tau"]:
-            lines.append(f"| {name} | {row['tau']:g} | {row['mean_top_prob']:.3f} | "
-                         f"{row['mean_second_prob']:.3f} | {row['mean_entropy_nats']:.2f} |")
-    for path in runs:
-        d = json.loads(path.read_text())
-        lines.append(f"\n`{path.name}`: `{d['command']}` · {d['machine']}"
-                     + (f" · {d['note']}" if d.get("note") else ""))
-    probe = load("tau_probe_pointnet.json")
-    if probe:
-        lines += ["", "A first probe of τ on validation (offline KD from the zoo PointNet "
-                  "records, student_s, 15 epochs, seed 0, one run each, one after the other on "
-                  "the same code; the run-to-run noise floor above is ~0.6 points; the commands "
-                  "ran with the preset of that time, 15 epochs: add `--epochs 15` to rerun them "
-                  "now):", "",
-                  "| τ | best val OA | test OA | command |", "|---:|---:|---:|---|"]
-        lines += [f"| {r['tau']:g} | {pct(r['val_oa'])} | {pct(r['test_oa'])} | "
-                  f"`{r['command']}` |" for r in probe["runs"]]
-        lines += ["", probe["reading"]]
-    return lines + [""]
-
-
-def probe_runs(name: str) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted((RESULTS / name).glob("*.json"))]
-
-
-def section_records_strong() -> list[str]:
-    """Issue #13: the strong teacher's committed record set, with `records info`/`verify`."""
-    r = load("records_student_l_k20.json")
-    info = RESULTS / "records_info_student_l_k20.txt"
-    verify = RESULTS / "records_verify_student_l_k20.txt"
-    if r is None or not info.is_file():
-        return []
-    lines = ["### The strong teacher's record set (issue #13)", "",
-             f"{r['rows']:,} rows recorded once in {r['seconds'] / 60:.1f} min "
-             f"({r['machine']}): `{r['command']}`. K = 20 so that a 100-epoch student, which "
-             "draws one copy per shape per epoch, sees each row about 5 times. Committed in "
-             "`zoo/`.", "", f"`{r['info_command']}`:", "", "```", info.read_text().rstrip(),
-             "```"]
-    if verify.is_file():
-        lines += ["", f"`{r['verify_command']}`:", "", "```", verify.read_text().rstrip(), "```"]
-    return lines + [""]
-
-
-def section_probe(name: str, title: str, key: str, reading: str,
-                  extra: list[dict] = ()) -> list[str]:
-    """A one-seed probe of one distillation setting on validation (bench_students runs)."""
-    runs = probe_runs(name)
-    if not runs:
-        return []
-    runs += extra
-    runs.sort(key=lambda r: r[key])
-    lines = [f"### {title}", "", reading, "",
-             f"| {key} | best val OA | test OA | best epoch | command |",
-             "|---:|---:|---:|---:|---|"]
-    lines += [f"| {r[key]:g} | {pct(r['val_oa'])} | {pct(r['test_oa'])} | {r['best_epoch']} | "
-              f"`{r['command']}` |" for r in runs]
-    ranked = sorted(runs, key=lambda r: -r["val_oa"])
-    if len(ranked) > 1:
-        a, b = ranked[:2]
-        gap = a["val_oa"] - b["val_oa"]
-        lines += ["", f"Chosen on validation: **{key} = {a[key]:g}**, {100 * gap:.2f} points "
-                  f"({round(gap * 985)} of 985 shapes) above {key} = {b[key]:g}; on test the "
-                  f"two rank {'the same way' if a['test_oa'] >= b['test_oa'] else 'the other way'}"
-                  f" ({pct(a['test_oa'])} vs {pct(b['test_oa'])})."]
-    return lines + ["", f"Machine: {runs[0]['machine']}.", ""]
-
-
-def section_tau_probe_l() -> list[str]:
-    return section_probe(
-        "tau_probe_student_l", "τ on validation, strong teacher (issue #13)", "tau",
-        "Offline KD (β = 0) into student_s, 15 epochs, seed 0, one run per τ, from a K = 4 int8 "
-        "record set of the student_l teacher *in progress* (its best checkpoint after 77 of 150 "
-        "epochs, 94.3% validation OA; `pointkd record --teacher best.pt --data "
-        "../shared/data/modelnet40_1024 --k 4 --out rec_wip_k4 --threads 1`, 242 s, not "
-        "committed), so that τ could be chosen while the teacher finished. τ is chosen on "
-        "validation OA only; a gap of a few shapes is within one run's noise. The probes ran "
-        "one at a time on one core beside the teacher's training, so their times are not "
-        "comparable.")
-
-
-def section_beta_probe_l() -> list[str]:
-    taus = probe_runs("tau_probe_student_l")
-    chosen = [max(taus, key=lambda r: r["val_oa"])] if taus else []
-    return section_probe(
-        "beta_probe_student_l", "β on validation, strong teacher (issue #13)", "beta",
-        "Offline KD + NWSD into student_s at the chosen τ, 15 epochs, seed 0, NWSD warm-up 5 "
-        "epochs, same record set as the τ probe; the β = 0 row is the τ probe's run. β is "
-        "chosen on validation OA only.", extra=chosen)
-
-
-MODE_LABELS = {"plain": "(a) no KD", "kd": "(b) offline KD",
-               "online": "(d) online KD"}  # nwsd-*, kd-k*, *@tag are labelled below
+MODE_LABELS = {"plain": "(a) no KD", "kd": "(b) offline KD", "online": "(d) online KD"}
 # record sets other than the default (PointNet teacher, int8, K = 10), by bench_students tag
 TAG_LABELS = {"fp32": "fp32 logits", "fp16": "fp16 logits", "top5": "top-5 logits",
               "ens3": "teacher: ensemble of 3 NWSD students"}
 TEACHER_TAG = "ens3"  # the second teacher of the teacher-quality comparison
 ENCODING_TAGS = ["fp32", "fp16", "int8", "top5"]  # int8 = the default record set ("kd")
 
+
+# --- reading results, filling templates, building tables ---------------------------------------
+
+def load(name: str) -> dict | None:
+    path = RESULTS / name
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def load_all(pattern: str) -> list[tuple[Path, dict]]:
+    return [(p, json.loads(p.read_text())) for p in sorted(RESULTS.glob(pattern))]
+
+
+def pct(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.2f}%"
+
+
+def millions(n: float, digits: int = 3) -> str:
+    return f"{n / 1e6:.{digits}f}M"
+
+
+def when(date: str) -> str:
+    return date[:16].replace("T", " ")
+
+
+# a template line that starts a block of its own, and one that no following line joins onto
+NEW_BLOCK = re.compile(r"- |\d+\. |\||#|!\[|```|\$\{?\w+\}?$")
+CLOSED = re.compile(r"\||#|!\[|```|\$\{?\w+\}?$")
+
+
+def unwrap(text: str) -> str:
+    """One line per paragraph or list item: templates are wrapped for reading, and
+    `wrap_prose` wraps the filled text again."""
+    out: list[str] = []
+    for line in text.splitlines():
+        if (out and out[-1] and line.strip() and not NEW_BLOCK.match(line)
+                and not CLOSED.match(out[-1])):
+            out[-1] += " " + line.strip()
+        else:
+            out.append(line)
+    return "\n".join(out)
+
+
+def fill(template: str, /, **values: object) -> str:
+    """bench/templates/<template>.md with its `$placeholders` filled."""
+    text = unwrap((TEMPLATES / f"{template}.md").read_text())
+    return string.Template(text).substitute(values).strip("\n")
+
+
+def table(cols: Sequence[object], align: str, rows: Iterable[Sequence[object]]) -> str:
+    """A Markdown table; `align` has one letter per column: l(eft) or r(ight)."""
+    assert len(align) == len(cols), (cols, align)
+    lines = ["| " + " | ".join(map(str, cols)) + " |",
+             "|" + "".join("---|" if a == "l" else "---:|" for a in align)]
+    return "\n".join(lines + ["| " + " | ".join(map(str, r)) + " |" for r in rows])
+
+
+def bullets(items: Iterable[str]) -> str:
+    return "\n".join(f"- {x}" for x in items)
+
+
+def code(text: str) -> str:
+    return f"```\n{text.rstrip()}\n```"
+
+
+def commands(cmds: Iterable[str]) -> str:
+    return "; ".join(f"`{c}`" for c in cmds)
+
+
+# --- students: modes, groups, paired differences -----------------------------------------------
 
 def mode_label(mode: str) -> str:
     base, _, tag = mode.partition("@")
@@ -321,15 +141,17 @@ def mode_label(mode: str) -> str:
 def student_groups(folder: str = "students") -> dict[str, list[dict]]:
     """bench/results/<folder>/*.json grouped by mode, seeds sorted."""
     groups: dict[str, list[dict]] = {}
-    for path in sorted((RESULTS / folder).glob("*.json")):
-        r = json.loads(path.read_text())
+    for _, r in load_all(f"{folder}/*.json"):
         groups.setdefault(r["mode"], []).append(r)
     return {m: sorted(rs, key=lambda r: r["seed"]) for m, rs in groups.items()}
 
 
-def group_means(groups: dict[str, list[dict]]) -> dict[str, float]:
-    """Mean test OA (%) of each mode over its seeds."""
-    return {m: 100 * sum(r["test_oa"] for r in rs) / len(rs) for m, rs in groups.items()}
+def by_label(groups: dict[str, list[dict]]) -> list[str]:
+    return sorted(groups, key=lambda m: (mode_label(m), m))
+
+
+def seed_list(rs: list[dict]) -> str:
+    return ", ".join(str(r["seed"]) for r in rs)
 
 
 def mean_sd(v: list[float]) -> tuple[float, float]:
@@ -338,378 +160,58 @@ def mean_sd(v: list[float]) -> tuple[float, float]:
     return mu, (sum((x - mu) ** 2 for x in v) / (len(v) - 1)) ** 0.5 if len(v) > 1 else 0.0
 
 
-def mean_std(values: list[float]) -> str:
-    v = [100 * x for x in values]
+def mean_std(rs: list[dict], key: str) -> str:
+    v = [100 * r[key] for r in rs]
     if len(v) == 1:
         return f"{v[0]:.2f} (1 seed)"
     return "{:.2f} ± {:.2f}".format(*mean_sd(v))
 
 
-def section_students() -> list[str]:
-    all_groups = student_groups()
-    groups = {m: rs for m, rs in all_groups.items() if "@" not in m}
-    lines = ["## ModelNet40 students on 2 CPU cores (issue #6, CPU protocol)", ""]
-    if not groups:
-        return lines + ["_not measured yet_", ""]
-    first = next(iter(groups.values()))[0]
-    lines += [f"Protocol: ../shared/data/modelnet40_1024, 1,024 points, single view, no voting; "
-              f"best epoch chosen on the validation split (10% of train), test reported; mean ± "
-              f"sample std over seeds. Student {first['model']} ({first['params'] / 1e6:.3f}M "
-              f"params), {first['epochs']} epochs each. Machine: {first['machine']}. Queue "
-              "command: `python bench/bench_students.py --records runs/mn40/rec_pointnet_k10 "
-              "...` (each row's exact `pointkd` command is below the table and in its JSON). "
-              "These runs used the preset as it was then, τ = 4 and 15 epochs; since issue #13 "
-              "it holds the long recipe (τ = 1, β = −0.3, 100 epochs), so to rerun one of these "
-              "commands now, add `distill.tau=4` (the commands give epochs and β "
-              "themselves).", "",
-              "| run | seeds | test OA % | test mAcc % | val OA % | train min/run |",
-              "|---|---:|---:|---:|---:|---:|"]
-    order = sorted(groups, key=lambda m: (mode_label(m), m))
-    for mode in order:
-        rs = groups[mode]
-        minutes = sum(r["train_seconds_total"] for r in rs) / len(rs) / 60
-        lines.append(f"| {mode_label(mode)} | {', '.join(str(r['seed']) for r in rs)} | "
-                     f"{mean_std([r['test_oa'] for r in rs])} | "
-                     f"{mean_std([r['test_macc'] for r in rs])} | "
-                     f"{mean_std([r['val_oa'] for r in rs])} | {minutes:.0f} |")
-    lines += paired_lines(groups)
-    lines += goal_lines(all_groups)
-    eff = load("distill_efficiency_modelnet40.json")
-    if eff:
-        steps = -(-int(0.9 * 9843) // eff["setup"]["batch_size"])  # training shapes / batch
-        st = eff["step_seconds"]
-        lines += ["", f"(d) online KD with the same teacher, time only: {st['online']:.3f} s "
-                  f"per step against {st['offline']:.3f} s offline and {st['plain']:.3f} s plain "
-                  f"({eff['machine']['threads']} threads, batch {eff['setup']['batch_size']}, "
-                  f"from `{eff['command']}`), i.e. ≈ {steps * st['online'] / 60:.1f} vs "
-                  f"{steps * st['offline'] / 60:.1f} min per {steps}-step epoch. Its accuracy "
-                  "was not run: with the records replaying the same augmentations, online "
-                  "KD differs from offline KD only in drawing fresh augmentations every epoch "
-                  "(instead of K fixed ones per shape) and in float32 instead of int8 logits."]
-    t, rec = load("teacher_modelnet40_cpu.json"), load("records_modelnet40.json")
-    if t and rec:
-        student = sum(r["train_seconds_total"] for rs in groups.values() for r in rs) / sum(
-            len(rs) for rs in groups.values())
-        total = t["train_seconds_total"] + rec["recording"]["seconds"] + student
-        lines += ["", f"Whole CPU pipeline, wall time: teacher {t['train_seconds_total'] / 60:.0f}"
-                  f" min + recording K = {rec['k']} ({rec['total_rows']:,} rows) "
-                  f"{rec['recording']['seconds'] / 60:.1f} min + one student "
-                  f"{student / 60:.0f} min (mean) = **{total / 60:.0f} min**; each further "
-                  "student costs only its own training."]
-    lines += ["", "Commands (seed 0, or the first seed run):", ""]
-    lines += [f"- {mode_label(m)}: `{groups[m][0]['command']}`" for m in order]
-    plot = plot_oa_vs_params(all_groups)
-    if plot:
-        lines += ["", f"![test OA vs parameters]({plot})"]
-    return lines + [""]
+def group_means(groups: dict[str, list[dict]]) -> dict[str, float]:
+    """Mean test OA (%) of each mode over its seeds."""
+    return {m: 100 * statistics.fmean(r["test_oa"] for r in rs) for m, rs in groups.items()}
 
 
-STRONG_STUDENTS = "students_strong"  # issue #13's long protocol (bench_students --results)
-STRONG_GOAL = (92.0, 1.5)  # best mean test OA (%) and its gain over no KD (points)
-TEST_SHAPES, VAL_SHAPES = 2468, 985  # ModelNet40 test split; 10% of its 9,843 train shapes
+def paired(groups: dict[str, list[dict]], mode: str, base: str) -> list[float]:
+    """Per-seed test OA differences (points) of `mode` against `base`, on shared seeds."""
+    ref = {r["seed"]: 100 * r["test_oa"] for r in groups.get(base, [])}
+    return [100 * r["test_oa"] - ref[r["seed"]] for r in groups.get(mode, []) if r["seed"] in ref]
 
 
-WIP_STUDENTS = RESULTS.parents[1] / "zoo" / "wip" / "students"
-
-
-def wip_student_lines() -> list[str]:
-    """Unfinished runs of the long protocol (zoo/wip/students/<run>/metrics.csv)."""
-    import csv
-
-    rows = []
-    for path in sorted(WIP_STUDENTS.glob("*/metrics.csv")):
-        epochs = list(csv.DictReader(path.open()))
-        if epochs:
-            best = max(epochs, key=lambda r: float(r["val_oa"]))
-            rows.append(f"| {path.parent.name} | {epochs[-1]['epoch']} | "
-                        f"{100 * float(best['val_oa']):.2f} (epoch {best['epoch']}) |")
-    if not rows:
-        return []
-    return ["", "In progress (resumable, `zoo/wip/README.md`); no test number is read before a "
-            "run ends:", "", "| run | epochs done | best val OA so far |", "|---|---:|---:|",
-            *rows]
-
-
-def section_overlap() -> list[str]:
-    """Teacher vs student on the test shapes: what the teacher could still teach (#13)."""
-    found = sorted(RESULTS.glob("overlap_*.json"))
-    if not found:
-        return []
-    lines = ["### What the strong teacher could still teach (issue #13)", "",
-             "Per test shape: right or wrong for the teacher and for a finished student "
-             "(final-epoch weights). \"Teacher only\" are the shapes KD could at best "
-             "add; \"student only\" those the student gets right on its own.", "",
-             "| teacher | student | teacher OA % | student OA % | both right | teacher only "
-             "| student only | both wrong |", "|---|---|---:|---:|---:|---:|---:|---:|"]
-    for path in found:
-        d = json.loads(path.read_text())
-        lines.append(f"| `{d['teacher']}` | `{d['student']}` | {100 * d['teacher_oa']:.2f} | "
-                     f"{100 * d['student_oa']:.2f} | {d['both_right']} | {d['teacher_only']} "
-                     f"| {d['student_only']} | {d['both_wrong']} |")
-    by_mode: dict[str, list[dict]] = {}
-    for path in found:  # overlap_<teacher>_<mode>-s<seed>.json
-        mode = path.stem.rsplit("-s", 1)[0].split("_")[-1]
-        by_mode.setdefault(mode, []).append(json.loads(path.read_text()))
-    lines += ["", "Mean over seeds, per mode: " + "; ".join(
-        f"{mode_label(m)}: teacher only {statistics.fmean(d['teacher_only'] for d in ds):.1f}, "
-        f"student only {statistics.fmean(d['student_only'] for d in ds):.1f} "
-        f"({len(ds)} run{'s' if len(ds) > 1 else ''})"
-        for m, ds in sorted(by_mode.items(), key=lambda kv: mode_label(kv[0])))
-        + ". Distillation moves the student towards the teacher (fewer teacher-only shapes) "
-        "and gives back part of that on shapes the student alone got right."]
-    lines += ["", "Commands: " + "; ".join(f"`{json.loads(p.read_text())['command']}`"
-                                           for p in found) + f" · machine: "
-              f"{json.loads(found[0].read_text())['machine']}.", ""]
-    return lines
-
-
-def section_record_votes() -> list[str]:
-    """`record --votes N` against the single-view records, row for row."""
-    d = load("records_quality_votes.json")
+def paired_cell(d: list[float]) -> str:
     if not d:
-        return []
-    lines = ["### Teacher voting at record time", "",
-             "The stored targets of " + ("copy k = 0" if d["copies"] == 1 else
-                                         f"copies k < {d['copies']}") + " of every training "
-             "shape, against "
-             f"the labels: on the {d['held_out_shapes']} shapes of the teacher's validation "
-             "split (it never trained on them) and on all rows. Same seed, so the same clouds "
-             "row for row; with votes each row's target is the teacher's mean over the "
-             "replayed cloud and N views of it scaled per axis by U(0.8, 1.25) "
-             "(docs/records.md, \"Teacher voting\").", "",
-             "| records | votes | held-out acc % | held-out NLL | all rows acc % | all rows NLL "
-             "| mean top prob |", "|---|---:|---:|---:|---:|---:|---:|"]
-    for e in d["sets"]:
-        h, a = e["held_out"], e["all"]
-        lines.append(f"| `{e['records']}` | {e['votes']} | {100 * h['acc']:.2f} | "
-                     f"{h['nll']:.4f} | {100 * a['acc']:.2f} | {a['nll']:.4f} | "
-                     f"{a['top_prob']:.3f} |")
-    lines += ["", f"Command: `{d['command']}` · machine: {d['machine']}. {d['note']}", ""]
-    return lines
+        return "–"
+    if len(d) == 1:
+        return f"{d[0]:+.2f} (1 seed)"
+    return "{:+.2f} ± {:.2f}".format(*mean_sd(d))
 
 
-def section_students_strong() -> list[str]:
-    """Issue #13: <= 0.3M students from the strong teacher's records, long schedule."""
-    groups = student_groups(STRONG_STUDENTS)
-    if not groups:
-        wip = wip_student_lines()
-        return (["## ModelNet40 students from the strong teacher, long schedule (issue #13)",
-                 "", "student_s, 100 epochs, τ = 1, NWSD β = −0.3, records "
-                 "`zoo/records_student_l_modelnet40_k20`; queue and commands: "
-                 "`zoo/wip/README.md`.", *wip, ""] if wip else [])
-    # τ and the record set from a KD run (a plain run's config carries the default τ)
-    first = next((rs[0] for m, rs in groups.items() if m != "plain"),
-                 next(iter(groups.values()))[0])
-    lines = ["## ModelNet40 students from the strong teacher, long schedule (issue #13)", "",
-             f"Student {first['model']} ({first['params'] / 1e6:.3f}M params), "
-             f"{first['epochs']} epochs, one schedule for every mode; "
-             + (f"τ = {first['tau']:g}; records `{first['records']}`; " if first.get("records")
-                else "KD runs: τ = 1, NWSD β = −0.3 (`zoo/wip/README.md`); ")
-             + "best epoch on validation, test reported, mean "
-             f"± sample std over seeds. Machine: {first['machine']}.", "",
-             "| run | seeds | test OA % | test mAcc % | val OA % | test OA % (last epoch) | "
-             "s/epoch (median) | min/run |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
-    order = sorted(groups, key=lambda m: (mode_label(m), m))
-    for mode in order:
-        rs = groups[mode]
-        sec = [r.get("epoch_seconds_median", r.get("epoch_seconds_mean")) for r in rs
-               if "epoch_seconds_mean" in r]
-        lines.append(f"| {mode_label(mode)} | {', '.join(str(r['seed']) for r in rs)} | "
-                     f"{mean_std([r['test_oa'] for r in rs])} | "
-                     f"{mean_std([r['test_macc'] for r in rs])} | "
-                     f"{mean_std([r['val_oa'] for r in rs])} | "
-                     f"{last_epoch_cell(rs)} | "
-                     f"{f'{sum(sec) / len(sec):.0f}' if sec else '–'} | "
-                     f"{sum(r['train_seconds_total'] for r in rs) / len(rs) / 60:.0f} |")
-    eff = load("distill_efficiency_modelnet40_strong.json")
-    if eff:
-        lines += ["", "s/epoch: median over a run's epochs while two queues shared the 2 cores "
-                  "(one thread each), so only indicative; the controlled step-time ratio is "
-                  f"online/offline ×{eff['ratios']['online_over_offline_step']:.2f} "
-                  f"(offline/plain ×{eff['ratios']['offline_over_plain_step']:.2f}), measured "
-                  "side by side in \"Distillation step time and memory\"."]
-    lines += paired_lines(groups)
+def paired_table(groups: dict[str, list[dict]]) -> str:
+    """Per-seed (paired) differences in test OA against no KD and against offline KD."""
+    rows = []
+    for base in ("plain", "kd"):
+        for mode in by_label(groups) if base in groups else []:
+            d = paired(groups, mode, base)
+            if mode not in (base, "plain") and len(d) >= 2:
+                rows.append([mode_label(mode), mode_label(base), len(d), paired_cell(d),
+                             ", ".join(f"{x:+.2f}" for x in d)])
+    if not rows:
+        return ""
+    return fill("paired", table=table(["run", "against", "seeds", "mean ± std", "per seed"],
+                                      "llrrl", rows))
+
+
+def goal(groups: dict[str, list[dict]], target: tuple[float, float]) -> str:
+    """The best distilled mode's mean test OA and gain over no KD, against `target`."""
     means = group_means(groups)
-    if "plain" in means and len(means) > 1:
-        best = max((m for m in means if m != "plain"), key=means.get)
-        gain = means[best] - means["plain"]
-        met = means[best] >= STRONG_GOAL[0] and gain >= STRONG_GOAL[1]
-        lines += ["", f"**Goal {'met' if met else 'not met'}:** best mean {means[best]:.2f}% "
-                  f"({mode_label(best)}, {len(groups[best])} seed(s)), {gain:+.2f} points over "
-                  f"no KD (goal: ≥ {STRONG_GOAL[0]}% and ≥ +{STRONG_GOAL[1]})."]
-        if not met:
-            lines += strong_limit_lines(groups, means)
-    plot = _plot_student_curves(groups, RESULTS / "students_strong_curves.png")
-    if plot:
-        lines += ["", "Validation OA per epoch, mean over the seeds run (the schedule is long "
-                  "enough when the no-KD curve has flattened before the end):", "",
-                  f"![student validation curves](bench/results/{plot})"]
-    lines += ["", "Commands (first seed of each mode):", ""]
-    lines += [f"- {mode_label(m)}: `{groups[m][0]['command']}`" for m in order]
-    return lines + wip_student_lines() + [""]
-
-
-def strong_limit_lines(groups: dict[str, list[dict]], means: dict[str, float]) -> list[str]:
-    """Issue #13: the evidence for what keeps the long-protocol students below the goal."""
-    teacher = load(STRONG_TEACHER)
-    if teacher is None or "plain" not in groups:
-        return []
-    t_oa = 100 * next(e["test_oa"] for e in teacher["evaluations"]
-                      if e["checkpoint"].startswith("zoo/"))
-    best = max(means, key=means.get)
-    plain = [100 * r["test_oa"] for r in groups["plain"]]
-    lines = ["", "What limits it, with the evidence:", "",
-             f"- **The teacher is barely above the student.** The teacher scores {t_oa:.2f}% "
-             f"single-view test OA; the student without KD "
-             f"{mean_std([r['test_oa'] for r in groups['plain']])}%. The goal "
-             f"(≥ {STRONG_GOAL[0]}%) asks a {groups['plain'][0]['params'] / 1e6:.3f}M student to "
-             f"beat its {teacher['params'] / 1e6:.2f}M teacher by {STRONG_GOAL[0] - t_oa:.2f} "
-             f"points; the best mode reached {means[best]:.2f}% ({mode_label(best)})."]
-    overlap = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("overlap_*.json"))]
-    if overlap:
-        t_only = [o["teacher_only"] for o in overlap]
-        s_only = [o["student_only"] for o in overlap]
-        n = overlap[0]["shapes"]
-        lines.append(
-            f"- **What it could still teach is little.** On the {n:,} test shapes the teacher "
-            f"is right where a finished student is wrong on {min(t_only)}–{max(t_only)} shapes "
-            f"({100 * min(t_only) / n:.1f}–{100 * max(t_only) / n:.1f}%), and the student "
-            f"right where the teacher is wrong on {min(s_only)}–{max(s_only)} "
-            f"(table \"What the strong teacher could still teach\"). Reaching "
-            f"{STRONG_GOAL[0]}% from the no-KD mean takes "
-            f"{round((STRONG_GOAL[0] - statistics.fmean(plain)) / 100 * n)} more right shapes, "
-            "net: learning most of the teacher-only shapes while losing none of the "
-            "student-only ones.")
-    p_test = statistics.fmean(plain) / 100
-    p_val = statistics.fmean(r["val_oa"] for r in groups["plain"])
-    sd_test = 100 * (p_test * (1 - p_test) / TEST_SHAPES) ** 0.5
-    sd_val = 100 * (p_val * (1 - p_val) / VAL_SHAPES) ** 0.5
-    runs = [r for rs in groups.values() for r in rs if "test_oa_last" in r]
-    gaps = [100 * abs(r["test_oa"] - r["test_oa_last"]) for r in runs]
-    lines.append(
-        f"- **Noise is of the size of the effects.** Seed-to-seed std of the no-KD student: "
-        f"{statistics.stdev(plain):.2f} points. A test OA on {TEST_SHAPES:,} shapes has a "
-        f"binomial std of ≈ {sd_test:.2f} points, a validation OA on {VAL_SHAPES} shapes "
-        f"≈ {sd_val:.2f}; "
-        "the best-validation epoch is picked among epochs that validation cannot tell apart"
-        + (f", and its test OA differs from the last epoch's by up to {max(gaps):.2f} points "
-           f"on the same run ({len(runs)} runs)" if gaps else "") + ".")
-    curves = [r["val_oa_curve"] for r in groups["plain"] if r.get("val_oa_curve")]
-    if curves and min(len(c) for c in curves) >= 40:
-        late = [100 * statistics.fmean(c[-20:]) for c in curves]
-        before = [100 * statistics.fmean(c[-40:-20]) for c in curves]
-        rise = statistics.fmean(late) - statistics.fmean(before)
-        lines.append(
-            f"- **The schedule.** Validation OA of the no-KD student, mean over its last 20 "
-            f"epochs: {statistics.fmean(late):.2f}%, over the 20 before: "
-            f"{statistics.fmean(before):.2f}% ({rise:+.2f}: "
-            + ("flat within the validation noise" if abs(rise) < sd_val / 2 else "still moving")
-            + "; curves below).")
-    votes = load("records_quality_votes.json")
-    if votes and len(votes["sets"]) == 2:
-        a, b = votes["sets"]
-        lines.append(
-            f"- **Levers not run here.** A more accurate target from the same teacher: "
-            f"`record --votes {b['votes']}` targets are right on "
-            f"{100 * b['held_out']['acc']:.2f}% of the replayed copies of the teacher's "
-            f"held-out shapes vs {100 * a['held_out']['acc']:.2f}% single-view (\"Teacher "
-            "voting at record time\"); a K = 20 voted record set costs 5× the recording "
-            "(~1 h of one core) and a new round of students. Beyond that, a teacher of "
-            "another kind, alone or as an ensemble member (`record --teacher A --teacher B`).")
-    return lines
-
-
-def _plot_student_curves(groups: dict[str, list[dict]], out: Path) -> str | None:
-    try:
-        import matplotlib
-    except ImportError:
-        return None
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6.5, 3.5))
-    for mode, rs in sorted(groups.items(), key=lambda kv: mode_label(kv[0])):
-        curves = [r["val_oa_curve"] for r in rs if r.get("val_oa_curve")]
-        if not curves:
-            continue
-        n = min(len(c) for c in curves)
-        mean = [100 * sum(c[i] for c in curves) / len(curves) for i in range(n)]
-        ax.plot(range(1, n + 1), mean, label=f"{mode_label(mode)} ({len(curves)} seeds)")
-    if not ax.lines:
-        plt.close(fig)
-        return None
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("validation OA (%)")
-    ax.set_ylim(80, 95)
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out.name
-
-
-def goal_lines(groups: dict[str, list[dict]]) -> list[str]:
-    """The CPU goal (best student ≥ 90.0% and ≥ +1.5 over no KD), checked on the means, and
-    the evidence for what limits it."""
-    means = group_means(groups)
-    if "plain" not in means:
-        return []
-    best = max(means, key=means.get)
+    if "plain" not in means or len(means) < 2:
+        return ""
+    best = max((m for m in means if m != "plain"), key=means.get)
     gain = means[best] - means["plain"]
-    met = means[best] >= 90.0 and gain >= 1.5
-    lines = ["", f"**Goal {'met' if met else 'not met'}:** best mean {means[best]:.2f}% "
-             f"({mode_label(best)}, {len(groups[best])} seed(s)), {gain:+.2f} points over no "
-             "KD (goal: ≥ 90.0% and ≥ +1.5)."]
-    t = load("teacher_modelnet40_cpu.json")
-    if met or t is None:
-        return lines
-    lines += ["", "What limits it, with the evidence:", "",
-              f"- **Teacher quality.** The CPU teacher scores {100 * t['test_oa']:.2f}% OA / "
-              f"{100 * t['test_macc']:.2f}% mAcc on test, below the student trained without it "
-              f"({means['plain']:.2f}%). Plain KD from it lowers mAcc "
-              f"({_mean(groups, 'plain', 'test_macc'):.2f}% → "
-              f"{_mean(groups, 'kd', 'test_macc'):.2f}%: its weak classes are taught too)."]
-    floor = noise_floor(groups)
-    other = load(f"record_sets/{TEACHER_TAG}.json")
-    ens = {b: paired(groups, f"{b}@{TEACHER_TAG}", b) for b in ("kd", "nwsd-0.3")}
-    if other and any(ens.values()):
-        ev = other["teacher_eval"]["single_view"]
-        moved = [abs(sum(d) / len(d)) for d in ens.values() if d]
-        verdict = ("did not move them beyond the noise floor" if floor and max(moved) <= floor
-                   else "moved them")
-        lines.append(
-            f"- **A better teacher of the same kind is not enough.** An ensemble of three NWSD "
-            f"students as teacher ({100 * ev['oa']:.2f}% test OA, "
-            f"{100 * ev['oa'] - 100 * t['test_oa']:.1f} points above PointNet) {verdict}: "
-            + " and ".join(f"{_paired_cell(d)} ({mode_label(b)}, paired, seeds "
-                           f"{', '.join(str(r['seed']) for r in groups[b + '@' + TEACHER_TAG])})"
-                           for b, d in ens.items() if d)
-            + " — two-teacher table below. A likely reason: its members share the student's "
-            "architecture and errors, so its soft targets carry little the student would not "
-            "learn by itself. The "
-            "goal needs a teacher well above 90% and of another kind (the GPU protocol's "
-            "PointMLP/DGCNN at 93–94%); none could be trained on 2 CPU cores in these sessions "
-            "(PointMLP: ~9 h per epoch here).")
-    if floor:
-        lines.append(f"- **Seed noise is of the same order as the effects.** Runs whose targets "
-                     "differ only by logit rounding (fp16 or fp32 instead of int8, KL ~1e-6 "
-                     f"apart) differ by up to {floor:.2f} points on the same seed; seed-to-seed "
-                     f"std reaches {_max_std(groups):.2f}. Paired differences smaller than that "
-                     "are not resolved by 3 seeds.")
-    else:
-        lines.append(f"- **Seed noise is of the same order as the effects.** Seed-to-seed std of "
-                     f"test OA is up to {_max_std(groups):.2f} points, which is why every "
-                     "comparison above is also given paired by seed.")
-    runs = [r for rs in groups.values() for r in rs]
-    last = sum(r["best_epoch"] >= r["epochs"] - 1 for r in runs)
-    lines.append(f"- **Schedule.** {runs[0]['epochs']} epochs (~16 of the 30 allowed minutes) per "
-                 f"student; in {last} of {len(runs)} runs the best validation epoch is one of the "
-                 "last two, i.e. validation OA was still rising when the cosine schedule ended. "
-                 "A longer schedule is the cheapest untested lever; it was not run because every "
-                 "extra epoch multiplies over all modes and seeds.")
-    return lines
+    met = means[best] >= target[0] and gain >= target[1]
+    return fill("goal", verdict="met" if met else "not met", best=f"{means[best]:.2f}",
+                label=mode_label(best), seeds=len(groups[best]), gain=f"{gain:+.2f}",
+                goal_oa=target[0], goal_gain=target[1])
 
 
 def noise_floor(groups: dict[str, list[dict]]) -> float | None:
@@ -719,48 +221,23 @@ def noise_floor(groups: dict[str, list[dict]]) -> float | None:
     return max(d) if d else None
 
 
-def _mean(groups: dict[str, list[dict]], mode: str, key: str) -> float:
-    rs = groups.get(mode, [])
-    return 100 * sum(r[key] for r in rs) / len(rs) if rs else float("nan")
+def student_rows(groups: dict[str, list[dict]], extra: Callable[[list[dict]], list[str]]
+                 ) -> list[list[str]]:
+    """One row per mode: seeds, test OA, test mAcc and val OA over seeds, then `extra`."""
+    return [[mode_label(m), seed_list(rs), mean_std(rs, "test_oa"), mean_std(rs, "test_macc"),
+             mean_std(rs, "val_oa"), *extra(rs)] for m, rs in
+            ((m, groups[m]) for m in by_label(groups))]
 
 
-def last_epoch_cell(rs: list[dict]) -> str:
-    """Test OA of the final-epoch weights (bench_students --backfill-last), when every run of
-    the group has it."""
-    if not all("test_oa_last" in r for r in rs):
-        return "–"
-    return mean_std([r["test_oa_last"] for r in rs])
+def first_commands(groups: dict[str, list[dict]], modes: Iterable[str] | None = None) -> str:
+    return bullets(f"{mode_label(m)}: `{groups[m][0]['command']}`"
+                   for m in (modes or by_label(groups)) if m in groups)
 
 
-def paired_lines(groups: dict[str, list[dict]]) -> list[str]:
-    """Per-seed (paired) differences in test OA: same seed = same split, init and data order."""
-    lines = []
-    for base in ("plain", "kd"):
-        if base not in groups:
-            continue
-        ref = {r["seed"]: 100 * r["test_oa"] for r in groups[base]}
-        for mode, rs in sorted(groups.items(), key=lambda kv: mode_label(kv[0])):
-            d = [100 * r["test_oa"] - ref[r["seed"]] for r in rs if r["seed"] in ref]
-            if mode == base or mode == "plain" or len(d) < 2:
-                continue
-            mu, sd = mean_sd(d)
-            lines.append(f"| {mode_label(mode)} | {mode_label(base)} | {len(d)} | "
-                         f"{mu:+.2f} ± {sd:.2f} | {', '.join(f'{x:+.2f}' for x in d)} |")
-    if not lines:
-        return []
-    return ["", "Paired by seed (same validation split, initialisation and data order), test "
-            "OA difference in points:", "", "| run | against | seeds | mean ± std | per seed |",
-            "|---|---|---:|---:|---|", *lines]
+# --- plots (matplotlib optional: without it the committed PNGs stay) ---------------------------
 
-
-def _max_std(groups: dict[str, list[dict]]) -> float:
-    return max((mean_sd([100 * r["test_oa"] for r in rs])[1] for rs in groups.values()),
-               default=0.0)
-
-
-def plot_oa_vs_params(groups: dict[str, list[dict]]) -> str | None:
-    """OA vs parameters: our students (no KD and the best per teacher, mean ± std over seeds),
-    our teachers, and the published anchors."""
+def pyplot() -> Any:
+    """matplotlib.pyplot on the Agg backend, or None without matplotlib."""
     try:
         import matplotlib
     except ImportError:
@@ -768,6 +245,54 @@ def plot_oa_vs_params(groups: dict[str, list[dict]]) -> str | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def save(fig: Any, ax: Any, out: Path, legend: dict) -> None:
+    ax.grid(alpha=0.3)
+    ax.legend(**legend)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+
+
+def plot_teacher_curve(rows: list[dict], out: Path) -> None:
+    if (plt := pyplot()) is None:
+        return
+    epochs = [int(r["epoch"]) for r in rows]
+    fig, ax = plt.subplots(figsize=(6.5, 3.5))
+    ax.plot(epochs, [100 * float(r["val_oa"]) for r in rows], label="validation OA")
+    ax.plot(epochs, [100 * float(r["train_acc"]) for r in rows], label="train accuracy (augmented)",
+            alpha=0.6)
+    ax.set_xlabel("epoch (of 150)")
+    ax.set_ylabel("%")
+    ax.set_ylim(80, 100)
+    save(fig, ax, out, {"loc": "lower right"})
+    plt.close(fig)
+
+
+def plot_student_curves(groups: dict[str, list[dict]], out: Path) -> None:
+    if (plt := pyplot()) is None:
+        return
+    fig, ax = plt.subplots(figsize=(6.5, 3.5))
+    for mode, rs in sorted(groups.items(), key=lambda kv: mode_label(kv[0])):
+        curves = [r["val_oa_curve"] for r in rs if r.get("val_oa_curve")]
+        if curves:
+            n = min(len(c) for c in curves)
+            mean = [100 * sum(c[i] for c in curves) / len(curves) for i in range(n)]
+            ax.plot(range(1, n + 1), mean, label=f"{mode_label(mode)} ({len(curves)} seeds)")
+    if ax.lines:
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("validation OA (%)")
+        ax.set_ylim(80, 95)
+        save(fig, ax, out, {"loc": "lower right", "fontsize": 7})
+    plt.close(fig)
+
+
+def plot_oa_vs_params(groups: dict[str, list[dict]], out: Path) -> None:
+    """OA vs parameters: our students (no KD and the best per teacher, mean ± std over seeds),
+    our teachers, and the published anchors."""
+    if (plt := pyplot()) is None:
+        return
     fig, ax = plt.subplots(figsize=(7.5, 6))
     for name, oa, params, _ in ANCHORS:
         ax.scatter(params, oa, marker="s", color="grey")
@@ -790,594 +315,691 @@ def plot_oa_vs_params(groups: dict[str, list[dict]]) -> str | None:
             best = max(kd, key=means.get)
             shown.append((best, f"best student, {name}: {mode_label(best.split('@')[0])}"))
     for mode, label in shown:
-        if mode not in groups:
-            continue
-        oa = [100 * r["test_oa"] for r in groups[mode]]
-        mu, sd = mean_sd(oa)
-        ax.errorbar(groups[mode][0]["params"] / 1e6, mu, yerr=sd, fmt="o", capsize=3,
-                    label=f"{label} ({mu:.2f} ± {sd:.2f}%)")
+        if mode in groups:
+            mu, sd = mean_sd([100 * r["test_oa"] for r in groups[mode]])
+            ax.errorbar(groups[mode][0]["params"] / 1e6, mu, yerr=sd, fmt="o", capsize=3,
+                        label=f"{label} ({mu:.2f} ± {sd:.2f}%)")
     ax.set_xscale("log")
     ax.set_xlabel("parameters (millions, log scale)")
     ax.set_ylabel("ModelNet40 test OA (%)")
     ax.set_title("Grey squares: published figures; coloured: measured here (single view)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14))
-    fig.tight_layout()
-    path = RESULTS / "oa_vs_params.png"
-    fig.savefig(path, dpi=110)
+    save(fig, ax, out, {"fontsize": 7, "loc": "upper center", "bbox_to_anchor": (0.5, -0.14)})
     plt.close(fig)
-    return "bench/results/oa_vs_params.png"
 
 
-def section_records() -> list[str]:
+# --- Demo ---------------------------------------------------------------------------------------
+
+def demo() -> str:
+    d = load("demo.json")
+    if d is None:
+        return ""
+    rows = []
+    for r in d["rows"]:
+        diff = r.get("paired_diff")
+        spread = f" ± {100 * r['std']:.2f}" if len(r["seeds"]) > 1 else ""
+        rows.append([r["run"], r.get("model", d["teacher"]["model"]), millions(r["params"]),
+                     ", ".join(map(str, r["seeds"])), f"{100 * r['mean']:.2f}{spread}%",
+                     ", ".join(f"{100 * x:.2f}" for x in r["test_oa"]),
+                     ", ".join(f"{x:+.2f}" for x in diff) if diff else "–",
+                     f"{statistics.fmean(diff):+.2f}" if diff else "–", f"{r['seconds']:.0f} s"])
+    rec, pool = d["recording"], d["recording"]["pool"]
+    return fill(
+        "demo", setting=d["setting"].strip().removeprefix("setting: "), command=d["command"],
+        commit=d["commit"], config=d["config"], machine=d["machine"], load=d["load"],
+        wall=f"{d.get('make_demo_wall_seconds', d['total_seconds']):.0f}",
+        test_shapes=f"{d['test_shapes']:,}", per_point=f"{d['test_shapes'] / 100:.0f}",
+        table=table(["run", "model", "params", "seeds", "test OA", "per seed", "Δ per seed",
+                     "Δ mean", "time per run"], "llrlrllrr", rows),
+        rows=f"{rec['rows']:,}", k=rec["k"], bytes_per_row=rec["bytes_per_row"],
+        kb=f"{rec['bytes'] / 1e3:.0f}", seconds=f"{rec['seconds']:.1f}",
+        pool_rows=f"{pool['rows']:,}", pool_k=pool["k"], pool_kb=f"{pool['bytes'] / 1e3:.0f}",
+        pool_seconds=f"{pool['seconds']:.1f}", verdict=bullets(d["verdict"]),
+        earlier_runs=d.get("earlier_runs", ""))
+
+
+def demo_probe() -> str:
+    d = load("demo_pool_probe.json")
+    if d is None:
+        return ""
+    rows = [[v["label"], pct(a), pct(b), pct((a + b) / 2), f"`{v['command']}`"]
+            for v in d["variants"].values() for a, b in [v["val_oa"]]]
+    return fill("demo_probe", purpose=d["purpose"][0].upper() + d["purpose"][1:],
+                teacher=d["teacher"], records=commands(d["records"]),
+                validation=d["validation"], machine=d["machine"],
+                table=table(["candidate", "val OA seed 0", "seed 1", "mean",
+                             "command (S = seed)"], "lrrrl", rows))
+
+
+# --- Teachers -----------------------------------------------------------------------------------
+
+def teacher_pointnet() -> str:
+    t = load("teacher_modelnet40_cpu.json")
+    if t is None:
+        return ""
+    row = [t["model"], millions(t["params"]), f"{t['flops'] / 1e9:.2f} G", t["epochs"],
+           f"{t['train_seconds_total'] / 60:.0f} min", pct(t["val_oa"]), pct(t["test_oa"]),
+           pct(t["test_macc"])]
+    return fill("teacher_pointnet", command=t["command"], machine=t["machine"],
+                eval_command=t["eval_command"], checkpoint=t["checkpoint"], note=t["note"],
+                table=table(["model", "params", "FLOPs/cloud", "epochs", "train time",
+                             "val OA (best)", "test OA", "test mAcc"], "lrrrrrrr", [row]))
+
+
+def teacher_strong() -> str:
+    t, curve = load(STRONG_TEACHER), RESULTS / "teacher_student_l_metrics.csv"
+    if t is None or not curve.is_file():
+        return ""
+    epochs = list(csv.DictReader(curve.read_text().splitlines()))
+    plot_teacher_curve(epochs, RESULTS / "teacher_student_l_curve.png")
+    every10 = epochs[9::10]
+    test_oa = next(e["test_oa"] for e in t["evaluations"] if e["checkpoint"].startswith("zoo/"))
+    rows = [[e["checkpoint"], t["best_epoch"], pct(t["val_oa"]), pct(e["test_oa"]),
+             pct(e["test_macc"])] for e in t["evaluations"]]
+    return fill(
+        "teacher_strong", model=t["model"], params=millions(t["params"]),
+        gflops=f"{t['flops'] / 1e9:.2f}", epochs=t["epochs"], sessions=t["sessions"],
+        hours=f"{t['train_seconds_total'] / 3600:.1f}", command=t["command"],
+        machine=t["machine"], val_shapes=VAL_SHAPES,
+        eval_commands=" ".join(f"`{e['command']}`." for e in t["evaluations"]),
+        table=table(["checkpoint", "best epoch (val)", "val OA", "test OA", "test mAcc"],
+                    "lrrrr", rows),
+        goal=TEACHER_GOAL, verdict="reached" if 100 * test_oa >= TEACHER_GOAL else "not reached",
+        test_oa=pct(test_oa), val_oa=f"{100 * t['val_oa']:.1f}%",
+        gap=f"{100 * (t['val_oa'] - test_oa):.0f}", budget=TEACHER_BUDGET_H,
+        pointnet_oa=f"{100 * load('teacher_modelnet40_cpu.json')['test_oa']:.0f}%",
+        curve=table(["epoch", *(r["epoch"] for r in every10)], "l" + "r" * len(every10),
+                    [["val OA", *(f"{100 * float(r['val_oa']):.1f}" for r in every10)]]))
+
+
+def teacher_members() -> str:
+    d = load("teacher_members.json")
+    if d is None:
+        return ""
+    e = d["ensemble"]
+    by_path = {m["checkpoint"]: m for m in e["members"]}
+    rows = [[f"`{m['zoo']}`", m["epochs"], f"{pct(m['val_oa'])} ({m['best_epoch']})",
+             pct(by_path.get(m["zoo"], {}).get("oa")), pct(by_path.get(m["zoo"], {}).get("macc")),
+             f"{m['train_core_hours']:.1f}", f"`{m['sha256'][:16]}…`"] for m in d["members"]]
+    return fill(
+        "teacher_members",
+        table=table(["member", "epochs", "best val OA (epoch)", "test OA", "test mAcc",
+                     "core-hours", "sha256"], "lrrrrrl", rows),
+        members=" + ".join(f"`{m['checkpoint']}` ({pct(m['oa'])})" for m in e["members"]),
+        oa=pct(e["single_view"]["oa"]), macc=pct(e["single_view"]["macc"]),
+        votes=e["voting"]["votes"], vote_oa=pct(e["voting"]["oa"]), command=e["command"],
+        training="; ".join(f"`{m['command']}` ({m['machine']})" for m in d["members"]))
+
+
+def flatness() -> str:
+    runs = load_all("teacher_flatness_*.json")
+    if not runs:
+        return ""
+    rows = []
+    for path, d in runs:
+        name = (f"student_l wip (epoch {d['teacher_epoch'] + 1} of 150)" if "wip" in path.name
+                else Path(d["teacher"]).name)
+        rows += [[name, f"{r['tau']:g}", f"{r['mean_top_prob']:.3f}",
+                  f"{r['mean_second_prob']:.3f}", f"{r['mean_entropy_nats']:.2f}"]
+                 for r in d["per_tau"]]
+    sources = [f"`{p.name}`: `{d['command']}` · {d['machine']}"
+               + (f" · {d['note']}" if d.get("note") else "") for p, d in runs]
+    return fill("flatness", sources="\n\n".join(sources),
+                table=table(["teacher", "τ", "top prob", "2nd prob", "entropy (nats)"],
+                            "lrrrr", rows))
+
+
+# --- Records ------------------------------------------------------------------------------------
+
+def records_stats() -> str:
+    found = {records: d for name, records in STATS_FILES.items() if (d := load(name))}
+    if not found:
+        return ""
+    rows = []
+    for d in found.values():
+        tau1 = next(t for t in d["taus"] if t["tau"] == 1.0)
+        rows.append([f"`{d['records']}`", f"{d['rows']:,}", d["bytes_per_row"],
+                     pct(d.get("teacher_accuracy")), f"{tau1['mean_top_prob']:.3f}",
+                     f"{tau1['mean_entropy_nats']:.3f} (uniform {d['uniform_entropy_nats']:.3f})",
+                     f"{d['view_kl_mean_nats']:.4f} / {d['view_kl_median_nats']:.4f}",
+                     pct(d["top1_change_fraction"])])
+    cmds = [f"pointkd records stats {r} --data ../shared/data/modelnet40_1024 --json"
+            for r in found]
+    return fill(
+        "records_stats", commands=commands(cmds),
+        definitions="; ".join(f"{k}: {v}"
+                              for k, v in next(iter(found.values()))["definitions"].items()),
+        table=table(["record set", "rows", "B/row", "teacher right on rows", "top-1 prob τ=1",
+                     "entropy τ=1 (nats)", "KL(view ‖ shape mean) mean / median",
+                     "top-1 changes across views"], "lrrrrrrr", rows))
+
+
+def records_strong() -> str:
+    r = load("records_student_l_k20.json")
+    info, verify = (RESULTS / f"records_{x}_student_l_k20.txt" for x in ("info", "verify"))
+    if r is None or not info.is_file() or not verify.is_file():
+        return ""
+    return fill("records_strong", rows=f"{r['rows']:,}", minutes=f"{r['seconds'] / 60:.1f}",
+                machine=r["machine"], command=r["command"], info_command=r["info_command"],
+                info=code(info.read_text()), verify_command=r["verify_command"],
+                verify=code(verify.read_text()))
+
+
+def records_size() -> str:
     r = load("records.json")
-    lines = ["## Record size and recording throughput", ""]
     if r is None:
-        return lines + ["_not measured yet_", ""]
-    m = r["machine"]
-    lines += [f"Command: `{r['command']}` · machine: {m['cpu']}, {m['threads']} threads, "
-              f"OMP wait policy {m.get('omp_wait_policy', 'default')} · data: {r['data']}", "",
-              f"| logits encoding (40 classes) | bytes per augmented sample | vs a stored "
-              f"1,024-point cloud ({r['cloud_bytes']} B) |", "|---|---:|---:|"]
-    for enc, b in r["bytes_per_row_40_classes"].items():
-        lines.append(f"| {enc}{' (default)' if enc == 'int8' else ''} | {b} | "
-                     f"{r['compression_vs_cloud'][enc]:.0f}x smaller |")
-    lines += ["", "| teacher | params | batch | rows/round | forward-only rows/s | "
-              "recording rows/s | recording / forward |", "|---|---:|---:|---:|---|---|---:|"]
-    for t in r["throughput"]:
-        fwd = ", ".join(f"{x:.0f}" for x in t["forward_rows_per_s"])
-        rec = ", ".join(f"{x:.0f}" for x in t["record_rows_per_s"])
-        lines.append(f"| {t['model']} | {t['params'] / 1e6:.2f}M | {t['batch_size']} | "
-                     f"{t['rows']} | {fwd} | {rec} | **{t['record_over_forward']:.2f}** |")
-    a = r.get("augment_apply")
-    if a:
-        lines += ["", f"`augment.apply` at batch {a['batch']} x {a['points']} points: "
-                  f"{a['apply_ms']:.1f} ms, {100 * a['apply_over_forward']:.1f}% of a PointNet "
-                  "forward."]
+        return ""
+    m, a = r["machine"], r["augment_apply"]
+    sizes = [[f"{enc}{' (default)' if enc == 'int8' else ''}", b,
+              f"{r['compression_vs_cloud'][enc]:.0f}x smaller"]
+             for enc, b in r["bytes_per_row_40_classes"].items()]
+    speed = [[t["model"], millions(t["params"], 2), t["batch_size"], t["rows"],
+              ", ".join(f"{x:.0f}" for x in t["forward_rows_per_s"]),
+              ", ".join(f"{x:.0f}" for x in t["record_rows_per_s"]),
+              f"**{t['record_over_forward']:.2f}**"] for t in r["throughput"]]
     info = RESULTS / "records_info_modelnet40.txt"
-    if info.is_file():
-        lines += ["", "The ModelNet40 record set (`pointkd records info`):", "", "```",
-                  info.read_text().rstrip(), "```"]
-    return lines + [""]
+    return fill(
+        "records_size", command=r["command"], cpu=m["cpu"], threads=m["threads"],
+        omp=m.get("omp_wait_policy", "default"), data=r["data"],
+        sizes=table(["logits encoding (40 classes)", "bytes per augmented sample",
+                     f"vs a stored 1,024-point cloud ({r['cloud_bytes']} B)"], "lrr", sizes),
+        throughput=table(["teacher", "params", "batch", "rows/round", "forward-only rows/s",
+                          "recording rows/s", "recording / forward"], "lrrrllr", speed),
+        batch=a["batch"], points=a["points"], apply_ms=f"{a['apply_ms']:.1f}",
+        apply_share=f"{100 * a['apply_over_forward']:.1f}",
+        info=code(info.read_text()) if info.is_file() else "")
 
 
-def section_encodings() -> list[str]:
+def encodings() -> str:
     e = load("encodings.json")
-    lines = ["## Record compression: bytes per row and what the student is taught", ""]
     if e is None:
-        return lines + ["_not measured yet_", ""]
-    lines += [f"Command: `{e['command']}` · machine: {e['machine']} · {e['rows']} random rows "
-              f"of `{e['records']}` replayed through the teacher (float32 logits), then encoded "
-              f"and decoded as `pointkd record` and the reader do. KL is "
-              f"KL(p_fp32 ‖ p_decoded) at τ = {e['tau']:g}, the distillation target's error.",
-              "", "| encoding | bytes/row | vs 1,024-pt cloud | KL mean | KL max | "
-              "max abs Δ logit | top-1 agreement |", "|---|---:|---:|---:|---:|---:|---:|"]
-    for r in e["encodings"]:
-        lines.append(f"| {r['encoding']} | {r['bytes_per_row']} | {r['vs_cloud']:.0f}× | "
-                     f"{r['kl_tau_mean']:.1e} | {r['kl_tau_max']:.1e} | "
-                     f"{r['max_abs_logit_diff']:.3g} | {100 * r['top1_agreement']:.2f}% |")
-    lines += ["", "The stored rows decode to exactly what re-encoding the replayed teacher "
-              f"logits gives: **{e['stored_rows_equal_reencoded_replay']}** (replay is exact on "
-              "real data). int8 (the default) meets the ≤ 64 B target at a target error "
-              "(KL ~1e-6) three orders of magnitude below top-k's; its top-1 disagreements are "
-              "near-ties.", ""]
-    return lines + section_encoding_students()
+        return ""
+    rows = [[r["encoding"], r["bytes_per_row"], f"{r['vs_cloud']:.0f}×", f"{r['kl_tau_mean']:.1e}",
+             f"{r['kl_tau_max']:.1e}", f"{r['max_abs_logit_diff']:.3g}",
+             pct(r["top1_agreement"])] for r in e["encodings"]]
+    return fill("encodings", command=e["command"], machine=e["machine"], rows=e["rows"],
+                records=e["records"], tau=f"{e['tau']:g}",
+                exact=e["stored_rows_equal_reencoded_replay"],
+                table=table(["encoding", "bytes/row", "vs 1,024-pt cloud", "KL mean", "KL max",
+                             "max abs Δ logit", "top-1 agreement"], "lrrrrrr", rows))
 
 
-def paired(groups: dict[str, list[dict]], mode: str, base: str) -> list[float]:
-    """Per-seed test OA differences (points) of `mode` against `base`, on shared seeds."""
-    ref = {r["seed"]: 100 * r["test_oa"] for r in groups.get(base, [])}
-    return [100 * r["test_oa"] - ref[r["seed"]] for r in groups.get(mode, []) if r["seed"] in ref]
+def encoding_verdict(groups: dict[str, list[dict]], sets: dict[str, dict | None],
+                     modes: dict[str, str]) -> str:
+    """int8 as the default: student OA against the noise floor, then size and fidelity."""
+    deltas = {t: paired(groups, modes[t], "kd") for t in ENCODING_TAGS if t != "int8"}
+    deltas = {t: statistics.fmean(d) for t, d in deltas.items() if d}
+    floor, enc = noise_floor(groups), load("encodings.json")
+    i8, t5 = sets["int8"], sets["top5"]
+    if not deltas or floor is None or not (enc and i8 and t5):
+        return ""
+    kl = {r["encoding"]: r["kl_tau_mean"] for r in enc["encodings"]}
+    same = all(abs(d) <= floor for d in deltas.values())
+    return fill("encodings_verdict_same" if same else "encodings_verdict_differs",
+                deltas=", ".join(f"{t} {d:+.2f}" for t, d in deltas.items()),
+                floor=f"{floor:.2f}", kl_int8=f"{kl['int8']:.0e}", int8_bytes=i8["bytes_per_row"],
+                saved=i8["bytes_per_row"] - t5["bytes_per_row"], top5_mb=f"{t5['bytes'] / 1e6:.1f}",
+                int8_mb=f"{i8['bytes'] / 1e6:.1f}", kl_ratio=f"{kl['top-5'] / kl['int8']:,.0f}")
 
 
-def _paired_cell(d: list[float]) -> str:
-    if not d:
-        return "–"
-    if len(d) == 1:
-        return f"{d[0]:+.2f} (1 seed)"
-    return "{:+.2f} ± {:.2f}".format(*mean_sd(d))
-
-
-def section_encoding_students() -> list[str]:
+def encoding_students() -> str:
     """Student OA per record encoding: same teacher, K, seeds and schedule; only logits differ."""
     groups = student_groups()
     sets = {tag: load(f"record_sets/{tag}.json") for tag in ENCODING_TAGS}
     modes = {tag: "kd" if tag == "int8" else f"kd@{tag}" for tag in ENCODING_TAGS}
-    lines = ["### Student OA per encoding", ""]
-    if not any(f"kd@{t}" in groups for t in ENCODING_TAGS):
-        return lines + ["_not measured yet_", ""]
-    lines += ["Offline KD (β = 0) of student_s from the same PointNet teacher, K = 10, seed 0 "
-              "augmentations, 15 epochs, same seeds; only the stored logits differ. Paired Δ is "
-              "per seed against int8 (the default).", "",
-              "| logits | bytes/row | record set | recording | seeds | test OA % | test mAcc % | "
-              "paired Δ OA vs int8 |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for tag in ENCODING_TAGS:
-        rs, rec = groups.get(modes[tag], []), sets[tag]
-        if not rs or rec is None:
-            continue
+    tags = [t for t in ENCODING_TAGS if groups.get(modes[t]) and sets[t]]
+    if tags == ["int8"] or not tags:
+        return ""
+    rows = []
+    for tag in tags:
+        rs, rec = groups[modes[tag]], sets[tag]
         seconds = (rec.get("recording") or {}).get("seconds")
-        delta = "(reference)" if tag == "int8" else _paired_cell(paired(groups, modes[tag], "kd"))
-        lines.append(
-            (f"| top-{rec['logits']['topk']} (fp16 values + the rest's log-sum-exp)"
-             if rec["logits"]["topk"] else f"| {rec['logits']['encoding']}")
-            + f" | {rec['bytes_per_row']} | {rec['bytes'] / 1e6:.1f} MB | "
-            + (f"{seconds / 60:.1f} min" if seconds else "–")
-            + f" | {', '.join(str(r['seed']) for r in rs)} | "
-            f"{mean_std([r['test_oa'] for r in rs])} | {mean_std([r['test_macc'] for r in rs])}"
-            f" | {delta} |")
-    deltas = {t: paired(groups, modes[t], "kd") for t in ENCODING_TAGS if t != "int8"}
-    deltas = {t: sum(d) / len(d) for t, d in deltas.items() if d}
-    floor = noise_floor(groups)
-    enc = load("encodings.json")
-    i8, t5 = sets["int8"], sets["top5"]
-    if deltas and floor is not None and enc and i8 and t5:
-        kl = {r["encoding"]: r["kl_tau_mean"] for r in enc["encodings"]}
-        same = all(abs(d) <= floor for d in deltas.values())
-        lines += ["", "**Default: int8.** Mean paired differences against int8 are "
-                  + ", ".join(f"{t} {d:+.2f}" for t, d in deltas.items())
-                  + f" points; the largest same-seed gap between runs whose targets differ only "
-                  f"by rounding is {floor:.2f}. "
-                  + ("Student OA does not separate the encodings at this noise level, so the "
-                     "choice rests on size and fidelity: int8 is the smallest encoding that "
-                     f"keeps the whole distribution (KL {kl['int8']:.0e} from fp32, table above) "
-                     f"at {i8['bytes_per_row']} B per row; top-5 saves another "
-                     f"{i8['bytes_per_row'] - t5['bytes_per_row']} B per row "
-                     f"({t5['bytes'] / 1e6:.1f} vs {i8['bytes'] / 1e6:.1f} MB here) at a "
-                     f"{kl['top-5'] / kl['int8']:,.0f}× larger target error — `--topk` is the "
-                     "option when bytes matter more, e.g. with many classes, where it saves more."
-                     if same else "At least one encoding moved the student beyond that gap; "
-                     "see the rows above.")]
-    lines += ["", "Recording times are wall times of one process with 1 torch thread; only the "
-              "int8 set was recorded with the other core idle, the others beside other jobs "
-              "(see each command's machine note), so they are not a throughput comparison — "
-              "the record-size section has that. Record commands:", ""]
-    lines += [f"- {tag}: `{sets[tag]['command']}` ({sets[tag]['machine']})"
-              for tag in ENCODING_TAGS if sets[tag]]
-    lines += ["", "Student commands (seed 0):", ""]
-    lines += [f"- {tag}: `{groups[modes[tag]][0]['command']}`" for tag in ENCODING_TAGS
-              if groups.get(modes[tag])]
-    return lines + [""]
+        rows.append([f"top-{rec['logits']['topk']} (fp16 values + the rest's log-sum-exp)"
+                     if rec["logits"]["topk"] else rec["logits"]["encoding"],
+                     rec["bytes_per_row"], f"{rec['bytes'] / 1e6:.1f} MB",
+                     f"{seconds / 60:.1f} min" if seconds else "–", seed_list(rs),
+                     mean_std(rs, "test_oa"), mean_std(rs, "test_macc"),
+                     "(reference)" if tag == "int8" else paired_cell(paired(groups, modes[tag],
+                                                                            "kd"))])
+    return fill(
+        "encoding_students", verdict=encoding_verdict(groups, sets, modes),
+        table=table(["logits", "bytes/row", "record set", "recording", "seeds", "test OA %",
+                     "test mAcc %", "paired Δ OA vs int8"], "lrrrrrrr", rows),
+        record_commands=bullets(f"{t}: `{sets[t]['command']}` ({sets[t]['machine']})"
+                                for t in tags),
+        student_commands=bullets(f"{t}: `{groups[modes[t]][0]['command']}`" for t in tags))
 
 
-def section_teachers() -> list[str]:
+def record_votes() -> str:
+    d = load("records_quality_votes.json")
+    if d is None:
+        return ""
+    rows = [[f"`{e['records']}`", e["votes"], f"{100 * e['held_out']['acc']:.2f}",
+             f"{e['held_out']['nll']:.4f}", f"{100 * e['all']['acc']:.2f}",
+             f"{e['all']['nll']:.4f}", f"{e['all']['top_prob']:.3f}"] for e in d["sets"]]
+    return fill("record_votes",
+                copies="copy k = 0" if d["copies"] == 1 else f"copies k < {d['copies']}",
+                held_out=d["held_out_shapes"], command=d["command"], machine=d["machine"],
+                note=d["note"],
+                table=table(["records", "votes", "held-out acc %", "held-out NLL",
+                             "all rows acc %", "all rows NLL", "mean top prob"], "lrrrrrr", rows))
+
+
+# --- Students -----------------------------------------------------------------------------------
+
+def students_strong() -> str:
+    """Students from the strong teacher's records, long schedule, every mode."""
+    groups = student_groups("students_strong")
+    eff = load("distill_efficiency_modelnet40_strong.json")
+    if not groups or eff is None:
+        return ""
+    # τ and the record set from a KD run (a plain run's config carries the default τ)
+    first = next(rs[0] for m, rs in groups.items() if m != "plain")
+
+    def extra(rs: list[dict]) -> list[str]:
+        sec = [r.get("epoch_seconds_median", r["epoch_seconds_mean"]) for r in rs
+               if "epoch_seconds_mean" in r]
+        last = (mean_std(rs, "test_oa_last") if all("test_oa_last" in r for r in rs) else "–")
+        return [last, f"{statistics.fmean(sec):.0f}" if sec else "–",
+                f"{statistics.fmean(r['train_seconds_total'] for r in rs) / 60:.0f}"]
+
+    plot_student_curves(groups, RESULTS / "students_strong_curves.png")
+    return fill(
+        "students_strong", model=first["model"], params=millions(first["params"]),
+        epochs=first["epochs"], tau=f"{first['tau']:g}", records=first["records"],
+        machine=first["machine"],
+        table=table(["run", "seeds", "test OA %", "test mAcc %", "val OA %",
+                     "test OA % (last epoch)", "s/epoch (median)", "min/run"], "lrrrrrrr",
+                    student_rows(groups, extra)),
+        online=f"{eff['ratios']['online_over_offline_step']:.2f}",
+        offline=f"{eff['ratios']['offline_over_plain_step']:.2f}",
+        paired=paired_table(groups), goal=goal(groups, STRONG_GOAL),
+        commands=first_commands(groups))
+
+
+def overlap() -> str:
+    """Teacher vs student on each test shape: what the strong teacher could still teach."""
+    found = load_all("overlap_*.json")
+    if not found:
+        return ""
+    rows = [[f"`{d['teacher']}`", f"`{d['student']}`", f"{100 * d['teacher_oa']:.2f}",
+             f"{100 * d['student_oa']:.2f}", d["both_right"], d["teacher_only"],
+             d["student_only"], d["both_wrong"]] for _, d in found]
+    by_mode: dict[str, list[dict]] = {}
+    for path, d in found:  # overlap_<teacher>_<mode>-s<seed>.json
+        by_mode.setdefault(path.stem.rsplit("-s", 1)[0].split("_")[-1], []).append(d)
+    means = [[mode_label(m), len(ds), f"{statistics.fmean(d['teacher_only'] for d in ds):.1f}",
+              f"{statistics.fmean(d['student_only'] for d in ds):.1f}"]
+             for m, ds in sorted(by_mode.items(), key=lambda kv: mode_label(kv[0]))]
+    return fill(
+        "overlap", commands=commands(d["command"] for _, d in found),
+        machine=found[0][1]["machine"],
+        table=table(["teacher", "student", "teacher OA %", "student OA %", "both right",
+                     "teacher only", "student only", "both wrong"], "llrrrrrr", rows),
+        means=table(["mode", "runs", "teacher only (mean)", "student only (mean)"], "lrrr",
+                    means))
+
+
+def probe_choice(runs: list[dict], key: str) -> str:
+    """Which value of `key` the one-seed probes chose on validation, and by how much."""
+    a, b = sorted(runs, key=lambda r: -r["val_oa"])[:2]
+    gap = a["val_oa"] - b["val_oa"]
+    return fill("probe_choice", key=key, a=f"{a[key]:g}", b=f"{b[key]:g}",
+                gap=f"{100 * gap:.2f}", shapes=round(gap * VAL_SHAPES), val_shapes=VAL_SHAPES,
+                rank="the same way" if a["test_oa"] >= b["test_oa"] else "the other way",
+                test_a=pct(a["test_oa"]), test_b=pct(b["test_oa"]))
+
+
+def probe(folder: str, key: str, extra: list[dict] | None = None) -> str:
+    """One-seed probes of one distillation setting on validation (bench_students runs)."""
+    runs = sorted([d for _, d in load_all(f"{folder}/*.json")] + (extra or []),
+                  key=lambda r: r[key])
+    if not runs:
+        return ""
+    rows = [[f"{r[key]:g}", pct(r["val_oa"]), pct(r["test_oa"]), r["best_epoch"],
+             f"`{r['command']}`"] for r in runs]
+    return fill(folder, machine=runs[0]["machine"],
+                choice=probe_choice(runs, key) if len(runs) > 1 else "",
+                table=table([key, "best val OA", "test OA", "best epoch", "command"], "rrrrl",
+                            rows))
+
+
+def tau_probe_pointnet() -> str:
+    d, t = load("tau_probe_pointnet.json"), load("teacher_modelnet40_cpu.json")
+    if d is None or t is None or len(d["runs"]) != 2:
+        return ""
+    a, b = sorted(d["runs"], key=lambda r: r["tau"])
+    rows = [[f"{r['tau']:g}", pct(r["val_oa"]), pct(r["test_oa"]), f"`{r['command']}`"]
+            for r in (a, b)]
+    return fill("tau_probe_pointnet", teacher_oa=f"{100 * t['test_oa']:.1f}%",
+                tau_a=f"{a['tau']:g}", tau_b=f"{b['tau']:g}",
+                val_a=f"{100 * a['val_oa']:.2f}", val_b=f"{100 * b['val_oa']:.2f}",
+                test_a=f"{100 * a['test_oa']:.2f}", test_b=f"{100 * b['test_oa']:.2f}",
+                table=table(["τ", "best val OA", "test OA", "command"], "rrrl", rows))
+
+
+def tau_probe_strong() -> str:
+    return probe("tau_probe_student_l", "tau")
+
+
+def beta_probe_strong() -> str:
+    taus = [d for _, d in load_all("tau_probe_student_l/*.json")]
+    return probe("beta_probe_student_l", "beta",
+                 extra=[max(taus, key=lambda r: r["val_oa"])] if taus else [])
+
+
+def students_cpu() -> str:
+    """The CPU protocol: student_s from the PointNet teacher's records, 15 epochs."""
+    all_groups = student_groups()
+    groups = {m: rs for m, rs in all_groups.items() if "@" not in m}
+    t, rec = load("teacher_modelnet40_cpu.json"), load("records_modelnet40.json")
+    eff = load("distill_efficiency_modelnet40.json")
+    if not groups or t is None or rec is None or eff is None:
+        return ""
+    first = next(iter(groups.values()))[0]
+    steps = -(-int(0.9 * 9843) // eff["setup"]["batch_size"])  # training shapes / batch
+    st = eff["step_seconds"]
+    student = statistics.fmean(r["train_seconds_total"] for rs in groups.values() for r in rs)
+    total = t["train_seconds_total"] + rec["recording"]["seconds"] + student
+    plot_oa_vs_params(all_groups, RESULTS / "oa_vs_params.png")
+
+    def minutes(rs: list[dict]) -> list[str]:
+        return [f"{statistics.fmean(r['train_seconds_total'] for r in rs) / 60:.0f}"]
+
+    return fill(
+        "students_cpu", model=first["model"], params=millions(first["params"]),
+        epochs=first["epochs"], machine=first["machine"],
+        table=table(["run", "seeds", "test OA %", "test mAcc %", "val OA %", "train min/run"],
+                    "lrrrrr", student_rows(groups, minutes)),
+        paired=paired_table(groups), goal=goal(all_groups, CPU_GOAL),
+        online=f"{st['online']:.3f}", offline=f"{st['offline']:.3f}", plain=f"{st['plain']:.3f}",
+        threads=eff["machine"]["threads"], batch=eff["setup"]["batch_size"],
+        eff_command=eff["command"], online_min=f"{steps * st['online'] / 60:.1f}",
+        offline_min=f"{steps * st['offline'] / 60:.1f}", steps=steps,
+        teacher_min=f"{t['train_seconds_total'] / 60:.0f}", k=rec["k"],
+        rows=f"{rec['total_rows']:,}", rec_min=f"{rec['recording']['seconds'] / 60:.1f}",
+        student_min=f"{student / 60:.0f}", total_min=f"{total / 60:.0f}",
+        commands=first_commands(groups))
+
+
+def two_teachers() -> str:
     """The same students distilled from two teachers: the PointNet CPU teacher and TEACHER_TAG."""
     groups = student_groups()
     t, other = load("teacher_modelnet40_cpu.json"), load(f"record_sets/{TEACHER_TAG}.json")
-    lines = ["## Does a better teacher help? Two teachers side by side", ""]
-    if t is None or other is None or not any(m.endswith(f"@{TEACHER_TAG}") for m in groups):
-        return lines + ["_not measured yet_", ""]
-    ev = other["teacher_eval"]
-    members = ", ".join(f"{100 * m['oa']:.2f}%" for m in ev.get("members", []))
-    lines += [f"Second teacher: {TAG_LABELS[TEACHER_TAG].removeprefix('teacher: ')} — the three "
-              "seeds of the (c) β = −0.3 "
-              "student above, their logits averaged (`pointkd record --teacher A --teacher B "
-              f"--teacher C`, `--combine mean`). Members score {members} on test; the ensemble "
-              f"{100 * ev['single_view']['oa']:.2f}% (`{ev['command']}`). Each member was "
-              "selected on its own validation split, but the β = −0.3 recipe was picked from "
-              "the test table above, so the teacher's own test figure is slightly optimistic.",
-              "",
-              "| teacher | params | teacher test OA % | teacher test mAcc % | record set | "
-              "student mode | seeds | student test OA % | student test mAcc % |",
-              "|---|---:|---:|---:|---:|---|---:|---:|---:|"]
     rec_int8 = load("record_sets/int8.json")
-    rows = [(f"{t['model']} (CPU teacher)", t["params"], t["test_oa"], t["test_macc"],
-             rec_int8, ""),
-            (TAG_LABELS[TEACHER_TAG].removeprefix("teacher: "), ev["params"],
-             ev["single_view"]["oa"], ev["single_view"]["macc"], other, f"@{TEACHER_TAG}")]
-    for name, params, oa, macc, rec, suffix in rows:
-        for base in ("kd", "nwsd-0.3"):
-            rs = groups.get(base + suffix, [])
-            if not rs:
-                continue
-            lines.append(f"| {name} | {params / 1e6:.3f}M | {100 * oa:.2f} | {100 * macc:.2f} | "
-                         f"{rec['bytes'] / 1e6:.1f} MB, {rec['bytes_per_row']} B/row | "
-                         f"{mode_label(base)} | {', '.join(str(r['seed']) for r in rs)} | "
-                         f"{mean_std([r['test_oa'] for r in rs])} | "
-                         f"{mean_std([r['test_macc'] for r in rs])} |")
-    lines += ["", "Paired by seed, student test OA, ensemble teacher minus PointNet teacher: "
-              + "; ".join(f"{mode_label(b)} {_paired_cell(paired(groups, f'{b}@{TEACHER_TAG}', b))}"
-                          for b in ("kd", "nwsd-0.3") if f"{b}@{TEACHER_TAG}" in groups) + ".",
-              "", f"Record command: `{other['command']}` ({other['machine']}, "
-              f"{other['recording']['seconds'] / 60:.1f} min for {other['rows']:,} rows).", "",
-              "Student commands (seed 0):", ""]
-    lines += [f"- {mode_label(m)}: `{groups[m][0]['command']}`"
-              for m in (f"kd@{TEACHER_TAG}", f"nwsd-0.3@{TEACHER_TAG}") if m in groups]
-    return lines + [""]
+    if t is None or other is None or rec_int8 is None or f"kd@{TEACHER_TAG}" not in groups:
+        return ""
+    ev = other["teacher_eval"]
+    name = TAG_LABELS[TEACHER_TAG].removeprefix("teacher: ")
+    teachers = [(f"{t['model']} (CPU teacher)", t["params"], t["test_oa"], t["test_macc"],
+                 rec_int8, ""),
+                (name, ev["params"], ev["single_view"]["oa"], ev["single_view"]["macc"], other,
+                 f"@{TEACHER_TAG}")]
+    rows = [[who, millions(params), f"{100 * oa:.2f}", f"{100 * macc:.2f}",
+             f"{rec['bytes'] / 1e6:.1f} MB, {rec['bytes_per_row']} B/row", mode_label(base),
+             seed_list(rs), mean_std(rs, "test_oa"), mean_std(rs, "test_macc")]
+            for who, params, oa, macc, rec, suffix in teachers for base in ("kd", "nwsd-0.3")
+            if (rs := groups.get(base + suffix))]
+    bases = [b for b in ("kd", "nwsd-0.3") if f"{b}@{TEACHER_TAG}" in groups]
+    return fill(
+        "two_teachers", name=name,
+        members=", ".join(f"{100 * m['oa']:.2f}%" for m in ev.get("members", [])),
+        oa=f"{100 * ev['single_view']['oa']:.2f}%", eval_command=ev["command"],
+        table=table(["teacher", "params", "teacher test OA %", "teacher test mAcc %",
+                     "record set", "student mode", "seeds", "student test OA %",
+                     "student test mAcc %"], "lrrrrlrrr", rows),
+        paired="; ".join(f"{mode_label(b)} {paired_cell(paired(groups, f'{b}@{TEACHER_TAG}', b))}"
+                         for b in bases),
+        record_command=other["command"], machine=other["machine"],
+        minutes=f"{other['recording']['seconds'] / 60:.1f}", rows=f"{other['rows']:,}",
+        commands=first_commands(groups, [f"{b}@{TEACHER_TAG}" for b in bases]))
 
 
-def section_distill() -> list[str]:
-    lines = ["## Distillation step time and memory (plain vs offline KD vs online KD)", ""]
-    found = False
-    for name, what in (("distill_efficiency_modelnet40_strong.json",
-                        "ModelNet40, the strong CPU teacher (student_l, 0.97M params) and its "
-                        "K=20 records, as in the long protocol (issue #13), β = 0; measured "
-                        "with the two training queues paused (SIGSTOP)"),
-                       ("distill_efficiency_modelnet40.json",
-                        "ModelNet40, 1,024 points, the CPU teacher (PointNet) and its K=10 "
-                        "records"),
-                       ("distill_efficiency.json", "the synthetic demo's artefacts "
-                        "(teacher student_m)")):
-        d = load(name)
-        if d is None:
+# --- Speed --------------------------------------------------------------------------------------
+
+def distill_steps() -> str:
+    blocks = []
+    for name, what in DISTILL_RUNS.items():
+        if (d := load(name)) is None:
             continue
-        found = True
-        s, m, q = d["step_seconds"], d["peak_rss_mb"], d["ratios"]
-        env = "POINTKD_NATIVE_OPS=1 " if "strong" in name else ""
-        lines += [f"**{what}.** Command: `{env}{d['command']}` · machine: {d['machine']['cpu']}, "
-                  f"{d['machine']['threads']} threads · student {d['setup']['student']}, batch "
-                  f"{d['setup']['batch_size']}, {d['setup']['steps']} steps × "
-                  f"{d['setup']['repeats']} interleaved rounds (median)", "",
-                  "| mode | s/step | peak RSS |", "|---|---:|---:|"]
-        for mode in ("plain", "offline", "online"):
-            lines.append(f"| {mode} | {s[mode]:.3f} | {m[mode]:.0f} MB |")
-        lines += ["", f"offline/plain step time **{q['offline_over_plain_step']:.3f}** "
-                  "(target ≤ 1.05), "
-                  f"online/offline **{q['online_over_offline_step']:.2f}**, offline/plain peak "
-                  f"RSS **{q['offline_over_plain_rss']:.3f}** (target ≤ 1.10).", ""]
+        s, m, q, setup = d["step_seconds"], d["peak_rss_mb"], d["ratios"], d["setup"]
+        blocks.append(fill(
+            "distill_run", what=what, cpu=d["machine"]["cpu"], threads=d["machine"]["threads"],
+            command=("POINTKD_NATIVE_OPS=1 " if "strong" in name else "") + d["command"],
+            student=setup["student"], batch=setup["batch_size"], steps=setup["steps"],
+            repeats=setup["repeats"],
+            offline_plain=f"{q['offline_over_plain_step']:.3f}",
+            online_offline=f"{q['online_over_offline_step']:.2f}",
+            rss=f"{q['offline_over_plain_rss']:.3f}",
+            table=table(["mode", "s/step", "peak RSS"], "lrr",
+                        [[x, f"{s[x]:.3f}", f"{m[x]:.0f} MB"]
+                         for x in ("plain", "offline", "online")])))
+    return fill("distill", runs="\n\n".join(blocks)) if blocks else ""
+
+
+def latency() -> str:
+    found = [(n, d) for n in LATENCY_FILES if (d := load(n))]
     if not found:
-        return lines + ["_not measured yet_", ""]
-    lines += ["Online KD costs one teacher forward per step; with these small teachers that is "
-              "1.3–1.7× a student step (PointNet: 0.30 GFLOPs per cloud, student_s: 0.041). A "
-              "PointMLP teacher (28.3 GFLOPs, ~700× student_s, counted with "
-              "`pointkd.evaluate.count_flops`) would make online KD many times slower, while "
-              "offline KD stays at the plain cost.", ""]
-    return lines
+        return ""
+    blocks, goals = [], []
+    for name, d in found:
+        mach = d["machine"]
+        blocks.append(fill(
+            "latency_run", name=name, command=d["command"], cpu=mach["cpu"],
+            threads=mach["threads"], wait=mach["omp_wait_policy"],
+            load_start=mach["loadavg_1min_at_start"], load_end=mach["loadavg_1min_at_end"],
+            model=d["model"], params=millions(d["params"]), points=d["num_points"],
+            ops="eager uses the C++ kernels" if mach["native_ops"] else "PyTorch ops only",
+            table=table(["backend", "batch 1: ms/cloud", "batch 32: ms/cloud",
+                         "batch 32: clouds/s"], "lrrr",
+                        [[b, f"{v['batch1']['ms_per_cloud']:.2f}",
+                          f"{v['batch32']['ms_per_cloud']:.2f}",
+                          f"{v['batch32']['clouds_per_s']:.0f}"]
+                         for b, v in d["latency"].items()])))
+        best, v = min(d["latency"].items(), key=lambda kv: kv[1]["batch1"]["ms_per_cloud"])
+        b1, b32 = v["batch1"]["ms_per_cloud"], v["batch32"]["ms_per_cloud"]
+        goals.append([name, mach["threads"], mach["omp_wait_policy"], best, f"{b1:.2f}",
+                      "yes" if b1 <= 2 else "no", f"{b32:.2f}", "yes" if b32 < b1 else "no"])
+    return fill("latency", runs="\n\n".join(blocks),
+                goals=table(["file", "threads", "OpenMP wait policy", "fastest at batch 1",
+                             "batch 1 ms/cloud", "≤ 2 ms", "batch 32 ms/cloud",
+                             "below batch 1"], "lrllrlrl", goals))
 
 
-def section_speed() -> list[str]:
-    sp = load("speed.json")
-    lines = ["## Model speed on this machine (1,024 points)", ""]
-    if sp is None:
-        return lines + ["_not measured yet_", ""]
-    c, m = sp["config"], sp["machine"]
-    lines += [f"Command: `{sp.get('command', 'python bench/bench_speed.py')}` · machine: "
-              f"{m['cpu']}, {m['threads']} threads, 1-min load average {m['loadavg_1min_at_start']}"
-              f" at the start · train step at batch {c['train_batch']} ({c['optimizer']}), "
-              f"inference at batch {c['infer_batch']} under `torch.inference_mode`; input "
-              f"{c['input']}", "",
-              "Public = the widely used public implementations on this kind of machine (numbers "
-              "given in issue #3); target ≥ 2× in both columns. Grouping = the share of the "
-              "inference forward spent in sampling/grouping ops (FPS, kNN, ball query, "
-              "gathers; target ≤ 30%).", "",
-              "| model | params | train samples/s | public | × | infer samples/s | public | × | "
-              "grouping |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for name, r in sp["models"].items():
-        ref = r.get("reference") or {}
-        lines.append(
-            f"| {name} | {r['params'] / 1e6:.3f}M | {r['train_samples_per_s']:.1f} | "
-            f"{ref.get('train', '–')} | {_x(r.get('ratio_train'))} | "
-            f"{r['infer_samples_per_s']:.1f} | {ref.get('infer', '–')} | "
-            f"{_x(r.get('ratio_infer'))} | {100 * r.get('grouping_fraction_infer', 0):.0f}% |")
-    notes = [f"{n}: {r['note']}" for n, r in sp["models"].items() if r.get("note")]
-    if notes:
-        lines += [""] + [f"- {x}" for x in notes]
-    over = {n: r for n, r in sp["models"].items() if r.get("grouping_fraction_infer", 0) > 0.3}
-    if over:
-        parts = []
-        for n, r in over.items():
-            ms = 1000 / r["infer_samples_per_s"]
-            parts.append(f"{n} {100 * r['grouping_fraction_infer']:.0f}% of {ms:.1f} ms/cloud"
-                         f" = {ms * r['grouping_fraction_infer']:.1f} ms")
-        lines += ["", "**Grouping above 30%:** " + "; ".join(parts) + ". Not met. These models "
-                  "compute their edge/local layer W·[x_j − x_i, x_i] as A·x_j + (B − A)·x_i "
-                  "per point before the gather (k = 16–20 times fewer multiply-adds), which "
-                  "leaves the kNN search — a distance matmul plus an exact two-stage top-k, "
-                  "already tiled — as most of what remains. The share rose because everything "
-                  "else shrank: DGCNN's kNN alone takes less time per cloud than 1/15 of the "
-                  "public DGCNN's whole forward. Students can trade accuracy for speed with "
-                  "`sampler=first` (no FPS; see `models/student.py`)."]
-    return lines + [""]
+def export_samplers() -> str:
+    d = load("export_samplers_student_l.json")
+    lat = next((x for x in (load(n) for n in LATENCY_FILES)
+                if x and any(k.startswith("onnxruntime_") for k in x["latency"])), None)
+    if d is None or lat is None:
+        return ""
+    trained = next(v["check_oa_trained"] for v in d["samplers"].values()
+                   if "check_oa_trained" in v)
+    rows = []
+    for name, v in d["samplers"].items():
+        times = lat["latency"].get("onnxruntime" if name == "fps" else f"onnxruntime_{name}")
+        rows.append([f"{name}{' (as trained)' if name == 'fps' else ''}",
+                     pct(v.get("check_oa_exported", trained)),
+                     pct(v.get("top1_agreement_with_trained", 1.0)),
+                     *((f"{times[b]['ms_per_cloud']:.2f} ms" for b in ("batch1", "batch32"))
+                       if times else ("–", "–"))])
+    return fill(
+        "export_samplers", command=d["command"], cpu=d["machine"]["cpu"],
+        threads=d["machine"]["threads"], shapes=f"{d['test_shapes']:,}",
+        lat_command=lat["command"], lat_cpu=lat["machine"]["cpu"],
+        lat_threads=lat["machine"]["threads"],
+        table=table(["sampler", "test OA", "top-1 agreement with the model as trained",
+                     "ONNX Runtime batch 1", "batch 32 (per cloud)"], "lrrrr", rows))
 
 
-def section_grouping_native() -> list[str]:
-    """Where the students' inference forward goes with the C++ kernels (issue #18, goal 3)."""
-    d = load("speed_students_native_t1.json")
-    if d is None:
-        return []
-    c, m = d["config"], d["machine"]
-    lines = ["## Students: sampling/grouping share with the C++ kernels", "",
-             f"Command: `{d.get('command', 'python bench/bench_speed.py')}` · machine: "
-             f"{m['cpu']}, {m['threads']} thread(s), 1-min load {m['loadavg_1min_at_start']} at "
-             f"the start, {m['date']} · inference at batch {c['infer_batch']} under "
-             "`torch.inference_mode`, input " + c["input"], "",
-             "| model | infer ms/cloud | sampling/grouping | of which (ms/cloud) |",
-             "|---|---:|---:|---|"]
-    for name, r in d["models"].items():
-        ms = 1000 / r["infer_samples_per_s"]
-        ops_ms = ", ".join(f"{op} {ms * share:.2f}" for op, share in
-                           sorted(r["op_share_infer"].items(), key=lambda kv: -kv[1]))
-        lines.append(f"| {name} | {ms:.2f} | {100 * r['grouping_fraction_infer']:.0f}% = "
-                     f"{ms * r['grouping_fraction_infer']:.2f} ms | {ops_ms} |")
-    goal = []
-    for name, r in d["models"].items():
-        share = r["grouping_fraction_infer"]
-        pool = r["op_share_infer"].get("gather_max", 0.0)
-        goal.append(f"{name} {100 * share:.1f}% ({'met' if share <= 0.30 else 'not met'}; "
-                    f"{100 * (share - pool):.1f}% without the pool)")
-    lines += ["", "**Issue #18 goal 3** (sampling/grouping ≤ 30% of the student forward): "
-              + "; ".join(goal) + ".", "",
-              "fps_knn is the farthest-point-sampling loop with the first stage's kNN in "
-              "it; prefix_knn the later stages' kNN; gather_max the inference pool "
-              "(gather + max + activation, which also does the layer's pooling work, so it "
-              "is counted as grouping here only because it reads the neighbours). What is "
-              "left of fps_knn is 256 sequential steps, each a distance, min and argmax over "
-              "1,024 points plus the selection of 16 neighbours (branch-free, vectorised: "
-              "~0.2 ms per cloud at batch 32, ~0.14 ms when the same cloud repeats and the "
-              "branch predictor has learnt it). Absolute times scale with the machine's "
-              "load (shown above); the share is the steadier figure.", ""]
-    return lines
-
-
-def section_speed_vs_ref() -> list[str]:
-    """Old/new ratios measured side by side (bench_speed.py --ref), one table per JSON."""
-    lines = ["## Speed of this code against an older commit, side by side", ""]
-    files = sorted(RESULTS.glob("speed_vs_*.json"))
-    if not files:
-        return lines + ["_not measured yet_", ""]
-    lines += ["Each ratio is old time / new time, measured **side by side in one run**: the two "
-              "source trees alternate, each in its own process, over the same inputs and "
-              "thread count; the median of the per-round ratios is shown (rounds in the JSON). "
-              "Train = forward + backward + AdamW step; infer = eval mode under "
-              "`torch.inference_mode`. max |Δ| compares the two trees' eval logits and one "
-              "training step's gradients for the same weights and input. On a shared machine "
-              "the CPU-time ratio is the steadier one (wall time also counts the time other "
-              "processes held the core).", "",
-              "Which old tree: `speed_vs_ref_*` compare with commit 152ab98 (`/work/wt-ref18`, "
-              "the code when issue #18 was filed: its goals are ratios against it); "
-              "`speed_vs_532_*` with commit 532f395, the start of the second round of issue "
-              "#18, which already had the first round's kernels; `speed_vs_self_*` run the "
-              "same tree on both sides and change only the allocator setting "
-              "(`pointkd.cpu.keep_freed_memory`).", ""]
-    goals = _speed_goal_lines()
-    if goals:
-        lines += goals + [""]
-    for path in files:
-        d = json.loads(path.read_text())
-        c, m = d["config"], d["machine"]
-        native = "on" if c.get("native_ops") else "off"
-        commits = d.get("commits") or {}
-        old_tree = f"`{d['trees']['ref']}`" + (f" (commit {commits['ref']})"
-                                               if commits.get("ref") else "")
-        new_tree = f" · new tree commit {commits['new']}" if commits.get("new") else ""
-        malloc = f" · allocator: {c['malloc']}" if c.get("malloc") else ""
-        commands = sorted({r.get("command", d["command"]) for r in d["models"].values()})
-        lines += [f"**{path.name}** — command(s): {'; '.join(f'`{x}`' for x in commands)} · "
-                  f"machine: {m['cpu']}, "
-                  f"{c.get('threads', m['threads'])} thread(s), {m['omp_wait_policy']} OpenMP "
-                  f"wait, {m['date']} · old tree {old_tree}{new_tree} · native C++ ops "
-                  f"(new tree): {native}{malloc} · train batch {c['train_batch']}, "
-                  f"inference batch 1 and "
-                  f"{c['infer_batch']}, {c['rounds']} rounds × {c['iters']} timed calls "
-                  f"(settings of the last command), input {c['input']}", "",
-                  "| model | train × (wall) | train × (CPU) | new train samples/s | "
-                  "infer b1 × | new ms/cloud b1 | infer b" + str(c["infer_batch"]) + " × | "
-                  "new ms/cloud b" + str(c["infer_batch"]) + " | max \\|Δ logits\\| | "
-                  "max \\|Δ grad\\| / max \\|grad\\| | 1-min load per round | measured (UTC) |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"]
-        for name, r in d["models"].items():
-            lines.append(
-                f"| {name} | {r['train_speedup_wall']:.2f} | {r['train_speedup_cpu']:.2f} | "
-                f"{c['train_batch'] / r['train_seconds_new']:.1f} | "
-                f"{r['infer_b1_speedup_wall']:.2f} | {1000 * r['infer_b1_seconds_new']:.2f} | "
-                f"{r['infer_speedup_wall']:.2f} | "
-                f"{1000 * r['infer_seconds_new'] / c['infer_batch']:.2f} | "
-                f"{r['max_abs_diff_eval_logits']:.1e} | "
-                f"{r['max_abs_diff_grads'] / max(r['max_abs_grad'], 1e-30):.1e} | "
-                f"{', '.join(str(x) for x in r['loadavg_1min_per_round'])} | "
-                f"{r.get('date', '?')[:16].replace('T', ' ')} |")
-        lines.append("")
-    lines += ["Rows of one file may come from different runs (a run keeps the models it did "
-              "not measure): each row's date says when, the header describes the latest run. "
-              "Rows measured before the second round of issue #18 (before 16:00 UTC on "
-              "2026-11-29) compare the first round's code.", "",
-              "The table in the next section (`speed.json`) holds absolute throughputs from "
-              "one earlier run, of the code before these changes (see its date); its "
-              "\"public\" ratios are against figures measured on another day (issue #3), "
-              "**not** side by side.", ""]
-    return lines
-
-
-SPEED_GOALS = {"student_s": 2.0, "student_l": 2.0, "pointmlp_elite": 1.25}
-
-
-def _speed_goal_lines() -> list[str]:
-    """Issue #18's training-throughput goals against the code it was filed on (152ab98): per
-    model the latest row of the 1-thread, C++-kernel files against that tree."""
+def speed_goals() -> str:
+    """Training-throughput goals against commit 152ab98: per model, the latest row of the
+    1-thread, C++-kernel files against that tree."""
     latest: dict[str, tuple[dict, str]] = {}
-    for path in sorted(RESULTS.glob("speed_vs_ref_native_t1*.json")):
-        for name, r in json.loads(path.read_text())["models"].items():
+    for path, d in load_all("speed_vs_ref_native_t1*.json"):
+        for name, r in d["models"].items():
             if name not in latest or r.get("date", "") > latest[name][0].get("date", ""):
                 latest[name] = (r, path.name)
-    parts = []
-    for name, goal in SPEED_GOALS.items():
-        if name not in latest:
-            continue
-        r, file = latest[name]
-        got = r["train_speedup_cpu"]
-        parts.append(f"{name} ×{got:.2f} CPU time (×{r['train_speedup_wall']:.2f} wall; "
-                     f"{file}, {r.get('date', '?')[:16].replace('T', ' ')} UTC) against a goal "
-                     f"of ×{goal:g}: {'met' if got >= goal else 'not met'}")
-    return (["**Issue #18 training goals** (1 thread, C++ kernels on, against 152ab98; the "
-             "latest row per model): " + "; ".join(parts) + "."] if parts else [])
+    rows = [[name, f"×{goal:g}", f"×{r['train_speedup_cpu']:.2f}",
+             f"×{r['train_speedup_wall']:.2f}", file, when(r.get("date", "?")),
+             "met" if r["train_speedup_cpu"] >= goal else "not met"]
+            for name, goal in SPEED_GOALS.items() if name in latest
+            for r, file in [latest[name]]]
+    return table(["model", "goal (train, CPU time)", "CPU time", "wall", "file",
+                  "measured (UTC)", "verdict"], "lrrrlll", rows) if rows else ""
 
 
-def _x(ratio: float | None) -> str:
+def speed_vs_ref_file(path: Path, d: dict) -> str:
+    c, m = d["config"], d["machine"]
+    commits = d.get("commits") or {}
+    b = c["infer_batch"]
+    rows = [[name, f"{r['train_speedup_wall']:.2f}", f"{r['train_speedup_cpu']:.2f}",
+             f"{c['train_batch'] / r['train_seconds_new']:.1f}",
+             f"{r['infer_b1_speedup_wall']:.2f}", f"{1000 * r['infer_b1_seconds_new']:.2f}",
+             f"{r['infer_speedup_wall']:.2f}", f"{1000 * r['infer_seconds_new'] / b:.2f}",
+             f"{r['max_abs_diff_eval_logits']:.1e}",
+             f"{r['max_abs_diff_grads'] / max(r['max_abs_grad'], 1e-30):.1e}",
+             ", ".join(str(x) for x in r["loadavg_1min_per_round"]), when(r.get("date", "?"))]
+            for name, r in d["models"].items()]
+    return fill(
+        "speed_vs_ref_file", name=path.name,
+        commands=commands(sorted({r.get("command", d["command"]) for r in d["models"].values()})),
+        cpu=m["cpu"], threads=c.get("threads", m["threads"]), omp=m["omp_wait_policy"],
+        date=m["date"], old_tree=d["trees"]["ref"],
+        old_commit=f" (commit {commits['ref']})" if commits.get("ref") else "",
+        new_commit=f" · new tree commit {commits['new']}" if commits.get("new") else "",
+        native="on" if c.get("native_ops") else "off",
+        malloc=f" · allocator: {c['malloc']}" if c.get("malloc") else "",
+        train_batch=c["train_batch"], infer_batch=b, rounds=c["rounds"], iters=c["iters"],
+        input=c["input"],
+        table=table(["model", "train × (wall)", "train × (CPU)", "new train samples/s",
+                     "infer b1 ×", "new ms/cloud b1", f"infer b{b} ×", f"new ms/cloud b{b}",
+                     "max \\|Δ logits\\|", "max \\|Δ grad\\| / max \\|grad\\|",
+                     "1-min load per round", "measured (UTC)"], "lrrrrrrrrrll", rows))
+
+
+def speed_vs_ref() -> str:
+    """Old/new ratios measured side by side (bench_speed.py --ref), one table per JSON."""
+    files = load_all("speed_vs_*.json")
+    if not files:
+        return ""
+    return fill("speed_vs_ref", goals=speed_goals(),
+                files="\n\n".join(speed_vs_ref_file(p, d) for p, d in files))
+
+
+def grouping_native() -> str:
+    """Where the students' inference forward goes with the C++ kernels."""
+    d = load("speed_students_native_t1.json")
+    if d is None:
+        return ""
+    c, m = d["config"], d["machine"]
+    rows, goals = [], []
+    for name, r in d["models"].items():
+        ms, share = 1000 / r["infer_samples_per_s"], r["grouping_fraction_infer"]
+        ops = sorted(r["op_share_infer"].items(), key=lambda kv: -kv[1])
+        rows.append([name, f"{ms:.2f}", f"{100 * share:.0f}% = {ms * share:.2f} ms",
+                     ", ".join(f"{op} {ms * s:.2f}" for op, s in ops)])
+        pool = r["op_share_infer"].get("gather_max", 0.0)
+        goals.append([name, f"{100 * share:.1f}%", f"{100 * (share - pool):.1f}%",
+                      "met" if share <= 0.30 else "not met"])
+    return fill(
+        "grouping_native", command=d.get("command", "python bench/bench_speed.py"), cpu=m["cpu"],
+        threads=m["threads"], load=m["loadavg_1min_at_start"], date=m["date"],
+        batch=c["infer_batch"], input=c["input"],
+        table=table(["model", "infer ms/cloud", "sampling/grouping", "of which (ms/cloud)"],
+                    "lrrl", rows),
+        goals=table(["model", "sampling/grouping", "without the pool", "≤ 30%"], "lrrl",
+                    goals))
+
+
+def times(ratio: float | None) -> str:
     if ratio is None:
         return "–"
     return f"**{ratio:.1f}×**" if ratio >= 2 else f"{ratio:.2f}× (below 2×)"
 
 
-LATENCY_FILES = ("latency.json", "latency_passive.json", "latency_t1.json",
-                 "latency_torch_ops.json")
+def model_speed() -> str:
+    sp = load("speed.json")
+    if sp is None:
+        return ""
+    c, m, models = sp["config"], sp["machine"], sp["models"]
+    rows = [[name, millions(r["params"]), f"{r['train_samples_per_s']:.1f}",
+             (r.get("reference") or {}).get("train", "–"), times(r.get("ratio_train")),
+             f"{r['infer_samples_per_s']:.1f}", (r.get("reference") or {}).get("infer", "–"),
+             times(r.get("ratio_infer")), f"{100 * r.get('grouping_fraction_infer', 0):.0f}%"]
+            for name, r in models.items()]
+    over = [[n, f"{100 * g:.0f}%", f"{1000 / r['infer_samples_per_s']:.1f}",
+             f"{1000 / r['infer_samples_per_s'] * g:.1f}"] for n, r in models.items()
+            if (g := r.get("grouping_fraction_infer", 0)) > 0.3]
+    return fill(
+        "model_speed", command=sp.get("command", "python bench/bench_speed.py"), cpu=m["cpu"],
+        threads=m["threads"], load=m["loadavg_1min_at_start"], train_batch=c["train_batch"],
+        optimizer=c["optimizer"], infer_batch=c["infer_batch"], input=c["input"],
+        table=table(["model", "params", "train samples/s", "public", "×", "infer samples/s",
+                     "public", "×", "grouping"], "lrrrrrrrr", rows),
+        notes=bullets(f"{n}: {r['note']}" for n, r in models.items() if r.get("note")),
+        over=fill("model_speed_grouping", table=table(
+            ["model", "grouping", "infer ms/cloud", "of which grouping (ms)"], "lrrr", over))
+        if over else "")
 
 
-def section_latency() -> list[str]:
-    lines = ["## Student inference latency (`pointkd export` path)", ""]
-    found = [(n, load(n)) for n in LATENCY_FILES]
-    found = [(n, d) for n, d in found if d is not None]
-    if not found:
-        return lines + ["_not measured yet_", ""]
-    goal = []
-    for name, d in found:
-        mach = d["machine"]
-        load_note = (f", 1-min load {mach['loadavg_1min_at_start']} → "
-                     f"{mach['loadavg_1min_at_end']}" if "loadavg_1min_at_start" in mach else "")
-        native = ("; eager uses the C++ kernels"
-                  if mach.get("native_ops") else "; PyTorch ops only" if "native_ops" in mach
-                  else "")
-        wait = (f", OpenMP wait policy {mach['omp_wait_policy']}"
-                if "omp_wait_policy" in mach else "")
-        lines += [f"**{name}** — command: `{d['command']}` · machine: {mach['cpu']}, "
-                  f"{mach['threads']} threads{wait}{load_note} · {d['model']} "
-                  f"({d['params'] / 1e6:.3f}M params), {d['num_points']} points; backends "
-                  f"alternated in each round{native}", "",
-                  "| backend | batch 1: ms/cloud | batch 32: ms/cloud | batch 32: clouds/s |",
-                  "|---|---:|---:|---:|"]
-        for backend, v in d["latency"].items():
-            lines.append(f"| {backend} | {v['batch1']['ms_per_cloud']:.2f} | "
-                         f"{v['batch32']['ms_per_cloud']:.2f} | "
-                         f"{v['batch32']['clouds_per_s']:.0f} |")
-        lines.append("")
-        best = min(d["latency"].items(), key=lambda kv: kv[1]["batch1"]["ms_per_cloud"])
-        b1, b32 = best[1]["batch1"]["ms_per_cloud"], best[1]["batch32"]["ms_per_cloud"]
-        goal.append(f"{name} ({mach['threads']} thread(s){wait}): fastest at batch 1 is "
-                    f"{best[0]}, {b1:.2f} ms ({'≤' if b1 <= 2 else '>'} 2 ms), batch 32 "
-                    f"{b32:.2f} ms/cloud ({'below' if b32 < b1 else 'not below'} batch 1)")
-    lines += ["**Issue #18 latency goal** (batch 1 ≤ 2 ms per cloud on 2 threads, batch 32 "
-              "per cloud below batch 1): " + "; ".join(goal) + ".", "",
-              "Each backend runs in its own worker process, the backends alternating in each "
-              "round (in one process, ONNX Runtime's threads and the other backends slowed "
-              "eager PyTorch at batch 1 by ~40%). TorchScript and ONNX graphs are traced, so "
-              "they hold the PyTorch ops (the FPS loop unrolled); the C++ kernels serve eager "
-              "PyTorch only. The OpenMP wait policy matters at batch 1: with PASSIVE (what "
-              "the Makefile sets, so that training jobs sharing the cores do not spin) idle "
-              "threads sleep, and every parallel op pays to wake them; the default policy "
-              "spins briefly first. On this shared VM absolute times vary by ±30% between "
-              "runs; the files above were measured with the training jobs paused. To "
-              "re-measure, the command of each file.", ""]
-    return lines
+# --- Reliability, anchors -----------------------------------------------------------------------
+
+def gpu() -> str:
+    return fill("gpu")
 
 
-def section_gpu() -> list[str]:
-    """The GPU protocol (issue #6, item 5): not measured yet, so this says so and what is ready.
-    Its tables belong here, generated from their JSON, once a GPU run exists."""
-    return ["## GPU protocol (strong teacher, ≤ 0.5M students)", "",
-            "**Not run: no GPU was lent to this task** (the device tool's `status` reported "
-            "`can_start_another: false` in every session so far). The CPU protocol above is "
-            "the whole of what is measured. What is ready for it: `configs/modelnet40_gpu.yaml` "
-            "(PointMLP's public recipe, bf16 autocast), CUDA paths for train / record / distill, "
-            "deterministic GPU recording, and torchrun/DDP (docs/distributed.md). The plan, "
-            "to be filled in here by its JSON:", "",
-            "1. `pointkd train --config configs/modelnet40_gpu.yaml --model pointmlp --out "
-            "runs/pointmlp` (or `--model dgcnn`), resumed across 10-minute calls;",
-            "2. `pointkd record --teacher runs/pointmlp/best.pt --data ../shared/data/"
-            "modelnet40_1024 --k 20 --out zoo/records_pointmlp_k20` (int8: 196,860 rows × 64 B "
-            "= 12.6 MB, inside the zoo's 16 MB; fp16 would be 20 MB);",
-            "3. the students of the CPU table against those records, side by side with the "
-            "PointNet teacher's rows.", ""]
+def anchors() -> str:
+    return fill("anchors", table=table(["model", "ModelNet40 OA", "params", "source"], "lrrl",
+                                       [[n, f"{oa}%", f"{p}M", s] for n, oa, p, s in ANCHORS]))
 
 
-STATS_FILES = (("records_stats_student_l_k20.json", "`pointkd records stats "
-                "zoo/records_student_l_modelnet40_k20 --data ../shared/data/modelnet40_1024 "
-                "--json`"),
-               ("records_stats_pointnet_k10.json", "`pointkd records stats "
-                "zoo/records_pointnet_modelnet40_k10 --data ../shared/data/modelnet40_1024 "
-                "--json`"))
+# --- the document -------------------------------------------------------------------------------
+
+Section = tuple[str | None, Callable[[], str]]
+OUTLINE: list[tuple[str, list[Section]]] = [
+    ("Demo", [("Synthetic demo (`make demo`)", demo),
+              ("How the demo's distilled mode was chosen", demo_probe)]),
+    ("Teachers", [("ModelNet40 teacher trained on 2 CPU cores (PointNet)", teacher_pointnet),
+                  ("The strong CPU teacher (student_l)", teacher_strong),
+                  ("Teacher-ensemble members (CPU, trained across sessions)", teacher_members),
+                  ("How flat the teachers' targets are (choosing τ)", flatness)]),
+    ("Records", [("What the committed record sets carry (`pointkd records stats`)",
+                  records_stats),
+                 ("The strong teacher's record set", records_strong),
+                 ("Record size and recording throughput", records_size),
+                 ("Record compression: bytes per row and what the student is taught", encodings),
+                 ("Student OA per record encoding", encoding_students),
+                 ("Teacher voting at record time", record_votes)]),
+    ("Students", [("ModelNet40 students from the strong teacher, long schedule", students_strong),
+                  ("What the strong teacher could still teach", overlap),
+                  ("τ on validation, PointNet teacher", tau_probe_pointnet),
+                  ("τ on validation, strong teacher", tau_probe_strong),
+                  ("β on validation, strong teacher", beta_probe_strong),
+                  ("ModelNet40 students on 2 CPU cores (CPU protocol, PointNet teacher)",
+                   students_cpu),
+                  ("Does a better teacher help? Two teachers side by side", two_teachers)]),
+    ("Speed", [("Distillation step time and memory (plain vs offline KD vs online KD)",
+                distill_steps),
+               ("Student inference latency (`pointkd export` path)", latency),
+               ("ONNX export with a cheaper anchor sampler (`pointkd export --sampler`)",
+                export_samplers),
+               ("Speed of this code against an older commit, side by side", speed_vs_ref),
+               ("Students: sampling/grouping share with the C++ kernels", grouping_native),
+               ("Model speed on this machine (1,024 points)", model_speed)]),
+    ("Reliability", [("GPU protocol (strong teacher, ≤ 0.5M students)", gpu)]),
+    ("Published anchors", [(None, anchors)]),
+]
 
 
-def section_records_stats() -> list[str]:
-    """What each committed record set carries (`pointkd records stats`)."""
-    found = [(load(name), cmd) for name, cmd in STATS_FILES if load(name) is not None]
-    lines = ["## What the committed record sets carry (`pointkd records stats`)", ""]
-    if not found:
-        return lines + ["_not measured yet_", ""]
-    lines += ["| record set | rows | B/row | teacher right on rows | top-1 prob τ=1 | "
-              "entropy τ=1 (nats) | KL(view ‖ shape mean) mean / median | top-1 changes "
-              "across views |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for d, _ in found:
-        tau1 = next(t for t in d["taus"] if t["tau"] == 1.0)
-        acc = pct(d.get("teacher_accuracy"))
-        lines.append(f"| `{d['records']}` | {d['rows']:,} | {d['bytes_per_row']} | {acc} | "
-                     f"{tau1['mean_top_prob']:.3f} | {tau1['mean_entropy_nats']:.3f} "
-                     f"(uniform {d['uniform_entropy_nats']:.3f}) | "
-                     f"{d['view_kl_mean_nats']:.4f} / {d['view_kl_median_nats']:.4f} | "
-                     f"{pct(d['top1_change_fraction'])} |")
-    lines += ["", "Commands: " + "; ".join(cmd for _, cmd in found) + ". Definitions: "
-              + "; ".join(f"{k}: {v}" for k, v in found[0][0]["definitions"].items()) + ".",
-              ""]
-    return lines
-
-
-def section_export_samplers() -> list[str]:
-    """`pointkd export --sampler`: the accuracy a cheaper sampler costs, beside its latency."""
-    d = load("export_samplers_student_l.json")
-    lines = ["## ONNX export with a cheaper anchor sampler (`pointkd export --sampler`)", ""]
-    if d is None:
-        return lines + ["_not measured yet_", ""]
-    lat = next((x for x in (load(n) for n in LATENCY_FILES) if x and any(
-        k.startswith("onnxruntime_") for k in x["latency"])), None)
-    trained = next(v["check_oa_trained"] for v in d["samplers"].values()
-                   if "check_oa_trained" in v)
-    lines += [f"Command: `{d['command']}` · machine: {d['machine']['cpu']}, "
-              f"{d['machine']['threads']} thread(s) · test OA on all {d['test_shapes']:,} test "
-              "shapes of the exported graph (parity with PyTorch running the same sampler)",
-              "", "| sampler | test OA | top-1 agreement with the model as trained | "
-              "ONNX Runtime batch 1 | batch 32 (per cloud) |", "|---|---:|---:|---:|---:|"]
-    for name, v in d["samplers"].items():
-        oa = v.get("check_oa_exported", trained)
-        agree = v.get("top1_agreement_with_trained", 1.0)
-        key = "onnxruntime" if name == "fps" else f"onnxruntime_{name}"
-        times = lat["latency"].get(key) if lat else None
-        t1, t32 = ((f"{times['batch1']['ms_per_cloud']:.2f} ms",
-                    f"{times['batch32']['ms_per_cloud']:.2f} ms") if times else ("–", "–"))
-        lines.append(f"| {name}{' (as trained)' if name == 'fps' else ''} | {pct(oa)} | "
-                     f"{pct(agree)} | {t1} | {t32} |")
-    if lat:
-        lines += ["", f"Latency: `{lat['command']}` ({lat['machine']['cpu']}, "
-                  f"{lat['machine']['threads']} thread(s)), a student_s of random weights "
-                  "(the time does not depend on them)."]
-    return lines + [""]
-
-
-def section_teacher_members() -> list[str]:
-    """The CPU teacher ensemble so far: each member and the ensemble with the zoo teacher."""
-    d = load("teacher_members.json")
-    if d is None:
-        return []
-    lines = ["## Teacher-ensemble members (CPU, trained across sessions)", "",
-             "| member | epochs | best val OA (epoch) | test OA | test mAcc | core-hours | "
-             "sha256 |", "|---|---:|---:|---:|---:|---:|---|"]
-    by_path = {m["checkpoint"]: m for m in d["ensemble"]["members"]}
-    for m in d["members"]:
-        ev = by_path.get(m["zoo"], {})
-        lines.append(f"| `{m['zoo']}` | {m['epochs']} | {pct(m['val_oa'])} ({m['best_epoch']}) "
-                     f"| {pct(ev.get('oa'))} | {pct(ev.get('macc'))} | "
-                     f"{m['train_core_hours']:.1f} | `{m['sha256'][:16]}…` |")
-    e = d["ensemble"]
-    names = " + ".join(f"`{m['checkpoint']}` ({pct(m['oa'])})" for m in e["members"])
-    lines += ["", f"Ensemble (mean logits) of {names}: **{pct(e['single_view']['oa'])}** test OA "
-              f"single view, mAcc {pct(e['single_view']['macc'])}"
-              + (f"; with {e['voting']['votes']} rescaled votes {pct(e['voting']['oa'])}"
-                 if e.get("voting") else "") + f" (`{e['command']}`).", "",
-              "Training: " + "; ".join(f"`{m['command']}` ({m['machine']})" for m in d["members"])
-              + ". The members' validation splits differ (train.seed 0 and 1; `data.split_seed` "
-              "now keeps one split across members), so the ensemble's members and votes are not "
-              "chosen on validation yet: these are test numbers, reported, not selected on.", ""]
-    return lines
-
-
-def section_anchors() -> list[str]:
-    lines = ["## Published anchors (not measured here)", "",
-             "| model | ModelNet40 OA | params | source |", "|---|---:|---:|---|"]
-    lines += [f"| {n} | {oa}% | {p}M | {src} |" for n, oa, p, src in ANCHORS]
-    return lines + [""]
+def relative(text: str) -> str:
+    """Machine-absolute paths (from the JSON's commands) relative to the repository root."""
+    text = re.sub(r"(?<![\w.])/work/main/", "", text)
+    text = re.sub(r"(?<![\w.])/work/", "../", text)
+    return re.sub(r"(?<![\w.])/tmp/", "tmp/", text)
 
 
 def wrap_prose(lines: list[str], width: int = 100) -> list[str]:
     """Prose lines wrapped at `width` (Markdown joins them back into one paragraph); table
     rows, headings, list items' first lines keep their shape, and nothing is reworded."""
-    import textwrap
-
     out: list[str] = []
     for block in lines:
         for line in block.split("\n"):
@@ -1390,27 +1012,20 @@ def wrap_prose(lines: list[str], width: int = 100) -> list[str]:
     return out
 
 
+def render() -> str:
+    parts = [fill("intro")]
+    for topic, sections in OUTLINE:
+        bodies = [(title, body()) for title, body in sections]
+        if any(text for _, text in bodies):
+            parts.append(f"## {topic}")
+            parts += [f"### {title}\n\n{text or '_not measured yet_'}" if title else text
+                      for title, text in bodies]
+    text = relative("\n\n".join(parts))
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(wrap_prose(text.split("\n")))).strip() + "\n"
+
+
 def main() -> None:
-    parts = ["# BENCHMARKS", "",
-             "Generated by `python bench/make_benchmarks.py` from the JSON files in "
-             "`bench/results/`; every number names the command that produced it. Timings "
-             "compared with each other were measured side by side in one run.", ""]
-    for section in (section_demo, section_demo_probe, section_teacher, section_teacher_members,
-                    section_teacher_wip,
-                    section_records_stats,
-                    section_records_strong,
-                    section_flatness,
-                    section_tau_probe_l, section_beta_probe_l, section_students_strong,
-                    section_overlap, section_record_votes,
-                    section_students,
-                    section_teachers, section_records,
-                    section_encodings, section_distill,
-                    section_latency, section_export_samplers, section_speed_vs_ref,
-                    section_grouping_native,
-                    section_speed, section_gpu,
-                    section_anchors):
-        parts += section()
-    OUT.write_text("\n".join(wrap_prose(parts)))
+    OUT.write_text(render())
     print(f"wrote {OUT}")
 
 
