@@ -277,8 +277,8 @@ def test_online_teacher_votes_give_the_recorded_target(setup, ds):
     teachers = load_teachers([str(teacher_path)], "cpu")
     points = torch.from_numpy(ds.points)
     spec = augment.AugmentSpec()
-    params, seeds, z = next(logits_over_rows(teachers, points, spec, 0, range(0, 16), 16,
-                                             "mean", torch.device("cpu"), votes=3))
+    params, seeds, z, _, _ = next(logits_over_rows(teachers, points, spec, 0, range(0, 16),
+                                                   16, "mean", torch.device("cpu"), votes=3))
     shapes = torch.arange(16)
     source = OnlineTeacher(AugmentedShapes(np.arange(len(ds)), spec, 0, len(ds)),
                            teachers[0], amp=False, votes=3)

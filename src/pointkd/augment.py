@@ -27,7 +27,8 @@ from torch import Tensor
 from pointkd.config.types import PARAM_DIM, PARAM_NAMES, AugmentSpec
 
 __all__ = ["AugmentSpec", "PARAM_NAMES", "PARAM_DIM", "row_keys", "keyed_params",
-           "sample_params", "identity_params", "apply"]
+           "sample_params", "sample_keys", "keyed_mix", "mix", "mixed_count", "identity_params",
+           "apply"]
 
 
 # ---- counter-based hashing with int64 torch ops (multiply wraps; logical shift emulated) ----
@@ -68,7 +69,8 @@ def _mix_int(x: int) -> int:
 # independent streams of one key; values are part of the replay format (spec VERSION)
 STREAM_PARAMS, STREAM_SEED, STREAM_ORDER, STREAM_DROP, STREAM_JITTER = 1, 2, 3, 4, 5
 STREAM_VOTE = 6  # the teacher's extra views (`vote_scales`), never the student's cloud
-_SALT = {s: _mix_int(s * 0x632BE59BD9B4E019) for s in range(1, 7)}
+STREAM_MIX, STREAM_MIX_ORDER = 7, 8  # mixed views: partner, share, which points (`mix`)
+_SALT = {s: _mix_int(s * 0x632BE59BD9B4E019) for s in range(1, 9)}
 
 
 def hash_bits(keys: Tensor, stream: int, count: int) -> Tensor:
@@ -99,12 +101,29 @@ def keyed_params(keys: Tensor, spec: AugmentSpec) -> tuple[Tensor, Tensor]:
     return torch.cat([scale, shift, rotation], dim=1), seeds
 
 
+def sample_keys(n: int, generator: torch.Generator | None) -> Tensor:
+    """n fresh int64 keys drawn from `generator` (plain training's per-epoch draw)."""
+    return torch.randint(-(1 << 63), (1 << 63) - 1, (n,), generator=generator,
+                         dtype=torch.int64)
+
+
 def sample_params(n: int, generator: torch.Generator | None, spec: AugmentSpec
                   ) -> tuple[Tensor, Tensor]:
     """Fresh parameters for n samples: n keys drawn from `generator`, then `keyed_params`."""
-    keys = torch.randint(-(1 << 63), (1 << 63) - 1, (n,), generator=generator,
-                         dtype=torch.int64)
-    return keyed_params(keys, spec)
+    return keyed_params(sample_keys(n, generator), spec)
+
+
+def keyed_mix(keys: Tensor, spec: AugmentSpec, selves: Tensor, n: int
+              ) -> tuple[Tensor, Tensor]:
+    """Mixed views as a pure function of the keys: (partners (m,) int64 in [0, n), another
+    item than `selves`, or -1 for a cloud left unmixed; lams (m,) float32, the share of
+    points to replace, rounded to float16 as records store it, 0 when unmixed)."""
+    bits = hash_bits(keys, STREAM_MIX, 3)
+    mixed = (_unit(bits[:, 0]) < spec.mix_prob) & (spec.mix != "none") & (n > 1)
+    offset = _shr(bits[:, 1], 1) % max(n - 1, 1)  # 0..n-2: any other item, uniformly
+    partners = torch.where(mixed, (selves.to(torch.int64) + 1 + offset) % n, -1)
+    lams = (spec.mix_max * _unit(bits[:, 2])).half().float()
+    return partners, torch.where(mixed, lams, torch.zeros_like(lams))
 
 
 # multi-view voting: each extra view scales x, y, z by independent factors from this range
@@ -124,6 +143,45 @@ def identity_params(n: int) -> Tensor:
     params = torch.zeros(n, PARAM_DIM)
     params[:, 0:3] = 1.0
     return params
+
+
+def mixed_count(lams: Tensor, p: int) -> Tensor:
+    """(B,) int64: how many of a cloud's p points a share `lam` replaces (round half up)."""
+    return torch.floor(lams.float() * p + 0.5).to(torch.int64)
+
+
+def mix(points: Tensor, partners: Tensor, lams: Tensor, seeds: Tensor, spec: AugmentSpec
+        ) -> Tensor:
+    """Clouds (B, P, 3) with `mixed_count(lams)` of their points replaced by the `partners`'
+    clouds' (B, P, 3) points, before `apply` augments them: a pure function, as `apply`.
+
+    "points": the replaced points and the partner's points that replace them are random
+    subsets (PointCutMix-R); "ball": the points nearest a random point of the cloud, and the
+    partner's points nearest the same place (PointCutMix-K-like, a part of one shape put
+    into the other). Distances are (dx²+dy²)+dz², each op its own kernel, sorted stably: the
+    same bytes on every device."""
+    b, p, _ = points.shape
+    seeds = seeds.to(points.device, torch.int64)
+    n = mixed_count(lams.to(points.device), p)
+    if spec.mix == "ball":
+        centre_at = _shr(hash_bits(seeds, STREAM_MIX, 1)[:, 0], 1) % p
+        centre = torch.gather(points, 1, centre_at.view(b, 1, 1).expand(-1, 1, 3))
+        order_a = torch.sort(_distance2(points, centre), dim=1, stable=True).indices
+        order_b = torch.sort(_distance2(partners, centre), dim=1, stable=True).indices
+    else:
+        # streams of their own: `apply`'s shuffle must not know which points were replaced
+        order_a = _order(seeds, p, p, True, STREAM_MIX_ORDER)
+        order_b = _order(seeds ^ _SALT[STREAM_MIX], p, p, True, STREAM_MIX_ORDER)
+    rank_a = torch.argsort(order_a, dim=1)  # where each of the cloud's points comes in order_a
+    incoming = torch.gather(partners, 1, order_b.unsqueeze(-1).expand(-1, -1, 3))
+    replacement = torch.gather(incoming, 1, rank_a.unsqueeze(-1).expand(-1, -1, 3))
+    replaced = (rank_a < n.unsqueeze(1)).unsqueeze(-1)
+    return torch.where(replaced, replacement, points)
+
+
+def _distance2(points: Tensor, centre: Tensor) -> Tensor:
+    d = points - centre
+    return (d[..., 0] * d[..., 0] + d[..., 1] * d[..., 1]) + d[..., 2] * d[..., 2]
 
 
 def apply(points: Tensor, params: Tensor, seeds: Tensor, spec: AugmentSpec) -> Tensor:
@@ -150,12 +208,13 @@ def apply(points: Tensor, params: Tensor, seeds: Tensor, spec: AugmentSpec) -> T
     return x
 
 
-def _order(seeds: Tensor, p: int, keep: int, shuffle: bool) -> Tensor:
+def _order(seeds: Tensor, p: int, keep: int, shuffle: bool, stream: int = STREAM_ORDER
+           ) -> Tensor:
     """(B, keep) point indices: a random permutation per cloud (sort of hashed keys whose low
     bits are the point index, so keys are unique and any sort gives the same order)."""
     bits = max(1, (p - 1).bit_length())
     idx = torch.arange(p, device=seeds.device, dtype=torch.int64)
-    keys = (hash_bits(seeds, STREAM_ORDER, p) & ~((1 << bits) - 1)) | idx
+    keys = (hash_bits(seeds, stream, p) & ~((1 << bits) - 1)) | idx
     order = torch.argsort(keys, dim=1)[:, :keep]
     return order if shuffle else order.sort(dim=1).values
 

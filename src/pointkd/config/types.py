@@ -15,6 +15,7 @@ PARAM_NAMES = ("scale_x", "scale_y", "scale_z", "shift_x", "shift_y", "shift_z",
 
 
 PARAM_DIM = len(PARAM_NAMES)
+MIX_FIELDS = ("mix", "mix_prob", "mix_max")
 
 
 @dataclass(frozen=True)
@@ -36,12 +37,21 @@ class AugmentSpec:
     subsample: int = 0  # keep P' random points (0 = all)
     shuffle: bool = True
     dropout: float = 0.0  # max fraction of points replaced by the first point (PointNet++)
+    # mixed views (PointCutMix-style): with probability mix_prob a cloud gets a share
+    # lam ~ U(0, mix_max) of its points replaced by another training shape's: "points" a
+    # random subset of them, "ball" the ones nearest a random point of the cloud (and the
+    # partner's points nearest the same place). Its label weight is the share replaced;
+    # a record row stores the partner and lam, its logits are the teacher's on that cloud
+    mix: Literal["none", "points", "ball"] = "none"
+    mix_prob: float = 0.5
+    mix_max: float = 0.5
     # 2: point-level ops from the counter-based hash + inverse-CDF normals, z-up default
     VERSION: ClassVar[int] = 2
     LIMITS: ClassVar[dict] = {
         "scale_low": Range(0.0, low_open=True), "scale_high": Range(0.0, low_open=True),
         "shift": Range(0.0), "jitter_sigma": Range(0.0), "jitter_clip": Range(0.0),
-        "subsample": Range(0, MAX_POINTS), "dropout": Range(0.0, 1.0, high_open=True)}
+        "subsample": Range(0, MAX_POINTS), "dropout": Range(0.0, 1.0, high_open=True),
+        "mix_prob": Range(0.0, 1.0, low_open=True), "mix_max": Range(0.0, 1.0, low_open=True)}
     CHECKS: ClassVar[tuple] = (
         (lambda a: a.scale_high >= a.scale_low, "augment: need 0 < scale_low <= scale_high"),)
 
@@ -55,7 +65,13 @@ class AugmentSpec:
                               f"{num_points} points")
 
     def to_dict(self) -> dict:
-        return {"version": self.VERSION, **asdict(self)}
+        """The manifest's form. Without mixing, the mix settings are left out, so a spec
+        written before mixed views existed reads and writes back byte for byte."""
+        values = asdict(self)
+        if self.mix == "none":
+            for name in MIX_FIELDS:
+                values.pop(name)
+        return {"version": self.VERSION, **values}
 
     @classmethod
     def from_dict(cls, values: dict) -> AugmentSpec:

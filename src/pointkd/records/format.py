@@ -1,8 +1,10 @@
 """Row layout and logits codecs of record format v1 (docs/records.md).
 
 A row is a little-endian NumPy structured record without padding: `params` float16[7],
-`seed` uint64, then the logits fields of the chosen encoding, each with a leading teacher
-axis T (1 unless every teacher's logits are stored).
+`seed` uint64, for a set recorded with mixed views `mix_shape` int32 (the partner shape, -1
+for a row left unmixed) and `mix_lam` float16 (the share of points replaced), then the
+logits fields of the chosen encoding, each with a leading teacher axis T (1 unless every
+teacher's logits are stored).
 """
 
 from __future__ import annotations
@@ -21,10 +23,14 @@ CLOUD_BYTES = 1024 * 3 * 4  # a stored 1,024-point float32 cloud, for comparison
 HALF_SAFE = 60000.0
 
 
-def row_dtype(num_classes: int, encoding: str, topk: int = 0, teachers: int = 1) -> np.dtype:
-    """The row layout. `encoding` is fp32 | fp16 | int8 | topk (topk > 0 implies topk)."""
+def row_dtype(num_classes: int, encoding: str, topk: int = 0, teachers: int = 1,
+              mixed: bool = False) -> np.dtype:
+    """The row layout. `encoding` is fp32 | fp16 | int8 | topk (topk > 0 implies topk);
+    `mixed`: rows of mixed views carry their partner and share."""
     t = (teachers,)
     fields: list[tuple] = [("params", "<f2", (PARAM_DIM,)), ("seed", "<u8")]
+    if mixed:
+        fields += [("mix_shape", "<i4"), ("mix_lam", "<f2")]
     if topk or encoding == "topk":
         if not 0 < topk < num_classes:
             raise RecordError(f"top-k needs 0 < k < {num_classes} classes, got k = {topk}")

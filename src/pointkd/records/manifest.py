@@ -142,9 +142,10 @@ def _shards_problem(shards: object, complete: bool) -> str | None:
 def manifest_dtype(m: dict) -> np.dtype:
     lg = m["logits"]
     try:
+        mixed = m["augment"].get("mix", "none") != "none"
         return row_dtype(int(m["data"]["num_classes"]), lg["encoding"], int(lg["topk"]),
-                         int(lg["stored_teachers"]))
-    except (KeyError, TypeError, ValueError):
+                         int(lg["stored_teachers"]), mixed=mixed)
+    except (KeyError, TypeError, ValueError, AttributeError):
         raise RecordError("manifest: malformed data/logits section") from None
 
 

@@ -28,6 +28,9 @@ class RecordBatch:
     seeds: torch.Tensor  # (n,) int64 point-level seeds
     logits: torch.Tensor  # (n, C) float32 teacher logits (the mean, if several teachers)
     teacher_logits: torch.Tensor | None = None  # (n, T, C) with `--combine each`
+    # mixed views: the partner shape (-1: unmixed) and the share of points it replaced
+    mix_shapes: torch.Tensor | None = None  # (n,) int64
+    mix_lams: torch.Tensor | None = None  # (n,) float32 (exactly the stored float16)
 
     def __len__(self) -> int:
         return len(self.sample)
@@ -102,7 +105,15 @@ class RecordSet:
             params=torch.from_numpy(raw["params"].astype(np.float32)),
             seeds=torch.from_numpy(np.array(raw["seed"], np.uint64).view(np.int64)),
             logits=logits[:, 0] if logits.shape[1] == 1 else logits.mean(dim=1),
-            teacher_logits=logits if self.each_teacher else None)
+            teacher_logits=logits if self.each_teacher else None,
+            **_mix_fields(raw))
+
+
+def _mix_fields(raw: np.ndarray) -> dict:
+    if "mix_shape" not in (raw.dtype.names or ()):
+        return {}
+    return {"mix_shapes": torch.from_numpy(raw["mix_shape"].astype(np.int64)),
+            "mix_lams": torch.from_numpy(raw["mix_lam"].astype(np.float32))}
 
 
 def check_shard_files(rs: RecordSet) -> None:

@@ -11,7 +11,11 @@ decoding of every logits encoding) in chunks of whole shapes, and reports:
 - for every τ: mean top-1 probability and mean entropy (nats) of softmax(z / τ);
 - the view spread at τ = 1: KL(p_v ‖ m) for every row v, where m is the arithmetic mean of
   the probability vectors of that shape's K views, m = (1/K) Σ_v p_v; its mean and median
-  over rows, and the fraction of shapes whose top-1 class is not the same in all K views.
+  over rows, and the fraction of shapes whose top-1 class is not the same in all K views;
+- mixed views (a set recorded with `augment.mix`): the fraction of rows mixed, their mean
+  share of replaced points, and (with labels) the teacher's mean probability at τ = 1 of the
+  shape's own class and of the partner's class on mixed rows whose classes differ — how
+  much of the mix the teacher's rows carry.
 
 `z` is what a student distils from: the reader's decoded logits (their mean with several
 stored teachers). Top-k rows decode to the k stored logits and, in each of the other C − k
@@ -65,6 +69,10 @@ class RecordStats:
     view_kl_median_nats: float | None = None
     top1_change_fraction: float | None = None
     top1_change_shapes: int | None = None
+    mixed_fraction: float | None = None  # None: not a set of mixed views
+    mixed_mean_share: float | None = None
+    mixed_own_class_prob: float | None = None  # needs labels
+    mixed_partner_class_prob: float | None = None
     seconds: float = 0.0
 
     def to_dict(self) -> dict:
@@ -77,6 +85,9 @@ class RecordStats:
                        "probability vectors of the K views of v's shape",
             "top1_change_fraction": "fraction of shapes whose argmax is not the same in "
                                     "all K views",
+            "mixed_*": "rows of mixed views: fraction mixed, mean share of points replaced; "
+                       "mean p (tau 1) of the own and of the partner's class over mixed rows "
+                       "whose two classes differ",
         }
         return d
 
@@ -108,6 +119,13 @@ class RecordStats:
             lines.append(f"              top-1 class changes across the views of "
                          f"{100 * self.top1_change_fraction:.2f}% of shapes "
                          f"({self.top1_change_shapes:,} of {self.shapes:,})")
+        if self.mixed_fraction is not None:
+            line = (f"  mixed       {100 * self.mixed_fraction:.1f}% of rows, mean share "
+                    f"replaced {self.mixed_mean_share:.3f}")
+            if self.mixed_own_class_prob is not None:
+                line += (f"; teacher p(own class) {self.mixed_own_class_prob:.3f}, "
+                         f"p(partner's class) {self.mixed_partner_class_prob:.3f}")
+            lines.append(line)
         lines.append(f"  computed in {self.seconds:.1f} s")
         return "\n".join(lines)
 
@@ -168,12 +186,14 @@ def record_stats(directory: str | Path, data=None,
     n, k, c = rs.num_shapes, rs.k, rs.num_classes
     top_sum, ent_sum = np.zeros(len(taus)), np.zeros(len(taus))
     right, changed = 0, 0
+    mix = _MixTally()
     kl = np.empty((k, n))  # one value per row (8 B a row): its median is exact
     per_chunk = max(1, CHUNK_VALUES // (k * c))  # whole shapes: all K views of each
     for a in range(0, n, per_chunk):
         shapes = np.arange(a, min(a + per_chunk, n))
         idx = (np.arange(k)[:, None] * n + shapes[None, :]).ravel()  # (k, sample) order
-        z = rs.rows(idx).logits.numpy().astype(np.float64).reshape(k, len(shapes), c)
+        batch = rs.rows(idx)
+        z = batch.logits.numpy().astype(np.float64).reshape(k, len(shapes), c)
         top1 = z.argmax(axis=-1)  # (K, B); ties: the lower class, as torch's argmax
         if labels is not None:
             right += int((top1 == labels[shapes][None, :]).sum())
@@ -192,6 +212,9 @@ def record_stats(directory: str | Path, data=None,
         peak = lp1.max(axis=0, keepdims=True)
         log_m = peak + np.log(np.exp(lp1 - peak).sum(axis=0, keepdims=True)) - np.log(k)
         kl[:, shapes] = np.maximum((p1 * (lp1 - log_m)).sum(axis=-1), 0.0)
+        if batch.mix_shapes is not None:
+            mix.add(batch.mix_shapes.numpy(), batch.mix_lams.numpy(), p1.reshape(-1, c),
+                    None if labels is None else labels[batch.sample], labels)
     rows, m = len(rs), rs.manifest
     spread = k > 1
     return RecordStats(
@@ -208,4 +231,39 @@ def record_stats(directory: str | Path, data=None,
         view_kl_median_nats=float(np.median(kl)) if spread else None,
         top1_change_fraction=changed / n if spread else None,
         top1_change_shapes=changed if spread else None,
-        seconds=time.perf_counter() - start)
+        **mix.result(rows), seconds=time.perf_counter() - start)
+
+
+class _MixTally:
+    """Running sums of the mixed-view statistics over chunks of rows."""
+
+    def __init__(self) -> None:
+        self.seen = False
+        self.mixed = 0
+        self.share = 0.0
+        self.own = self.partner = 0.0
+        self.differ = 0
+
+    def add(self, partners: np.ndarray, lams: np.ndarray, p: np.ndarray,
+            own_labels: np.ndarray | None, labels: np.ndarray | None) -> None:
+        self.seen = True
+        mixed = partners >= 0
+        self.mixed += int(mixed.sum())
+        self.share += float(lams[mixed].sum())
+        if own_labels is not None and labels is not None:
+            other = labels[partners.clip(min=0)]
+            sel = mixed & (other != own_labels)
+            rows = np.nonzero(sel)[0]
+            self.own += float(p[rows, own_labels[sel]].sum())
+            self.partner += float(p[rows, other[sel]].sum())
+            self.differ += len(rows)
+
+    def result(self, rows: int) -> dict:
+        if not self.seen:
+            return {}
+        out = {"mixed_fraction": self.mixed / rows,
+               "mixed_mean_share": self.share / max(self.mixed, 1)}
+        if self.differ:
+            out.update(mixed_own_class_prob=self.own / self.differ,
+                       mixed_partner_class_prob=self.partner / self.differ)
+        return out

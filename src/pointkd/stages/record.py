@@ -111,13 +111,15 @@ def _record(cfg: RecordConfig) -> tuple[Path, bool] | None:
         points = torch.from_numpy(ds.points).to(dev)  # the whole split: ~120 MB (ModelNet40)
         todo = range(lo + writer.done, lo + n)  # whole batches of the grid are in place
         with torch.inference_mode(), deterministic(dev):
-            for params16, seeds, z in logits_over_rows(models, points, cfg.augment, cfg.seed,
-                                                       todo, cfg.batch_size, cfg.combine, dev,
-                                                       cfg.votes):
-                rows = np.zeros(len(seeds), dtype)
-                rows["params"] = params16.numpy()
-                rows["seed"] = seeds.numpy().view(np.uint64)
-                encode_logits(rows, z, manifest["logits"]["encoding"], cfg.topk)
+            for batch in logits_over_rows(models, points, cfg.augment, cfg.seed, todo,
+                                          cfg.batch_size, cfg.combine, dev, cfg.votes):
+                rows = np.zeros(len(batch.seeds), dtype)
+                rows["params"] = batch.params16.numpy()
+                rows["seed"] = batch.seeds.numpy().view(np.uint64)
+                if batch.mix_shapes is not None:
+                    rows["mix_shape"] = batch.mix_shapes.numpy()
+                    rows["mix_lam"] = batch.mix_lams.numpy()
+                encode_logits(rows, batch.logits, manifest["logits"]["encoding"], cfg.topk)
                 writer.write(rows)
                 bar.update(len(rows))
         bar.close()
@@ -140,7 +142,8 @@ def _new_manifest(cfg: RecordConfig, ds, models: list, world: int) -> tuple[dict
     """The manifest of a recording not yet begun (`complete: false`) and its row layout."""
     encoding = "topk" if cfg.topk else cfg.logits
     stored = len(cfg.teachers) if cfg.combine == "each" else 1
-    dtype = row_dtype(ds.num_classes, encoding, cfg.topk, stored)
+    dtype = row_dtype(ds.num_classes, encoding, cfg.topk, stored,
+                      mixed=cfg.augment.mix != "none")
     total = cfg.k * len(ds)
     manifest = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "pointkd_version": __version__,

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -86,23 +87,38 @@ def check_finite(teachers: list[Teacher], finite: Tensor) -> None:
                          "of clouds: its weights or its arithmetic overflow")
 
 
+class RowBatch(NamedTuple):
+    """A batch of record rows as `logits_over_rows` yields them."""
+
+    params16: Tensor  # (n, 7) float16, as stored and as applied
+    seeds: Tensor  # (n,) int64 point-level seeds
+    logits: np.ndarray  # (n, T, C) float32
+    mix_shapes: Tensor | None = None  # (n,) int64 partner shapes (-1: unmixed), mixed views
+    mix_lams: Tensor | None = None  # (n,) float32 shares replaced (float16-exact)
+
+
 def logits_over_rows(teachers: list[Teacher], points: Tensor, spec: augment.AugmentSpec,
                      seed: int, rows: range, batch_size: int, combine: str,
-                     device: torch.device, votes: int = 0,
-                     ) -> Iterator[tuple[Tensor, Tensor, np.ndarray]]:
-    """(params as stored in float16, int64 seeds, float32 logits (n, T, C) as numpy) for each
-    batch of `batch_size` consecutive rows of `rows`. Row r is copy k = r // N of shape
-    r % N (N = len(points)); `combine="mean"` averages the teachers (T = 1); `votes`: see
-    `teacher_logits`. On CUDA the logits of batch i are copied back while batch i + 1 runs
-    (one batch in flight)."""
+                     device: torch.device, votes: int = 0) -> Iterator[RowBatch]:
+    """A `RowBatch` for each batch of `batch_size` consecutive rows of `rows`. Row r is copy
+    k = r // N of shape r % N (N = len(points)); with mixed views (`spec.mix`) its partner
+    and share derive from the same key (`augment.keyed_mix`). `combine="mean"` averages the
+    teachers (T = 1); `votes`: see `teacher_logits`. On CUDA the logits of batch i are
+    copied back while batch i + 1 runs (one batch in flight)."""
     n, pending = len(points), None
     for lo in range(rows.start, rows.stop, batch_size):
         ids = torch.arange(lo, min(lo + batch_size, rows.stop))
         samples, ks = ids % n, ids // n
-        params, seeds = augment.keyed_params(augment.row_keys(seed, samples, ks), spec)
+        keys = augment.row_keys(seed, samples, ks)
+        params, seeds = augment.keyed_params(keys, spec)
         params16 = params.half()  # stored precision == applied precision: exact replay
-        x = augment.apply(points[samples.to(device)], params16.float().to(device),
-                          seeds.to(device), spec)
+        clouds, mixing = points[samples.to(device)], None
+        if spec.mix != "none":
+            mixing = augment.keyed_mix(keys, spec, samples, n)
+            partners = points[mixing[0].clamp(min=0).to(device)]
+            clouds = augment.mix(clouds, partners, mixing[1].to(device), seeds.to(device),
+                                 spec)
+        x = augment.apply(clouds, params16.float().to(device), seeds.to(device), spec)
         with autocast(device):
             z = teacher_logits(teachers, x, samples, seeds, votes, check=False)
         finite = finite_by_teacher(z)  # before the mean: a NaN is then still someone's
@@ -115,17 +131,17 @@ def logits_over_rows(teachers: list[Teacher], points: Tensor, spec: augment.Augm
             event.record()
         if pending is not None:
             yield _ready(teachers, *pending)
-        pending = (params16, seeds, z, finite, event)
+        pending = (params16, seeds, z, finite, event, mixing)
     if pending is not None:
         yield _ready(teachers, *pending)
 
 
 def _ready(teachers: list[Teacher], params16: Tensor, seeds: Tensor, z: Tensor,
-           finite: Tensor, event) -> tuple[Tensor, Tensor, np.ndarray]:
+           finite: Tensor, event, mixing: tuple[Tensor, Tensor] | None) -> RowBatch:
     if event is not None:
         event.synchronize()
     check_finite(teachers, finite)
-    return params16, seeds, z.numpy()
+    return RowBatch(params16, seeds, z.numpy(), *(mixing or (None, None)))
 
 
 @contextlib.contextmanager

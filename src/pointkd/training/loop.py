@@ -155,8 +155,9 @@ class Trainer:
              ) -> tuple[Tensor, dict[str, float], Tensor, Tensor]:
         """One optimizer step: augment, target, student, loss. (loss, parts, logits, y)."""
         cfg, device = self.cfg, self.device
-        x = augment.apply(self.points[batch.shapes].to(device), batch.params.to(device),
-                          batch.seeds.to(device), self.source.spec)
+        clouds, mixed = self._clouds(batch)
+        x = augment.apply(clouds.to(device), batch.params.to(device), batch.seeds.to(device),
+                          self.source.spec)
         y = self.labels[batch.shapes].to(device)
         target = self.source.target(batch, x)
         self_logits = self_mask = None
@@ -167,7 +168,8 @@ class Trainer:
         loss, parts = total_loss(
             logits, y, None if target is None else target.to(device), self_logits,
             alpha=cfg.distill.alpha if self.source.distills else 0.0, beta=beta,
-            tau=cfg.distill.tau, label_smoothing=cfg.train.label_smoothing, self_mask=self_mask)
+            tau=cfg.distill.tau, label_smoothing=cfg.train.label_smoothing, self_mask=self_mask,
+            mixed=mixed)
         if not torch.isfinite(loss):
             raise DataError(f"loss became {float(loss)} at {where}")
         self.optimizer.zero_grad(set_to_none=True)
@@ -179,6 +181,19 @@ class Trainer:
         if self.self_target is not None:
             self.self_target.update(batch, logits)
         return loss, parts, logits, y
+
+    def _clouds(self, batch: Batch) -> tuple[Tensor, tuple[Tensor, Tensor] | None]:
+        """The batch's clouds before augmentation, and for mixed views the partners' labels
+        and the share of each cloud they replaced (the weight of their label in CE)."""
+        clouds = self.points[batch.shapes]
+        if batch.mix_shapes is None:
+            return clouds, None
+        partners = batch.mix_shapes.clamp(min=0)  # unmixed clouds: share 0, any partner
+        clouds = augment.mix(clouds, self.points[partners], batch.mix_lams, batch.seeds,
+                             self.source.spec)
+        share = augment.mixed_count(batch.mix_lams, clouds.shape[1]) / clouds.shape[1]
+        return clouds, (self.labels[partners].to(self.device),
+                        share.float().to(self.device))
 
     def resume(self, path: Path, data: PointCloudSet) -> tuple[int, dict, list[dict]]:
         """Load last.pt (every process reads the one rank 0 wrote): (first epoch, best,

@@ -88,8 +88,15 @@ def nwsd_kd_loss(
 UNLABELLED = -1  # the label of a cloud whose class is not known (distillation only)
 
 
-def classification_loss(logits: Tensor, labels: Tensor, label_smoothing: float = 0.0) -> Tensor:
-    """Cross-entropy over the labelled clouds (mean), 0 for a batch without any."""
+def classification_loss(logits: Tensor, labels: Tensor, label_smoothing: float = 0.0,
+                        mixed: tuple[Tensor, Tensor] | None = None) -> Tensor:
+    """Cross-entropy over the labelled clouds (mean), 0 for a batch without any.
+
+    `mixed` = (the partners' labels, the share w of each cloud they replaced): a mixed view's
+    CE is (1 − w)·CE(y) + w·CE(y_partner) (PointCutMix's mixed label); a cloud with an
+    unlabelled partner is left out of CE (unless w = 0)."""
+    if mixed is not None:
+        return _mixed_classification_loss(logits, labels, label_smoothing, *mixed)
     labelled = labels != UNLABELLED
     if bool(labelled.all()):
         return F.cross_entropy(logits.float(), labels, label_smoothing=label_smoothing)
@@ -97,6 +104,18 @@ def classification_loss(logits: Tensor, labels: Tensor, label_smoothing: float =
         return logits.float().sum() * 0.0  # keeps the graph (and the dtype) of a real loss
     return F.cross_entropy(logits[labelled].float(), labels[labelled],
                            label_smoothing=label_smoothing)
+
+
+def _mixed_classification_loss(logits: Tensor, labels: Tensor, label_smoothing: float,
+                               partner_labels: Tensor, share: Tensor) -> Tensor:
+    labelled = (labels != UNLABELLED) & ((share == 0) | (partner_labels != UNLABELLED))
+    if not bool(labelled.any()):
+        return logits.float().sum() * 0.0
+    z, w = logits[labelled].float(), share[labelled]
+    ce = F.cross_entropy(z, labels[labelled], reduction="none", label_smoothing=label_smoothing)
+    ce_partner = F.cross_entropy(z, partner_labels[labelled].clamp(min=0), reduction="none",
+                                 label_smoothing=label_smoothing)
+    return ((1 - w) * ce + w * ce_partner).mean()
 
 
 def total_loss(
@@ -110,9 +129,10 @@ def total_loss(
     tau: float = 4.0,
     label_smoothing: float = 0.0,
     self_mask: Tensor | None = None,
+    mixed: tuple[Tensor, Tensor] | None = None,
 ) -> tuple[Tensor, dict[str, float]]:
     """CE + α·KD + β·NWSD; returns (loss, {"ce": .., "kd": ..}) for logging."""
-    ce = classification_loss(student_logits, labels, label_smoothing)
+    ce = classification_loss(student_logits, labels, label_smoothing, mixed)
     parts = {"ce": float(ce.detach())}
     if teacher_logits is None or alpha == 0.0:
         return ce, parts

@@ -57,6 +57,10 @@ class Batch:
     seeds: Tensor  # (B,) int64 seeds for point-level augmentation
     rows: Tensor  # (B,) record row ids (replay) or shape ids: the keys of a per-row self table
     teacher_logits: Tensor | None = None  # (B, C) recorded logits (replay)
+    # mixed views (`augment.mix`): each cloud's partner (an index like `shapes`; -1 for a
+    # cloud left unmixed) and the share of its points the partner's replace
+    mix_shapes: Tensor | None = None  # (B,) int64
+    mix_lams: Tensor | None = None  # (B,) float32
 
 
 class TargetSource(Protocol):
@@ -115,11 +119,21 @@ class AugmentedShapes:
     def batches(self, epoch: int, batch_size: int) -> Iterator[Batch]:
         # parameters per position of the canonical list: the same in every process
         gen = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
-        params, seeds = augment.sample_params(len(self.train_idx), gen, self.spec)
+        keys = augment.sample_keys(len(self.train_idx), gen)
+        params, seeds = augment.keyed_params(keys, self.spec)
         pos = torch.from_numpy(epoch_positions(len(self.train_idx), epoch, self.seed, self.dist))
-        shapes, params, seeds = torch.as_tensor(self.train_idx)[pos], params[pos], seeds[pos]
+        train_idx = torch.as_tensor(self.train_idx)
+        shapes, params, seeds = train_idx[pos], params[pos], seeds[pos]
+        mix_shapes = mix_lams = None
+        if self.spec.mix != "none":  # partners among the training shapes only
+            partners, lams = augment.keyed_mix(keys, self.spec, torch.arange(len(keys)),
+                                               len(keys))
+            partners = torch.where(partners >= 0, train_idx[partners.clamp(min=0)], -1)
+            mix_shapes, mix_lams = partners[pos], lams[pos]
         for s in batch_slices(len(pos), batch_size):
-            yield Batch(shapes[s], params[s], seeds[s], shapes[s])
+            yield Batch(shapes[s], params[s], seeds[s], shapes[s],
+                        mix_shapes=None if mix_shapes is None else mix_shapes[s],
+                        mix_lams=None if mix_lams is None else mix_lams[s])
 
     def target(self, batch: Batch, x: Tensor) -> Tensor | None:
         return None
@@ -147,7 +161,11 @@ class RecordReplay:
     `one_per_shape`: each epoch visits every training shape once, through row
     k = (epoch + offset[shape]) mod K with a random per-shape offset, so K epochs visit every
     row exactly once. `all`: every row of every training shape each epoch. `use_k` > 0 uses
-    only copies k < use_k: the very rows a recording with K = use_k and the same seed holds."""
+    only copies k < use_k: the very rows a recording with K = use_k and the same seed holds.
+
+    With mixed views, a row whose partner is not a training shape (one of the student's
+    validation shapes) is never used, so validation stays unseen; `one_per_shape` then cycles
+    over each shape's other rows."""
 
     distills = True
 
@@ -161,17 +179,41 @@ class RecordReplay:
         self.rows_per_epoch = rows_per_epoch
         self.num_rows = len(records)
         self.offsets = np.random.default_rng(seed).integers(0, self.k, len(train_idx))
+        self.usable = _usable_rows(records, train_idx, self.k)  # (shapes, k) bool, or None
 
     def __len__(self) -> int:  # per process
-        per_shape = 1 if self.rows_per_epoch == "one_per_shape" else self.k
-        return math.ceil(len(self.train_idx) * per_shape / self.dist.world)
+        return math.ceil(self.rows_per_epoch_count() / self.dist.world)
+
+    def rows_per_epoch_count(self) -> int:
+        """Rows an epoch visits, in all processes together."""
+        if self.usable is None:
+            per_shape = 1 if self.rows_per_epoch == "one_per_shape" else self.k
+            return len(self.train_idx) * per_shape
+        if self.rows_per_epoch == "one_per_shape":
+            return int(self.usable.any(axis=1).sum())
+        return int(self.usable.sum())
 
     def _epoch_rows(self, epoch: int) -> np.ndarray:
+        if self.usable is not None:
+            return self._usable_epoch_rows(epoch)
         if self.rows_per_epoch == "one_per_shape":
             ks = (epoch + self.offsets) % self.k
             return self.records.row_index(self.train_idx, ks)
         ks = np.repeat(np.arange(self.k), len(self.train_idx))
         return self.records.row_index(np.tile(self.train_idx, self.k), ks)
+
+    def _usable_epoch_rows(self, epoch: int) -> np.ndarray:
+        """`_epoch_rows` over the usable rows only: `one_per_shape` takes each shape's j-th
+        usable copy, j = (epoch + offset) mod (its usable copies)."""
+        if self.rows_per_epoch == "all":
+            shape_pos, ks = np.nonzero(self.usable.T)[::-1]  # k-major, as without mixing
+            return self.records.row_index(self.train_idx[shape_pos], ks)
+        counts = self.usable.sum(axis=1)
+        has = counts > 0
+        j = (epoch + self.offsets[has]) % counts[has]
+        seen = np.cumsum(self.usable[has], axis=1)
+        ks = np.argmax(seen > j[:, None], axis=1)
+        return self.records.row_index(self.train_idx[has], ks)
 
     def batches(self, epoch: int, batch_size: int) -> Iterator[Batch]:
         rows = self._epoch_rows(epoch)
@@ -179,7 +221,7 @@ class RecordReplay:
         for s in batch_slices(len(rows), batch_size):
             rb = self.records.rows(rows[s])
             yield Batch(torch.as_tensor(rb.sample), rb.params, rb.seeds, torch.as_tensor(rows[s]),
-                        rb.logits)
+                        rb.logits, rb.mix_shapes, rb.mix_lams)
 
     def target(self, batch: Batch, x: Tensor) -> Tensor | None:
         return batch.teacher_logits
@@ -215,9 +257,7 @@ class PooledReplay:
         self.num_rows = sum(p.num_rows for p in parts)
 
     def __len__(self) -> int:  # per process
-        total = sum(len(p.train_idx) * (1 if p.rows_per_epoch == "one_per_shape" else p.k)
-                    for p in self.parts)
-        return math.ceil(total / self.dist.world)
+        return math.ceil(sum(p.rows_per_epoch_count() for p in self.parts) / self.dist.world)
 
     def batches(self, epoch: int, batch_size: int) -> Iterator[Batch]:
         rows = [p._epoch_rows(epoch) for p in self.parts]
@@ -230,20 +270,38 @@ class PooledReplay:
 
     def _batch(self, part: np.ndarray, row: np.ndarray) -> Batch:
         """The rows of one batch, read part by part (each part's rows in batch order)."""
-        shapes, params, seeds, keys, logits = [], [], [], [], []
+        shapes, params, seeds, keys, logits, partners, lams = [], [], [], [], [], [], []
         for i in np.unique(part):
             mine = row[part == i]
             rb = self.parts[i].records.rows(mine)
             shapes.append(torch.as_tensor(rb.sample) + self.shape_offsets[i])
+            if rb.mix_shapes is not None:  # every part replays one spec: all or none mix
+                partners.append(torch.where(rb.mix_shapes >= 0,
+                                            rb.mix_shapes + self.shape_offsets[i], -1))
+                lams.append(rb.mix_lams)
             params.append(rb.params)
             seeds.append(rb.seeds)
             keys.append(torch.as_tensor(mine) + self.row_offsets[i])
             logits.append(rb.logits)
         return Batch(torch.cat(shapes), torch.cat(params), torch.cat(seeds), torch.cat(keys),
-                     torch.cat(logits))
+                     torch.cat(logits), torch.cat(partners) if partners else None,
+                     torch.cat(lams) if lams else None)
 
     def target(self, batch: Batch, x: Tensor) -> Tensor | None:
         return batch.teacher_logits
+
+
+def _usable_rows(records: RecordSet, train_idx: np.ndarray, k: int) -> np.ndarray | None:
+    """(len(train_idx), k) bool: which copies of each training shape may train, i.e. are
+    unmixed or mixed with another training shape; None for a set without mixed views."""
+    if "mix_shape" not in (records.dtype.names or ()):
+        return None
+    ks = np.repeat(np.arange(k), len(train_idx))
+    rows = records.row_index(np.tile(train_idx, k), ks)
+    partners = records.raw_rows(rows)["mix_shape"].astype(np.int64).reshape(k, -1).T
+    training = np.zeros(records.num_shapes, bool)
+    training[train_idx] = True
+    return (partners < 0) | training[partners.clip(min=0)]
 
 
 @dataclass
