@@ -2,10 +2,12 @@
 
 A settings dataclass (a config section, `AugmentSpec`, `RecordConfig`) declares
 - each field's type, a `Literal[...]` for a choice of values;
+- each field's help, and how it appears on the command line, with `setting(default, help)`;
 - `LIMITS: ClassVar[dict]`: field -> `Range` for numeric ranges and non-empty strings;
 - `CHECKS: ClassVar[tuple]`: (rule, message) pairs relating several of its fields.
 `field_problem` and `check_problem` name the first violation; floats must be finite whether
 or not a rule names them. Callers word the message for their users (a config key, an option).
+The CLI (`pointkd.cli`) builds every option from these declarations.
 """
 
 from __future__ import annotations
@@ -52,6 +54,9 @@ class Range:
                                       value > self.high):
             return f"must be {'<' if self.high_open else '<='} {self.high}"
         return None
+
+
+SEED = Range(0, 2**32 - 1)  # every seed: numpy's and torch's generators take 32 bits
 
 
 def choices(hint: Any) -> tuple | None:
@@ -119,3 +124,70 @@ def check_settings(obj: Any, label: Callable[[str], str], error: type[Exception]
 def option(name: str) -> str:
     """A field's command-line option: `batch_size` -> `--batch-size`."""
     return "--" + name.replace("_", "-")
+
+
+def setting(default: Any = dataclasses.MISSING, help: str = "", *,
+            default_factory: Any = dataclasses.MISSING,
+            flag: str | tuple[str, ...] | dict[str, str] | None = None,
+            positional: bool = False, repeat: bool = False, nargs: str | None = None,
+            metavar: str | None = None, cli: bool = True, rest: str | None = None,
+            from_cli: Callable[[str], Any] | None = None) -> Any:
+    """A dataclass field with its help and its command-line form, declared once:
+
+    - `help`: one line for `--help` (the CLI appends the default);
+    - `flag`: the option(s) instead of `option(name)` (`("--classes", "--num-classes")`); a
+      dict {command: flag} gives each command its own (a `RunConfig` shortcut);
+    - `positional`: an argument, not an option (a list: one or more, none with a default);
+    - `repeat`: a list given as a repeated option (`--teacher A --teacher B`); `nargs`: a list
+      given after one option (`--split train test`);
+    - `cli=False`: not on the command line (a Python argument only);
+    - `rest`: with `repeat`, the first value is this field's and the others the list field
+      `rest` (`--records A --records B`: distill.records, distill.extra_records);
+    - `from_cli`: the field's value from the option's text (a YAML path for an `AugmentSpec`).
+    A `bool` defaulting to True is turned off by `--no-<name>`."""
+    metadata = {"help": help, "cli": cli, "flag": flag, "positional": positional,
+                "repeat": repeat, "nargs": nargs, "metavar": metavar, "rest": rest,
+                "from_cli": from_cli}
+    return dataclasses.field(default=default, default_factory=default_factory,
+                             metadata=metadata)
+
+
+def help_of(f: dataclasses.Field) -> str:
+    """A field's declared help ("" if it has none)."""
+    return f.metadata.get("help", "")
+
+
+def flags(f: dataclasses.Field, command: str | None = None) -> tuple[str, ...]:
+    """A field's command-line option(s): the declared flag (for `command`, where declared per
+    command), else `option(name)`, `--no-<name>` for a bool that is on by default; () for a
+    positional argument or a field not on the command line."""
+    meta = f.metadata
+    if not meta.get("cli", True) or meta.get("positional"):
+        return ()
+    flag = meta.get("flag")
+    if isinstance(flag, dict):
+        flag = flag.get(command) if command is not None else next(iter(flag.values()))
+        if flag is None:
+            return ()
+    if flag:
+        return (flag,) if isinstance(flag, str) else tuple(flag)
+    if f.default is True:
+        return (option("no_" + f.name),)
+    return (option(f.name),)
+
+
+def label(cls: type) -> Callable[[str], str]:
+    """`check_settings` label naming a field of `cls` as the user gave it: its option
+    (`--teacher`), or its argument's name (`checkpoint`)."""
+    by_name = {f.name: f for f in dataclasses.fields(cls)}
+
+    def name_of(name: str) -> str:
+        f = by_name[name]
+        found = flags(f)
+        if found:
+            return found[0]
+        if f.metadata.get("positional"):
+            return f.metadata.get("metavar") or name
+        return option(name)
+
+    return name_of

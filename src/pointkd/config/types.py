@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import ClassVar, Literal
 
-from pointkd.config.limits import MAX_POINTS, Range, check_settings
+from pointkd.config.limits import MAX_POINTS, Range, check_settings, setting
 from pointkd.errors import ConfigError, RecordError
 
 PARAM_NAMES = ("scale_x", "scale_y", "scale_z", "shift_x", "shift_y", "shift_z", "rotation")
@@ -26,25 +26,25 @@ class AugmentSpec:
     It is also the `augment` section of a run's config (`pointkd.config.RunConfig`): its
     fields, limits and checks are declared here only."""
 
-    scale_low: float = 2.0 / 3.0
-    scale_high: float = 1.5
-    shift: float = 0.2
-    rotate: bool = False  # uniform rotation about the up axis
-    up_axis: Literal[0, 1, 2] = 2  # the shared ModelNet40 clouds are z-up (people/bottles
-    # are tall in z), as is the synthetic set
-    jitter_sigma: float = 0.01
-    jitter_clip: float = 0.05
-    subsample: int = 0  # keep P' random points (0 = all)
-    shuffle: bool = True
-    dropout: float = 0.0  # max fraction of points replaced by the first point (PointNet++)
-    # mixed views (PointCutMix-style): with probability mix_prob a cloud gets a share
-    # lam ~ U(0, mix_max) of its points replaced by another training shape's: "points" a
-    # random subset of them, "ball" the ones nearest a random point of the cloud (and the
-    # partner's points nearest the same place). Its label weight is the share replaced;
-    # a record row stores the partner and lam, its logits are the teacher's on that cloud
-    mix: Literal["none", "points", "ball"] = "none"
-    mix_prob: float = 0.5
-    mix_max: float = 0.5
+    scale_low: float = setting(2.0 / 3.0, "smallest per-axis scale factor")
+    scale_high: float = setting(1.5, "largest per-axis scale factor")
+    shift: float = setting(0.2, "largest per-axis shift")
+    rotate: bool = setting(False, "a uniform rotation about the up axis")
+    up_axis: Literal[0, 1, 2] = setting(
+        2, "the up axis (the shared ModelNet40 clouds are z-up, as is the synthetic set)")
+    jitter_sigma: float = setting(0.01, "per-point Gaussian jitter, standard deviation")
+    jitter_clip: float = setting(0.05, "per-point jitter clipped at this magnitude")
+    subsample: int = setting(0, "keep this many random points (0 = all)")
+    shuffle: bool = setting(True, "shuffle the points")
+    dropout: float = setting(
+        0.0, "largest fraction of points replaced by the first point (PointNet++)")
+    mix: Literal["none", "points", "ball"] = setting(
+        "none", "mixed views (PointCutMix-style): a share of the cloud's points replaced by "
+        "another training shape's, a random subset of them (points) or the ones nearest a "
+        "random point of the cloud (ball); its label weight is the share replaced, and a record "
+        "row stores the partner and the share with the teacher's logits on that cloud")
+    mix_prob: float = setting(0.5, "the probability that a cloud is mixed")
+    mix_max: float = setting(0.5, "the share replaced is uniform in (0, mix_max]")
     # 2: point-level ops from the counter-based hash + inverse-CDF normals, z-up default
     VERSION: ClassVar[int] = 2
     LIMITS: ClassVar[dict] = {

@@ -1,6 +1,6 @@
-"""The pipeline's stages. Each module holds one stage's config (a dataclass whose fields,
-ranges and help are declared once), a `run(cfg)` that does the work and returns a result,
-and that result's `text()` (what the CLI prints):
+"""The pipeline's stages. Each module holds one stage's `run(cfg)`, which does the work and
+returns a result whose `text()` is what the CLI prints; the configs are declared in
+`pointkd.config` (no torch, so the CLI builds its options without importing a stage):
 
 - `train`     train a model, or distill a student (offline from records, or online)
 - `record`    run the teachers once over K augmented copies of every shape; store logits
@@ -8,6 +8,5 @@ and that result's `text()` (what the CLI prints):
 - `evaluate`  OA, mAcc, per-class accuracy, confusion, params, FLOPs, latency
 - `predict`   classify point-cloud files
 - `export`    ONNX with a parity check
-- `data`      inspect, preview and convert datasets
 - `demo`      the whole pipeline on the synthetic set, calling the stages above
 """

@@ -1,10 +1,7 @@
-"""Ship a model: `pointkd predict` on point-cloud files and `pointkd export --onnx`.
+"""The `export` stage: a checkpoint as an ONNX file (`pointkd export --onnx`).
 
-Files are read and normalised exactly as in training (`data.read_cloud` +
-`data.normalize_unit_sphere`, the checkpoint's number of points). Prediction is deterministic:
-a file with exactly the model's number of points is used as it is, in file order (so a cloud
-saved from a dataset gets the very logits `pointkd eval` computes for it); other files are
-resampled by a fixed-seed draw (see `data.readers`).
+`run(ExportConfig)` refuses a bad output file before any work, exports (`export_onnx`) and
+returns an `ExportResult` whose `text()` is what the CLI prints.
 
 ONNX export uses a dynamic batch axis and, where the traced graph runs correctly at other
 point counts (checked against PyTorch at half and double the count), a dynamic point axis.
@@ -19,14 +16,17 @@ import json
 import os
 import sys
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from pointkd import safe_io
+from pointkd import rundir, safe_io
 from pointkd._version import __version__
 from pointkd.checkpoint import load_model
+from pointkd.config.limits import choices
+from pointkd.config.stages import ExportConfig, ExportSampler
 from pointkd.data import normalize_unit_sphere
 from pointkd.device import resolve_device
 from pointkd.errors import ModelError
@@ -36,7 +36,47 @@ NORMALIZATION = ("unit_sphere: subtract the cloud's mean point, then divide by t
                  "distance of a point from it (pointkd.data.normalize_unit_sphere)")
 
 
-EXPORT_SAMPLERS = ("fps", "fps_coarse", "first")
+EXPORT_SAMPLERS = choices(ExportSampler)
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What `run` wrote: `export_onnx`'s report (the file, its size, opset, point axis, and
+    with check data the parity and the cost of another sampler)."""
+
+    report: dict
+
+    def text(self) -> str:
+        """`wrote FILE (0.42 MB, opset 18; input ... ); parity on N clouds: ...`, and a line
+        on the exported sampler where it is not the trained one."""
+        report = self.report
+        points = "any number of points" if report["dynamic_points"] else (
+            f"exactly {report['num_points']} points")
+        line = (f"wrote {report['onnx']} ({report['bytes'] / 1e6:.2f} MB, opset "
+                f"{report['opset']}; input (batch, points, 3) unit-sphere normalised, {points})")
+        if "parity" in report:
+            p = report["parity"]
+            line += (f"; parity on {p['clouds']} clouds: max |diff| {p['max_abs_diff']:.2e}, "
+                     f"argmax agreement {100 * p['argmax_agreement']:.2f}%")
+        lines = [line]
+        if "sampler" in report:
+            sm = report["sampler"]
+            cost = (f": accuracy on the check clouds {100 * sm['check_oa_exported']:.2f}% vs "
+                    f"{100 * sm['check_oa_trained']:.2f}% as trained, top-1 agreement "
+                    f"{100 * sm['top1_agreement_with_trained']:.2f}%"
+                    if "check_oa_exported" in sm else " (--check-data measures what it costs)")
+            lines.append(f"sampler {sm['exported']} instead of {sm['trained']}{cost}")
+        return "\n".join(lines)
+
+
+def run(cfg: ExportConfig) -> ExportResult:
+    """`pointkd export`: check the settings and the output file (replaced only with
+    `overwrite`, never the checkpoint), then `export_onnx`."""
+    cfg.check()
+    rundir.check_output_file(cfg.onnx, cfg.overwrite, inputs=[cfg.checkpoint], option="--onnx")
+    return ExportResult(export_onnx(cfg.checkpoint, cfg.onnx, opset=cfg.opset,
+                                    check_data=cfg.check_data, check_count=cfg.check_count,
+                                    device=cfg.device, sampler=cfg.sampler))
 
 
 def export_onnx(checkpoint: str, out: str, opset: int = 18, check_data: str | None = None,

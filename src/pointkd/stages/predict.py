@@ -5,18 +5,24 @@ Files are read and normalised exactly as in training (`data.read_cloud` +
 a file with exactly the model's number of points is used as it is, in file order (so a cloud
 saved from a dataset gets the very logits `pointkd eval` computes for it); other files are
 resampled by a fixed-seed draw (see `data.readers`).
+
+`run(PredictConfig)` returns a `PredictResult` (every file's result; `text()` what the CLI
+prints); `iter_predictions` yields each file's result as soon as its batch is done.
 """
 
 from __future__ import annotations
 
 import glob
-from collections.abc import Iterator
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from pointkd.checkpoint import load_model
+from pointkd.config.stages import PredictConfig
 from pointkd.data import normalize_unit_sphere, read_cloud
 from pointkd.data.readers import MIN_POINTS, POINT_SUFFIXES
 from pointkd.device import resolve_device
@@ -86,3 +92,42 @@ def predict_files(
     """Every result of `iter_predictions`, in input order."""
     return list(iter_predictions(checkpoint, inputs, topk, batch_size, device, progress,
                                  min_points))
+
+
+def line(result: dict) -> str:
+    """One file's prediction as the CLI prints it: `FILE: chair 0.912, sofa 0.041, ...`."""
+    return f"{result['file']}: " + ", ".join(f"{t['class']} {t['prob']:.3f}"
+                                            for t in result["top"])
+
+
+@dataclass(frozen=True)
+class PredictResult:
+    """Every file's result of `run`, in input order ({"file", "top"} or {"file", "error"})."""
+
+    predictions: list[dict]
+    as_json: bool = False
+
+    @property
+    def failed(self) -> int:
+        """Files that could not be classified."""
+        return sum("error" in r for r in self.predictions)
+
+    def text(self) -> str:
+        """All results as JSON (`--json`), else a line per classified file."""
+        if self.as_json:
+            return json.dumps(self.predictions, indent=1)
+        return "\n".join(line(r) for r in self.predictions if "error" not in r)
+
+
+def run(cfg: PredictConfig, on_result: Callable[[dict], None] | None = None) -> PredictResult:
+    """`pointkd predict`: classify `cfg.files`; `on_result(r)` sees each file's result as soon
+    as its batch is done (a bad file's too: it does not stop the rest)."""
+    cfg.check()
+    results = []
+    for r in iter_predictions(cfg.checkpoint, cfg.files, topk=cfg.topk,
+                              batch_size=cfg.batch_size, device=cfg.device,
+                              progress=cfg.progress, min_points=cfg.min_points):
+        results.append(r)
+        if on_result is not None:
+            on_result(r)
+    return PredictResult(results, as_json=cfg.json)
