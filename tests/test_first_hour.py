@@ -236,6 +236,51 @@ def test_demo_runs_end_to_end_on_a_tiny_budget(cli, tmp_path):
     assert "epoch   1/2" in (tmp_path / "demo" / "no-kd-s0.log").read_text()
 
 
+def test_demo_returns_its_result_and_prints_nothing_through_a_silent_say(capfd, tmp_path):
+    """`run_demo` is a stage: the table and verdict come back in a DemoResult (`text()` is
+    what `pointkd demo` ends with) and every progress line goes to `say`."""
+    from pointkd.stages.demo import DemoResult, run_demo
+
+    said: list[str] = []
+    result = run_demo(tmp_path / "demo", quick=True, say=said.append,
+                      overrides=["data.path=synthetic:train_per_class=2,test_per_class=1",
+                                 "data.num_points=64"])
+    out, _ = capfd.readouterr()
+    assert out == ""  # nothing printed, by this process or its workers
+    assert isinstance(result, DemoResult) and result.kind == "synthetic"
+    assert set(result.paired_diff) == {"offline KD + unlabelled pool"}
+    assert {"teacher", "no KD|0", "offline KD + unlabelled pool|0"} == set(result.runs)
+    assert result.verdict[0].startswith("teacher vs no-KD student:")
+    text = result.text()
+    assert all(line in text for line in result.verdict)
+    assert text.endswith(f"outputs in {tmp_path / 'demo'}/") and said[-1] == "\n" + text
+    assert any(line.startswith("\n== 4/4 distilled students") for line in said)
+    assert all(path.is_file() for path in result.files.values())
+    assert (tmp_path / "demo" / "summary.md").read_text() == result.table + "\n"
+
+
+def test_demo_reads_the_measured_protocol_from_the_committed_results(tmp_path):
+    from pointkd.config.run import load_config
+    from pointkd.stages._demo_report import measured_line
+
+    preset = load_config("configs/modelnet40_distill_cpu.yaml")
+    records = "zoo/records_student_l_modelnet40_k20"
+    assert measured_line(preset, records, root=tmp_path) is None  # no results: no line
+    for seed, (plain, kd) in enumerate([(0.90, 0.91), (0.91, 0.915)]):
+        for mode, oa, extra in (("plain", plain, {}), ("nwsd-0.3", kd, {
+                "beta": preset.distill.beta, "tau": preset.distill.tau,
+                "records": f"/elsewhere/{records}"})):
+            (tmp_path / f"{mode}-s{seed}.json").write_text(json.dumps(
+                {"model": preset.model.name, "epochs": preset.train.epochs, "seed": seed,
+                 "test_oa": oa, **extra}))
+    line = measured_line(preset, records, root=tmp_path)
+    assert f"({tmp_path}/, the table in BENCHMARKS.md)" in line
+    assert "91.25 ± 0.35% (offline KD + NWSD) against 90.50 ± 0.71% (no KD) over 2 seeds" in line
+    assert "paired +1.00, +0.50" in line
+    preset.train.epochs += 1  # measured with another schedule: not this protocol's figures
+    assert measured_line(preset, records, root=tmp_path) is None
+
+
 def test_modelnet40_demo_distils_from_the_zoo_records(cli, tmp_path, modelnet_path):
     """`pointkd demo --data`: the zoo's strong-teacher records against no KD, side by side,
     on a 2-step budget that says it is not the measured protocol."""
@@ -246,4 +291,7 @@ def test_modelnet40_demo_distils_from_the_zoo_records(cli, tmp_path, modelnet_pa
     assert summary["records"] == "zoo/records_student_l_modelnet40_k20"
     assert set(summary["runs"]) == {"no KD", "offline KD + NWSD"}
     assert "NOT the measured protocol: 1 epochs" in out
-    assert "BENCHMARKS.md measured 91.13 ± 0.12% (offline KD + NWSD)" in out
+    # the measured figures are read from the committed results, which the line names
+    assert "Measured with this protocol (bench/results/students_strong/" in out
+    assert "% (offline KD + NWSD) against " in out and "% (no KD) over 3 seeds, paired" in out
+    assert "[no KD] epoch   1/1" in out  # each run's epoch lines, as they come
