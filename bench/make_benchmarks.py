@@ -370,6 +370,41 @@ def demo_probe() -> str:
                              "command (S = seed)"], "lrrrl", rows))
 
 
+MIX_PAIRS = (("nokd_mixed", "nokd"), ("kd_pool", "nokd"), ("kd_pool_mixed", "kd_pool"),
+             ("kd_pool_mixed", "nokd_mixed"))
+
+
+def mixed_views() -> str:
+    probes = load_all("mix_probe_*.json")
+    if not probes:
+        return ""
+    parts = []
+    for _, d in probes:
+        v = d["variants"]
+        seeds = len(next(iter(v.values()))["val_oa"])
+        rows = [[x["label"], *(pct(a) for a in x["val_oa"]),
+                 "{:.2f} ± {:.2f}".format(*mean_sd([100 * a for a in x["val_oa"]])),
+                 f"`{x['command']}`"] for x in v.values()]
+        diffs = [[f"{v[a]['label']} − {v[b]['label']}",
+                  *(f"{100 * (x - y):+.2f}" for x, y in zip(v[a]["val_oa"], v[b]["val_oa"],
+                                                            strict=True)),
+                  paired_cell([100 * (x - y) for x, y in zip(v[a]["val_oa"], v[b]["val_oa"],
+                                                            strict=True)])]
+                 for a, b in MIX_PAIRS if a in v and b in v]
+        seed_cols = [f"seed {i}" for i in range(seeds)]
+        m = d["mix"]
+        parts.append(fill(
+            "mixed_views", kind=m["kind"], prob=m["prob"], max=m["max"],
+            purpose=d["purpose"][0].upper() + d["purpose"][1:], teacher=d["teacher"],
+            records=commands(d["records"].values()),
+            validation=d["validation"], machine=d["machine"],
+            table=table(["student", *seed_cols, "mean ± std", "command (S = seed)"],
+                        "l" + "r" * (seeds + 1) + "l", rows),
+            paired=table(["paired by seed", *seed_cols, "mean ± std"],
+                         "l" + "r" * (seeds + 1), diffs)))
+    return "\n\n".join(parts).replace("../main/", "")  # run from a worktree beside main
+
+
 # --- Teachers -----------------------------------------------------------------------------------
 
 def teacher_pointnet() -> str:
@@ -968,7 +1003,8 @@ OUTLINE: list[tuple[str, list[Section]]] = [
                  ("Record size and recording throughput", records_size),
                  ("Record compression: bytes per row and what the student is taught", encodings),
                  ("Student OA per record encoding", encoding_students),
-                 ("Teacher voting at record time", record_votes)]),
+                 ("Teacher voting at record time", record_votes),
+                 ("Mixed views: do they pay? (demo setting, validation data)", mixed_views)]),
     ("Students", [("ModelNet40 students from the strong teacher, long schedule", students_strong),
                   ("What the strong teacher could still teach", overlap),
                   ("τ on validation, PointNet teacher", tau_probe_pointnet),

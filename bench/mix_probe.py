@@ -1,0 +1,128 @@
+"""Do mixed views pay? The demo's setting, measured on validation data only.
+
+The demo's teacher (configs/synthetic_demo.yaml) is trained once; it records the students'
+labelled shapes and the unlabelled pool twice: with the plain views, and with mixed views
+(`augment.mix`). Students, paired by seed, are scored on the test split of an independent
+draw (`synthetic:seed=99`: validation data, never the demo's test split):
+
+    no KD              plain views, CE
+    no KD, mixed       the same mixed views, share-weighted CE (a gain of KD over this is the
+                       teacher's, not the augmentation's)
+    KD + pool          the demo's distilled mode (plain records)
+    KD + pool, mixed   the same, from the mixed-view records
+
+    python bench/mix_probe.py --out runs/mix_probe --seeds 0 1 2 --mix ball
+writes bench/results/mix_probe_<mix>.json. One thread per run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from machine import cpu_name  # bench/machine.py (script dir on sys.path)
+
+PRESET = "configs/synthetic_demo.yaml"
+LABELLED = "synthetic:train_per_class=20"
+POOL = "synthetic:seed=7,train_per_class=40"
+VALIDATION = "synthetic:seed=99"
+TEACHER = ["--data", "synthetic:train_per_class=80", "model.name=student_m", "model.kwargs={}",
+           "data.val_fraction=0.0", "train.epochs=8"]
+
+
+def pointkd(*args: str) -> str:
+    """Run `pointkd ARGS` (one thread), fail loudly, return its stdout."""
+    cmd = [sys.executable, "-m", "pointkd", *map(str, args)]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"failed: {' '.join(cmd)}\n{done.stderr[-2000:]}")
+    return done.stdout
+
+
+def shown(args: list[str]) -> str:
+    return "pointkd " + " ".join(f'"{a}"' if " " in a or "{" in a else a for a in args)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=Path("runs/mix_probe"))
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--mix", choices=["points", "ball"], default="ball")
+    ap.add_argument("--mix-prob", type=float, default=0.5)
+    ap.add_argument("--mix-max", type=float, default=0.5)
+    args = ap.parse_args()
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    mix = [f"augment.mix={args.mix}", f"augment.mix_prob={args.mix_prob}",
+           f"augment.mix_max={args.mix_max}"]
+    (out / "mixed.yaml").write_text(
+        f"augment: {{mix: {args.mix}, mix_prob: {args.mix_prob}, mix_max: {args.mix_max}}}\n")
+    t0 = time.perf_counter()
+    teacher = out / "teacher"
+    teacher_cmd = ["train", "--config", PRESET, "--out", str(teacher), "--threads", "1",
+                   "--overwrite", *TEACHER]
+    if not (teacher / "results.json").exists():
+        pointkd(*teacher_cmd)
+    records: dict[str, list[str]] = {}
+    for name, data, extra in (("L", LABELLED, []), ("U", POOL, ["--unlabelled"])):
+        for tag, config in (("plain", PRESET), ("mixed", str(out / "mixed.yaml"))):
+            rec = out / f"rec{name}_{tag}"
+            cmd = ["record", "--teacher", str(teacher / "best.pt"), "--data", data,
+                   "--config", config, "--k", "10", "--out", str(rec), "--threads", "1",
+                   "--no-progress", *extra]
+            if not (rec / "manifest.json").exists():
+                pointkd(*cmd)
+            records[f"{name}_{tag}"] = cmd
+    variants = {
+        "nokd": ("no KD", ["train", "--data", LABELLED, "distill.alpha=0.0",
+                           "distill.beta=0.0"]),
+        "nokd_mixed": ("no KD, mixed views (share-weighted CE)",
+                       ["train", "--data", LABELLED, "distill.alpha=0.0", "distill.beta=0.0",
+                        *mix]),
+        "kd_pool": ("offline KD + unlabelled pool", ["distill", "--records",
+                    str(out / "recL_plain"), "--records", str(out / "recU_plain"),
+                    "distill.beta=0.0"]),
+        "kd_pool_mixed": ("offline KD + unlabelled pool, mixed-view records",
+                          ["distill", "--records", str(out / "recL_mixed"), "--records",
+                           str(out / "recU_mixed"), "distill.beta=0.0"]),
+    }
+    results: dict[str, dict] = {}
+    for key, (label, base) in variants.items():
+        results[key] = {"label": label, "command": shown([*base[:1], "--config", PRESET,
+                                                          "--seed", "S", "--threads", "1",
+                                                          *base[1:]]),
+                        "val_oa": [], "test_split_not_used": True}
+        for seed in args.seeds:
+            run = out / f"{key}_s{seed}"
+            if not (run / "results.json").exists():
+                pointkd(base[0], "--config", PRESET, "--seed", seed, "--threads", "1",
+                        "--out", run, "--overwrite", *base[1:])
+            ev = run / "validation" / "eval_test.json"
+            if not ev.exists():
+                pointkd("eval", run / "best.pt", "--data", VALIDATION, "--no-latency",
+                        "--threads", "1", "--out", run / "validation")
+            oa = json.loads(ev.read_text())["single_view"]["oa"]
+            results[key]["val_oa"].append(oa)
+            print(f"{key} seed {seed}: validation OA {100 * oa:.2f}%", flush=True)
+    summary = {
+        "purpose": "does recording mixed views pay? the demo's setting, validation data only "
+                   f"(the test split of {VALIDATION}); seeds {args.seeds}",
+        "mix": {"kind": args.mix, "prob": args.mix_prob, "max": args.mix_max},
+        "teacher": shown(teacher_cmd), "records": {k: shown(v) for k, v in records.items()},
+        "validation": f"pointkd eval RUN/best.pt --data {VALIDATION} --no-latency --out "
+                      "RUN/validation",
+        "machine": f"{cpu_name()}, 2 cores shared with a teacher training job; one thread "
+                   "per run",
+        "seconds": round(time.perf_counter() - t0, 1), "variants": results,
+    }
+    dst = Path(__file__).parent / "results" / f"mix_probe_{args.mix}.json"
+    dst.write_text(json.dumps(summary, indent=1))
+    print(f"wrote {dst}")
+
+
+if __name__ == "__main__":
+    main()
