@@ -324,9 +324,6 @@ def test_settings_accept_a_value_their_rule_allows(cls, name, value, why):
     assert getattr(build(cls, with_companions(cls, name, value)), name) == value
 
 
-@pytest.mark.xfail(strict=True, reason="declaration gap: `check_settings` checks values, not "
-                   "types: a str for an int raises TypeError, a float/bool/list for an int or "
-                   "an int for a str or bool passes (remove this mark once types are checked)")
 @pytest.mark.parametrize("cls", CHECKED, ids=lambda c: c.__name__)
 def test_settings_refuse_values_of_the_wrong_type(cls):
     cases = [p.values for p in DIRECT["wrong_type"] if p.values[0] is cls]

@@ -81,16 +81,56 @@ def rules(cls: type) -> dict[str, Range]:
 
 
 def field_problem(cls: type, values: dict[str, Any]) -> tuple[str, str, Any] | None:
-    """(field, why, value) of the first of `values` (fields of `cls`) that its rule refuses,
-    or None. None passes where the type allows it; booleans, mappings and sequences are
-    checked by type only."""
+    """(field, why, value) of the first of `values` (fields of `cls`) whose type or rule
+    refuses it, or None. None passes where the type allows it; mappings and sequences are
+    checked by type (and their items' types) only."""
+    hints = typing.get_type_hints(cls)
     for name, rule in rules(cls).items():
         value = values[name]
-        if value is None or isinstance(value, bool | dict | list | tuple):
-            continue
-        why = rule.problem(value)
+        why = type_problem(value, hints[name])
+        if why is None and not (value is None or isinstance(value, bool | dict | list | tuple)):
+            why = rule.problem(value)
         if why:
             return name, why, value
+    return None
+
+
+def type_problem(value: Any, hint: Any) -> str | None:
+    """Why `value` is not of the annotated type `hint`, or None: what a settings dataclass
+    built in code (not through `config.merge`, which converts) is checked with. An int is a
+    number; a bool is neither an int nor a number."""
+    origin = typing.get_origin(hint)
+    if origin is Literal:  # one of the choices, of the choice's own type (True is not 1)
+        allowed = typing.get_args(hint)
+        return None if any(value == c and type(value) is type(c) for c in allowed) else \
+            "must be one of " + ", ".join(map(str, allowed))
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        problems = [type_problem(value, o) for o in options if o is not type(None)]
+        return None if None in problems else problems[0]
+    if hint is bool:
+        return None if isinstance(value, bool) else "must be true or false"
+    if hint is int:
+        return None if isinstance(value, int) and not isinstance(value, bool) else \
+            "must be an integer"
+    if hint is float:
+        return None if isinstance(value, int | float) and not isinstance(value, bool) else \
+            "must be a number"
+    if hint is str:
+        return None if isinstance(value, str) else "must be a string"
+    if hint is dict or origin is dict:
+        return None if isinstance(value, dict) else "must be a mapping"
+    if origin is list:
+        if not isinstance(value, list):
+            return "must be a list"
+        (item,) = typing.get_args(hint)
+        bad = next((why for v in value if (why := type_problem(v, item))), None)
+        return None if bad is None else \
+            f"must be a list ({bad.replace('must', 'each item must', 1)})"
+    if isinstance(hint, type) and not isinstance(value, hint):
+        return f"must be a {hint.__name__}"
     return None
 
 

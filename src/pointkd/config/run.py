@@ -133,7 +133,7 @@ class DistillConfig:
         "terms only (docs/records.md)")
     LIMITS: ClassVar[dict] = {
         "alpha": Range(0.0), "tau": Range(0.0, low_open=True), "nwsd_warmup_epochs": Range(0),
-        "ema_decay": Range(0.0, 1.0), "use_k": Range(0), "teacher_votes": Range(0)}
+        "ema_decay": Range(0.0, 1.0, high_open=True), "use_k": Range(0), "teacher_votes": Range(0)}
     CHECKS: ClassVar[tuple] = (
         (lambda d: d.beta == 0 or d.alpha + d.beta > 0,
          "NWSD needs distill.alpha + distill.beta > 0"),
