@@ -109,7 +109,11 @@ class EvalConfig:
         help="checkpoint; several = their ensemble (mean logits, as `record` stores)",
         positional=True, metavar="checkpoint")
     data: str = setting(help="the dataset to evaluate on")
-    split: str = setting("test", "the split to evaluate")
+    split: str = setting("test", "the split to evaluate; val = the validation shapes a run "
+                         "carves from train (--val-seed, --val-fraction: as the run's)")
+    val_seed: int = setting(0, "with --split val: the seed of that split (a run's "
+                            "data.split_seed, else its train.seed)")
+    val_fraction: float = setting(0.1, "with --split val: the run's data.val_fraction")
     out: str | None = setting(None, "directory for metrics JSON and confusion PNG "
                               "(eval_<split>.json, confusion_<split>.png)")
     device: str = setting("auto", DEVICE)
@@ -123,7 +127,8 @@ class EvalConfig:
     overwrite: bool = setting(False, "replace an earlier eval_<split>.json / "
                               "confusion_<split>.png in --out")
     LIMITS: ClassVar[dict] = {"split": Range(text=True), "votes": Range(0),
-                              "batch_size": Range(1)}
+                              "batch_size": Range(1), "val_seed": SEED,
+                              "val_fraction": Range(0.0, 1.0, low_open=True, high_open=True)}
     CHECKS: ClassVar[tuple] = ((lambda e: bool(e.checkpoints), "no checkpoint given"),)
 
     def check(self) -> None:

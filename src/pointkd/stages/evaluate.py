@@ -17,6 +17,7 @@ from torch import nn
 from pointkd import rundir, safe_io
 from pointkd.checkpoint import load_model
 from pointkd.config.stages import EvalConfig
+from pointkd.data import PointCloudSet, load_split, stratified_split
 from pointkd.device import resolve_device
 from pointkd.errors import DataError, ModelError, OutputError
 from pointkd.metrics import (
@@ -50,8 +51,6 @@ def run(cfg: EvalConfig) -> Evaluation:
     same combination `pointkd record --teacher A --teacher B` stores — so a multi-teacher
     record set's teacher can be measured before recording it.
     """
-    from pointkd.data import load_split
-
     cfg.check()
     paths, data, split = [str(p) for p in cfg.checkpoints], cfg.data, cfg.split
     if cfg.out is not None:  # refuse a bad --out before any work; locked until we return
@@ -67,7 +66,7 @@ def run(cfg: EvalConfig) -> Evaluation:
                 f"but {paths[0]} {meta['num_classes']} from {meta.get('num_points')}: "
                 "ensemble members must agree"
             )
-    ds = load_split(data, split, num_points=meta.get("num_points"), normalize=cfg.normalize)
+    ds = _evaluated_shapes(cfg, meta.get("num_points"))
     loaded = [(fit_classes(model, m, path, ds.class_names, data), m)
               for path, (model, m) in zip(paths, loaded, strict=True)]
     members = [predict_logits(model, ds.points, cfg.batch_size, dev,
@@ -100,6 +99,19 @@ def run(cfg: EvalConfig) -> Evaluation:
     if cfg.out is not None:
         save_report(Path(cfg.out), split, report, ds.class_names)
     return Evaluation(report, list(ds.class_names))
+
+
+def _evaluated_shapes(cfg: EvalConfig, num_points: int | None) -> PointCloudSet:
+    """The split to evaluate; "val" is the validation part a run carved from train (the same
+    stratified draw: `data.stratified_split` with the run's fraction and seed), so ensemble
+    members and voting can be chosen on shapes the members did not train on."""
+    if cfg.split != "val":
+        return load_split(cfg.data, cfg.split, num_points=num_points, normalize=cfg.normalize)
+    train = load_split(cfg.data, "train", num_points=num_points, normalize=cfg.normalize)
+    _, val_idx = stratified_split(train.labels, cfg.val_fraction, cfg.val_seed)
+    ds = train.subset(val_idx)
+    ds.name = f"{train.name.rsplit('/', 1)[0]}/val (seed {cfg.val_seed})"
+    return ds
 
 
 class ClassSubset(nn.Module):
