@@ -197,7 +197,7 @@ def test_a_teacher_that_modifies_its_input_cannot_change_the_next_ones(cli, home
                       rs.spec)
     expected = probe_logits(x)
     for k in range(2):
-        assert torch.allclose(batch.teacher_logits[:, k], expected, atol=1e-5), k
+        assert torch.allclose(batch.per_teacher[:, k], expected, atol=1e-5), k
 
 
 def test_teacher_logits_leave_the_callers_clouds_untouched(home):

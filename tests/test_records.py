@@ -232,10 +232,10 @@ def test_several_teachers_mean_and_each(setup, ds, tmp_path):
     mean = open_records(rec(tmp_path / "mean", [t1, t2], logits="fp32"))
     each = open_records(rec(tmp_path / "each", [t1, t2], logits="fp32", combine="each"))
     a, b = mean.rows(np.arange(20)), each.rows(np.arange(20))
-    assert a.teacher_logits is None and b.teacher_logits.shape == (20, 2, 12)
+    assert a.per_teacher is None and b.per_teacher.shape == (20, 2, 12)
     z1 = expected_logits(ds, b, each.spec)
-    assert torch.equal(b.teacher_logits[:, 0], z1)
-    assert torch.allclose(b.teacher_logits[:, 1], 3 * z1)
+    assert torch.equal(b.per_teacher[:, 0], z1)
+    assert torch.allclose(b.per_teacher[:, 1], 3 * z1)
     assert torch.allclose(a.logits, 2 * z1) and torch.allclose(b.logits, a.logits)
     assert each.manifest["bytes_per_row"] == 22 + 2 * 12 * 4
     assert len(read_manifest(tmp_path / "each")["teachers"]) == 2

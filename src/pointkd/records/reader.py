@@ -27,7 +27,7 @@ class RecordBatch:
     params: torch.Tensor  # (n, 7) float32: exactly the (fp16) parameters the teacher saw
     seeds: torch.Tensor  # (n,) int64 point-level seeds
     logits: torch.Tensor  # (n, C) float32 teacher logits (the mean, if several teachers)
-    teacher_logits: torch.Tensor | None = None  # (n, T, C) with `--combine each`
+    per_teacher: torch.Tensor | None = None  # (n, T, C) each teacher's, with `--combine each`
     # mixed views: the partner shape (-1: unmixed) and the share of points it replaced
     mix_shapes: torch.Tensor | None = None  # (n,) int64
     mix_lams: torch.Tensor | None = None  # (n,) float32 (exactly the stored float16)
@@ -105,7 +105,7 @@ class RecordSet:
             params=torch.from_numpy(raw["params"].astype(np.float32)),
             seeds=torch.from_numpy(np.array(raw["seed"], np.uint64).view(np.int64)),
             logits=logits[:, 0] if logits.shape[1] == 1 else logits.mean(dim=1),
-            teacher_logits=logits if self.each_teacher else None,
+            per_teacher=logits if self.each_teacher else None,
             **_mix_fields(raw))
 
 
