@@ -10,7 +10,9 @@ Sources (`load_split(path, split)`):
   ModelNet40/ModelNet10 mesh archives (`folder.py`; large ones cached, `cache.py`);
 - PointNet++'s `modelnet40_normal_resampled` (`normal_resampled.py`);
 - ScanObjectNN's `training_objectdataset*.h5` / `test_objectdataset*.h5` (`scanobjectnn.py`);
-- the built-in `synthetic` dataset (`synthetic:seed=1,train_per_class=40`, see `synthetic`).
+- the built-in `synthetic` dataset (`synthetic:seed=1,train_per_class=40`, see `synthetic`);
+- shapes without labels, a pool for `pointkd record`: a folder of point files without class
+  folders (`unlabelled.py`), or HDF5 without a `label` dataset (every label `UNLABELLED`).
 
 Every problem with the input is a one-line `DataError` naming the file or dataset.
 
@@ -20,6 +22,7 @@ in `_load.py`, so the source modules import those and never this `__init__`.
 
 from pointkd.data._core import (
     DEGENERATE_RADIUS,
+    UNLABELLED,
     MissingSplitError,
     PointCloudSet,
     normalize_unit_sphere,
@@ -32,4 +35,4 @@ from pointkd.data.report import describe, save_preview
 
 __all__ = ["PointCloudSet", "MissingSplitError", "load_split", "stratified_split",
            "normalize_unit_sphere", "read_cloud", "describe", "save_preview", "validate_set",
-           "DEGENERATE_RADIUS"]
+           "DEGENERATE_RADIUS", "UNLABELLED"]

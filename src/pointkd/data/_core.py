@@ -19,6 +19,11 @@ class MissingSplitError(DataError):
     """The dataset exists but has no such split (`describe` skips these with a note)."""
 
 
+# The label of a shape whose class is not known: a pool of unlabelled shapes (an HDF5 without
+# `label`, a folder of point files) or a record set made with `--unlabelled`
+UNLABELLED = -1
+
+
 @dataclass
 class PointCloudSet:
     points: np.ndarray  # (N, P, 3) float32, C-contiguous
@@ -31,6 +36,12 @@ class PointCloudSet:
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def labelled(self) -> bool:
+        """False for a set of shapes without labels (every label `UNLABELLED`): a pool for
+        `pointkd record`, whose rows get the KD terms only."""
+        return not (len(self.labels) and bool((self.labels == UNLABELLED).all()))
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -69,6 +80,8 @@ def validate_set(ds: PointCloudSet, source: str) -> PointCloudSet:
     if not finite.all():
         raise DataError(f"{source}: shape {int(np.flatnonzero(~finite)[0])} has NaN/Inf "
                         f"coordinates")
+    if not ds.labelled:  # shapes without labels: nothing to range-check
+        return ds
     bad_labels = labels[(labels < 0) | (labels >= ds.num_classes)]
     if len(bad_labels):
         raise DataError(f"{source}: label {int(bad_labels[0])} out of range for "

@@ -55,6 +55,10 @@ def _load_path(p: Path, split: str, num_points: int | None) -> PointCloudSet:
         return scanobjectnn.load_scanobjectnn(p, split, num_points)
     if any(f.suffix.lower() in SUFFIXES for f in p.iterdir() if f.is_file()):
         return load_hdf5(p, split, num_points)
+    from pointkd.data.unlabelled import is_point_folder, load_point_folder
+
+    if is_point_folder(p):
+        return load_point_folder(p, split, num_points or 1024)
     from pointkd.data.folder import load_folder
 
     return load_folder(p, split, num_points or 1024)

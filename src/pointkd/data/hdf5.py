@@ -13,7 +13,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from pointkd.data._core import MissingSplitError, PointCloudSet
+from pointkd.data._core import UNLABELLED, MissingSplitError, PointCloudSet
 from pointkd.errors import DataError
 
 SUFFIXES = (".h5", ".hdf5")
@@ -33,18 +33,22 @@ def split_files(root: Path, split: str) -> list[Path]:
     return shards
 
 
-def _read_one(path: Path) -> tuple[np.ndarray, np.ndarray, list[str] | None]:
-    """One file's points (float32), labels (int64) and shape ids, checked file by file so
-    that every error names the offending file."""
+def _read_one(path: Path, require_label: bool = False
+              ) -> tuple[np.ndarray, np.ndarray, list[str] | None]:
+    """One file's points (float32), labels (int64; `UNLABELLED` without a `label` dataset,
+    unless `require_label`) and shape ids, checked file by file so that every error names
+    the offending file."""
     if path.stat().st_size == 0:
         raise DataError(f"{path}: empty file")
     try:
         with h5py.File(path, "r") as f:
-            for key in ("data", "label"):
+            for key in ("data", "label") if require_label else ("data",):
                 if not isinstance(f.get(key), h5py.Dataset):
                     raise DataError(f"{path}: missing HDF5 dataset '{key}'")
             points = np.asarray(f["data"][()], dtype=np.float32)
-            labels = np.asarray(f["label"][()])
+            # no `label`: shapes without labels (a pool to record; training refuses it)
+            labels = (np.asarray(f["label"][()]) if isinstance(f.get("label"), h5py.Dataset)
+                      else np.full(len(points), UNLABELLED, np.int64))
             ids = None
             if isinstance(f.get("shape_id"), h5py.Dataset):
                 ids = [s.decode() if isinstance(s, bytes) else str(s)
@@ -107,6 +111,12 @@ def load_hdf5(root: Path, split: str, num_points: int | None) -> PointCloudSet:
     points = np.concatenate([p[0] for p in parts]) if len(parts) > 1 else parts[0][0]
     labels = np.concatenate([p[1] for p in parts])
     ids = None if any(p[2] is None for p in parts) else [i for p in parts for i in p[2]]
+    unlabelled = [bool((p[1] == UNLABELLED).all()) and len(p[1]) > 0 for p in parts]
+    if any(unlabelled):
+        if not all(unlabelled):
+            raise DataError(f"{files[unlabelled.index(False)]}: has labels, "
+                            f"{files[unlabelled.index(True)]} has none (one split is either)")
+        return _finish(root, split, files, points, labels, [], ids, num_points)
     names = read_class_names(root, int(labels.max()) + 1 if len(labels) else 0)
     for path, (_, lab, _) in zip(files, parts, strict=True):  # name the offending file
         if len(lab) and lab.min() < 0:
@@ -114,6 +124,11 @@ def load_hdf5(root: Path, split: str, num_points: int | None) -> PointCloudSet:
         if len(lab) and lab.max() >= len(names):
             raise DataError(f"{path}: label {int(lab.max())} out of range: shape_names.txt "
                             f"lists {len(names)} classes (0..{len(names) - 1})")
+    return _finish(root, split, files, points, labels, names, ids, num_points)
+
+
+def _finish(root: Path, split: str, files: list[Path], points: np.ndarray, labels: np.ndarray,
+            names: list[str], ids: list[str] | None, num_points: int | None) -> PointCloudSet:
     if num_points is not None:
         if num_points > points.shape[1]:
             raise DataError(f"{files[0]}: {num_points} points requested, shapes have "

@@ -40,13 +40,18 @@ def describe(path: str | Path, splits: list[str] | tuple[str, ...] = ("train", "
     if not sets:
         raise DataError(f"none of the splits {', '.join(splits)} exist: {missing[0]}")
     names = max((d.class_names for d in sets.values()), key=len)
-    lines = [f"dataset {path}: {len(names)} classes"]
+    unlabelled = not any(d.labelled for d in sets.values())
+    lines = [f"dataset {path}: " + ("shapes without labels (a pool for `pointkd record`; "
+                                    "its rows get the KD terms only)" if unlabelled
+                                    else f"{len(names)} classes")]
     for split, d in sets.items():
         lo, hi = bounds[split]
         box = " ".join(f"{a}[{lo[i]:.4g}, {hi[i]:.4g}]" for i, a in enumerate("xyz"))
         lines += [f"{split}: {len(d)} shapes x {d.points.shape[1]} points per shape",
                   f"  raw bounds {box}",
                   f"  fingerprint {d.fingerprint()} (unit-sphere normalised)"]
+    if unlabelled:
+        return "\n".join(lines + notes)
     width = max(12, *(len(n) for n in names))
     counts = {s: np.bincount(d.labels, minlength=len(names)) for s, d in sets.items()}
     cols = {s: max(7, len(s)) for s in sets}

@@ -61,7 +61,7 @@ def load_scanobjectnn(path: Path, split: str, num_points: int | None) -> PointCl
                                 "variant)")
     from pointkd.data.hdf5 import _read_one
 
-    points, labels, ids = _read_one(file)
+    points, labels, ids = _read_one(file, require_label=True)
     _check_mask(file, points.shape[:2])
     if len(labels) and (labels.min() < 0 or labels.max() >= len(CLASS_NAMES)):
         bad = int(labels.min() if labels.min() < 0 else labels.max())

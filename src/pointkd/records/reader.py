@@ -157,7 +157,9 @@ def check_made_for(rs: RecordSet, data, root: str | Path | None = None) -> None:
         raise RecordError(f"{root}: records were made for another dataset "
                           f"({m['data']['name']}, {m['data']['fingerprint'][:19]}…), "
                           f"not {data.name} ({data.fingerprint()[:19]}…)")
-    if (rs.num_shapes, rs.num_classes) != (len(data), data.num_classes):
+    # shapes without labels have no classes of their own (the record set took the teachers')
+    classes = data.num_classes if data.labelled else rs.num_classes
+    if (rs.num_shapes, rs.num_classes) != (len(data), classes):
         raise RecordError(f"{root}: manifest says {rs.num_shapes} shapes of "
                           f"{rs.num_classes} classes, the data has {len(data)} of "
                           f"{data.num_classes}")

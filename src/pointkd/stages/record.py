@@ -85,6 +85,8 @@ def _record(cfg: RecordConfig) -> tuple[Path, bool] | None:
     models = load_teachers(cfg.teachers, dev, cfg.weights, cfg.class_names,
                            cfg.teacher_normalization)
     ds = load_split(cfg.data, "train", num_points=models[0].num_points)
+    if not ds.labelled:  # a pool without labels or classes: the teachers' classes name it
+        ds.class_names = _teachers_classes(models, cfg.data)
     fit_to_data(models, ds, cfg.data, models[0].num_points, error=RecordError)
     cfg.augment.check_points(ds.points.shape[1])
     manifest, dtype = _new_manifest(cfg, ds, models, dist.world)
@@ -151,7 +153,7 @@ def _new_manifest(cfg: RecordConfig, ds, models: list, world: int) -> tuple[dict
         "data": {"name": ds.name, "path": str(cfg.data), "fingerprint": ds.fingerprint(),
                  "num_shapes": len(ds), "num_classes": ds.num_classes,
                  "class_names": list(ds.class_names), "num_points": int(ds.points.shape[1]),
-                 **_labels_entry(cfg.unlabelled)},
+                 **_labels_entry(cfg.unlabelled or not ds.labelled)},
         "teachers": [t.entry for t in models],
         "augment": cfg.augment.to_dict(), "k": cfg.k, "seed": cfg.seed,
         "batch_size": cfg.batch_size,
@@ -161,6 +163,18 @@ def _new_manifest(cfg: RecordConfig, ds, models: list, world: int) -> tuple[dict
         "shards": plan_shards(total, cfg.batch_size, world),
     }
     return manifest, dtype
+
+
+def _teachers_classes(models: list, data: str) -> list[str]:
+    """The classes of shapes without labels: the teachers', who must name them alike."""
+    names = [m.class_names for m in models]
+    if any(n is None for n in names):
+        raise RecordError(f"{data}: shapes without labels take the teachers' classes, and a "
+                          "teacher names none: pass --class-names FILE")
+    if any(list(n) != list(names[0]) for n in names[1:]):
+        raise RecordError(f"{data}: shapes without labels take the teachers' classes, and the "
+                          "teachers name different ones")
+    return list(names[0])
 
 
 def _labels_entry(unlabelled: bool) -> dict:

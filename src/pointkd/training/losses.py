@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from pointkd.data._core import UNLABELLED
 from pointkd.errors import ConfigError
 
 
@@ -85,7 +86,7 @@ def nwsd_kd_loss(
     return (alpha + beta) * soft_kl(target, student_logits, tau)
 
 
-UNLABELLED = -1  # the label of a cloud whose class is not known (distillation only)
+# UNLABELLED (-1), the label of a cloud whose class is not known: distillation only
 
 
 def classification_loss(logits: Tensor, labels: Tensor, label_smoothing: float = 0.0,

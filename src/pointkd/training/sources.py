@@ -37,7 +37,7 @@ from pointkd.config.run import RunConfig
 from pointkd.data import PointCloudSet, load_split, stratified_split
 from pointkd.device import autocast
 from pointkd.distributed import Dist
-from pointkd.errors import ConfigError
+from pointkd.errors import ConfigError, DataError
 from pointkd.records.reader import RecordSet, check_made_for, open_records
 from pointkd.teachers.inference import fit_to_data, teacher_logits
 from pointkd.teachers.load import Teacher, load_teachers
@@ -324,6 +324,10 @@ def training_source(cfg: RunConfig, dist: Dist, device: torch.device
                   else cfg.data.num_points)
     data = load_split(cfg.data.path, "train", num_points=num_points,
                       normalize=cfg.data.normalize)
+    if not data.labelled:
+        raise DataError(f"{cfg.data.path}: shapes without labels cannot be a run's training "
+                        "set (its classes name the student's outputs); record them as a pool "
+                        "and distill from it beside labelled records: --records A --records B")
     if records is not None:
         check_made_for(records, data, cfg.distill.records)
     split_seed = cfg.train.seed if cfg.data.split_seed is None else cfg.data.split_seed
@@ -372,6 +376,8 @@ def _pooled_source(cfg: RunConfig, first: RecordReplay, pool: TrainingPool,
         extra = load_split(d["path"], "train", num_points=d.get("num_points"),
                            normalize=cfg.data.normalize)
         check_made_for(records, extra, root)
+        if not extra.labelled:  # a pool without classes: the ones its records were made with
+            extra.class_names = list(d["class_names"])
         if extra.class_names != data.class_names:
             raise ConfigError(f"{root}: its classes differ from {cfg.distill.records}'s "
                               "(the same class names in the same order are needed)")
