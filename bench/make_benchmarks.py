@@ -370,6 +370,27 @@ def demo_probe() -> str:
                              "command (S = seed)"], "lrrrl", rows))
 
 
+def label_smoothing() -> str:
+    d = load("teacher_label_smoothing.json")
+    if d is None:
+        return ""
+    rows = []
+    for t in d["teachers"]:
+        st = t["stats"]
+        cells = [f"{x['mean_top_prob']:.3f} / {x['mean_entropy_nats']:.2f}" for x in st["taus"]]
+        rows.append([f"`{t['checkpoint']}`", t["label_smoothing"], pct(t["test_oa"]),
+                     pct(st["teacher_accuracy"]), *cells,
+                     f"{st['view_kl_mean_nats']:.4f} / {st['view_kl_median_nats']:.4f}"])
+    taus = [f"τ = {x['tau']:g}: top-1 prob / entropy" for x in d["teachers"][0]["stats"]["taus"]]
+    cmds = [c for t in d["teachers"] for c in (t["record_command"], t["stats_command"])]
+    uniform = d["teachers"][0]["stats"]["uniform_entropy_nats"]
+    return fill("label_smoothing", purpose=d["purpose"][0].upper() + d["purpose"][1:],
+                machine=d["machine"], commands=commands(cmds), uniform=f"{uniform:.2f}",
+                table=table(["teacher", "label smoothing", "test OA", "right on its rows",
+                             *taus, "KL(view ‖ shape mean) mean / median"],
+                            "lrrr" + "r" * len(taus) + "r", rows))
+
+
 MIX_PAIRS = (("nokd_mixed", "nokd"), ("kd_pool", "nokd"), ("kd_pool_mixed", "kd_pool"),
              ("kd_pool_mixed", "nokd_mixed"))
 
@@ -1004,7 +1025,8 @@ OUTLINE: list[tuple[str, list[Section]]] = [
                  ("Record compression: bytes per row and what the student is taught", encodings),
                  ("Student OA per record encoding", encoding_students),
                  ("Teacher voting at record time", record_votes),
-                 ("Mixed views: do they pay? (demo setting, validation data)", mixed_views)]),
+                 ("Mixed views: do they pay? (demo setting, validation data)", mixed_views),
+                 ("Label smoothing and what a teacher's rows say", label_smoothing)]),
     ("Students", [("ModelNet40 students from the strong teacher, long schedule", students_strong),
                   ("What the strong teacher could still teach", overlap),
                   ("τ on validation, PointNet teacher", tau_probe_pointnet),
