@@ -144,9 +144,10 @@ def case_negative_label(tmp):
     return tmp
 
 
-def case_missing_label_dataset(tmp):
+def case_missing_data_dataset(tmp):
+    # (without `label` an HDF5 is a pool of shapes without labels: tests/test_unlabelled_sources)
     with h5py.File(tmp / "train.h5", "w") as f:
-        f["data"] = good()[0]
+        f["label"] = good()[1]
     return tmp
 
 
@@ -167,7 +168,7 @@ def case_bad_synthetic_option(tmp):
 
 CASES = [case_missing, case_empty_file, case_nan, case_inf, case_wrong_dims, case_points_2d,
          case_label_out_of_range, case_negative_label, case_class_count_mismatch,
-         case_label_count_mismatch, case_missing_label_dataset, case_truncated_hdf5,
+         case_label_count_mismatch, case_missing_data_dataset, case_truncated_hdf5,
          case_unreadable_mesh, case_zero_area_mesh, case_point_file_no_points,
          case_point_file_wrong_dims, case_unknown_extension, case_corrupt_npy,
          case_pcd_without_z, case_no_such_split, case_not_a_dataset_file,
@@ -460,7 +461,7 @@ BAD_OVERRIDES = {
     "optim.warmup_epochs=-1": "'optim.warmup_epochs' must be >= 0",
     "optim.lr=.inf": "'optim.lr' must be a finite number",
     "augment.up_axis=3": "'augment.up_axis' must be one of 0, 1, 2",
-    "distill.ema_decay=2": "'distill.ema_decay' must be <= 1.0",
+    "distill.ema_decay=2": "'distill.ema_decay' must be < 1.0",
     "model.kwargs={num_classes: 3}": "must not set num_classes",
     "augment.subsample=5000": "augment.subsample = 5000 but the clouds have only 32 points",
 }
