@@ -423,6 +423,17 @@ def mixed_views() -> str:
                         "l" + "r" * (seeds + 1) + "l", rows),
             paired=table(["paired by seed", *seed_cols, "mean ± std"],
                          "l" + "r" * (seeds + 1), diffs)))
+    cost = load("mix_replay.json")
+    if cost is not None:
+        ms, share = cost["ms_per_batch"], cost["share_of_a_step"]
+        rows = [[kind, cost["bytes_per_row"]["plain" if kind == "none" else "mixed"],
+                 f"{ms[kind]:.2f}", f"{100 * share[kind]:.1f}%"] for kind in share]
+        parts.append(fill("mix_replay", command=cost["command"], machine=cost["machine"],
+                          model=cost["model"], step=f"{ms['train_step']:.0f}",
+                          batch=cost["batch_size"],
+                          table=table(["mix", "bytes/row (int8, 40 classes)",
+                                       "ms to build a batch", "of a training step"], "lrrr",
+                                      rows)))
     return "\n\n".join(parts).replace("../main/", "")  # run from a worktree beside main
 
 
