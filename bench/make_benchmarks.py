@@ -497,6 +497,27 @@ def teacher_members() -> str:
         training="; ".join(f"`{m['command']}` ({m['machine']})" for m in d["members"]))
 
 
+def teacher_ensemble() -> str:
+    d = load("teacher_ensemble.json")
+    if d is None:
+        return ""
+    names = {**d["members"], **d["others"]}
+    rows = [[" + ".join(c["members"]), c["votes"],
+             pct(c["val"]["oa"]) + (" (seen)" if c["val_includes_training_shapes"] else ""),
+             pct(c["test"]["oa"]), pct(c["test"]["macc"])]
+            for c in sorted(d["candidates"], key=lambda c: (-c["val"]["oa"], c["votes"]))]
+    ch = d["chosen"]
+    return fill("teacher_ensemble", val_seed=d["val_seed"], machine=d["machine"],
+                names="; ".join(f"{k} = `{v}`" for k, v in names.items()),
+                others=", ".join(d["others"]) or "none",
+                chosen=" + ".join(ch["members"]), chosen_votes=ch["votes"],
+                chosen_val=pct(ch["val"]["oa"]), chosen_test=pct(ch["test"]["oa"]),
+                chosen_macc=pct(ch["test"]["macc"]), goal=f"{TEACHER_GOAL:.1f}%",
+                command=ch["command"],
+                table=table(["members", "votes", "val OA", "test OA", "test mAcc"], "lrrrr",
+                            rows))
+
+
 def flatness() -> str:
     runs = load_all("teacher_flatness_*.json")
     if not runs:
@@ -1028,6 +1049,7 @@ OUTLINE: list[tuple[str, list[Section]]] = [
     ("Teachers", [("ModelNet40 teacher trained on 2 CPU cores (PointNet)", teacher_pointnet),
                   ("The strong CPU teacher (student_l)", teacher_strong),
                   ("Teacher-ensemble members (CPU, trained across sessions)", teacher_members),
+                  ("The teacher ensemble, chosen on validation", teacher_ensemble),
                   ("How flat the teachers' targets are (choosing τ)", flatness)]),
     ("Records", [("What the committed record sets carry (`pointkd records stats`)",
                   records_stats),

@@ -1,5 +1,6 @@
 """Collect the teacher-ensemble members' training and the ensemble's evaluation into
-bench/results/teacher_members.json (for BENCHMARKS.md).
+bench/results/teacher_members.json (for BENCHMARKS.md); each run adds (or replaces) one
+member and records the latest ensemble evaluation.
 
     python bench/teacher_members.py --run runs/member_a \
         --zoo zoo/student_l_ls0_s1_modelnet40_cpu.pt --eval EVAL_DIR/eval_test.json \
@@ -32,7 +33,11 @@ def main() -> None:
               "epochs": len(history), "best_epoch": best["epoch"], "val_oa": best["val_oa"],
               "train_core_hours": sum(r["epoch_seconds"] for r in history) / 3600,
               "machine": args.machine}
-    out = {"members": [member], "ensemble": {
+    # one entry per member (by its zoo file): a later member joins the earlier ones
+    path = Path(args.json)
+    earlier = json.loads(path.read_text())["members"] if path.is_file() else []
+    members = [m for m in earlier if m["zoo"] != args.zoo] + [member]
+    out = {"members": members, "ensemble": {
         "command": args.eval_command, "members": report["members"],
         "single_view": {k: report["single_view"][k] for k in ("oa", "macc", "count")},
         "voting": {k: report["voting"][k] for k in ("votes", "oa", "macc")}
