@@ -513,9 +513,13 @@ def teacher_ensemble() -> str:
                 chosen=" + ".join(ch["members"]), chosen_votes=ch["votes"],
                 chosen_val=pct(ch["val"]["oa"]), chosen_test=pct(ch["test"]["oa"]),
                 chosen_macc=pct(ch["test"]["macc"]), goal=f"{TEACHER_GOAL:.1f}%",
-                command=ch["command"],
+                command=ch["command"], any_right=pct(d["diversity_test"]["any_right"]),
                 table=table(["members", "votes", "val OA", "test OA", "test mAcc"], "lrrrr",
-                            rows))
+                            rows),
+                pairs=table(["members (test, single view)", "agree", "at least one right"],
+                            "lrr", [[" + ".join(q["members"]), pct(q["agree"]),
+                                     pct(q["either_right"])]
+                                    for q in d["diversity_test"]["pairs"]]))
 
 
 def flatness() -> str:

@@ -88,13 +88,24 @@ def main() -> None:
                       f"test {100 * c['test']['oa']:.2f}%"
                       + ("  (val seen in training by a member)" if seen_val else ""),
                       flush=True)
+    # how differently the members err (test): the ceiling an ensemble of them could reach
+    pairs = []
+    for a, b in itertools.combinations(names, 2):
+        (za, y, _), (zb, _, _) = cache[(a, "test", 0)], cache[(b, "test", 0)]
+        pa, pb = za.argmax(1), zb.argmax(1)
+        pairs.append({"members": [a, b], "agree": float((pa == pb).float().mean()),
+                      "either_right": float(((pa == y) | (pb == y)).float().mean())})
+    preds = torch.stack([cache[(n, "test", 0)][0].argmax(1) for n in names])
+    y = cache[(names[0], "test", 0)][1]
+    diversity = {"pairs": pairs, "any_right": float((preds == y).any(0).float().mean())}
     fair = [c for c in candidates if not c["val_includes_training_shapes"]]
     chosen = max(fair, key=lambda c: (c["val"]["oa"], -len(c["members"]), -c["votes"]))
     out = {"purpose": "the teacher ensemble chosen on the members' validation shapes "
                       f"(split seed {args.val_seed}), every candidate's test OA beside it",
            "data": args.data, "val_seed": args.val_seed, "members": members, "others": others,
            "machine": f"{cpu_name()}, {args.threads} threads", "chosen": chosen,
-           "seconds": round(time.perf_counter() - t0, 1), "candidates": candidates}
+           "seconds": round(time.perf_counter() - t0, 1), "diversity_test": diversity,
+           "candidates": candidates}
     Path(args.json).write_text(json.dumps(out, indent=1) + "\n")
     print(f"chosen on validation: {'+'.join(chosen['members'])} votes {chosen['votes']}: "
           f"val {100 * chosen['val']['oa']:.2f}%, test {100 * chosen['test']['oa']:.2f}%")
