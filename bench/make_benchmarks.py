@@ -384,8 +384,15 @@ def label_smoothing() -> str:
     taus = [f"τ = {x['tau']:g}: top-1 prob / entropy" for x in d["teachers"][0]["stats"]["taus"]]
     cmds = [c for t in d["teachers"] for c in (t["record_command"], t["stats_command"])]
     uniform = d["teachers"][0]["stats"]["uniform_entropy_nats"]
+    st = d.get("students", {"runs": [], "protocol": "", "machine": ""})
+    student_rows = [[f"`{r['records']}`", f"{r['tau']:g}",
+                     f"{pct(r['val_oa'])} ({r['best_epoch']})", pct(r["test_oa"]),
+                     f"`{r['command']}`"] for r in st["runs"]]
     return fill("label_smoothing", purpose=d["purpose"][0].upper() + d["purpose"][1:],
                 machine=d["machine"], commands=commands(cmds), uniform=f"{uniform:.2f}",
+                protocol=st["protocol"], student_machine=st["machine"],
+                students=table(["records", "τ", "best val OA (epoch)", "test OA", "command"],
+                               "lrrrl", student_rows),
                 table=table(["teacher", "label smoothing", "test OA", "right on its rows",
                              *taus, "KL(view ‖ shape mean) mean / median"],
                             "lrrr" + "r" * len(taus) + "r", rows))
