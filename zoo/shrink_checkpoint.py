@@ -17,8 +17,9 @@ from pathlib import Path
 
 import torch
 
-from pointkd.checkpoint import build_model, file_sha256, read_checkpoint, save_checkpoint
+from pointkd.checkpoint import build_model, read_checkpoint, save_checkpoint
 from pointkd.errors import PointKDError
+from pointkd.safe_io import file_sha256
 
 DROPPED = ("optimizer", "scheduler", "rng", "scaler")
 
