@@ -32,7 +32,7 @@ demo-modelnet40: $(STAMP)
 # and oneDNN's GEMMs at SSE4.2 and AVX2 (other blocking, other summation orders), so that a
 # tolerance or a bit-exact claim that holds only for this CPU's kernels fails here.
 test: $(STAMP)
-	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff check src tests bench zoo
 	$(PY) -m pytest
 	ATEN_CPU_CAPABILITY=default MKL_ENABLE_INSTRUCTIONS=SSE4_2 ONEDNN_MAX_CPU_ISA=SSE41 \
 		$(PY) -m pytest -m numerics
@@ -40,7 +40,7 @@ test: $(STAMP)
 		$(PY) -m pytest -m numerics
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/ruff check src tests bench zoo
 
 clean:
 	rm -rf runs .pytest_cache .ruff_cache .hypothesis
