@@ -21,7 +21,7 @@ from pointkd.records.format import row_dtype
 from pointkd.stages import record, train
 from pointkd.teachers.load import load_teachers
 from pointkd.training.losses import UNLABELLED, classification_loss
-from pointkd.training.sources import RecordReplay, training_source
+from pointkd.training.sources import SINGLE, RecordReplay, training_source
 
 DATA = "synthetic:version=1,train_per_class=10,test_per_class=3"
 TINY = [f"data.path={DATA}", "data.num_points=96", "train.epochs=1",
@@ -166,7 +166,7 @@ def test_replay_never_uses_a_row_mixed_with_a_validation_shape(mixed_records):
     train.check(cfg)
     for per_epoch in ("one_per_shape", "all"):
         cfg.distill.rows_per_epoch = per_epoch
-        data, val_idx, source, _ = training_source(cfg, _single(), torch.device("cpu"))
+        data, val_idx, source, _ = training_source(cfg, SINGLE, torch.device("cpu"))
         assert isinstance(source, RecordReplay)
         val = set(val_idx.tolist())
         seen_shapes = []
@@ -179,12 +179,6 @@ def test_replay_never_uses_a_row_mixed_with_a_validation_shape(mixed_records):
         else:
             assert len(seen_shapes) == len(source) == int(source.usable.sum())
         assert int(source.usable.sum()) < source.usable.size  # some rows were left out
-
-
-def _single():
-    from pointkd.training.sources import SINGLE
-
-    return SINGLE
 
 
 def test_distill_from_mixed_records_and_the_mixed_baseline_from_the_cli(mixed_records, cli):

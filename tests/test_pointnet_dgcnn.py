@@ -23,14 +23,9 @@ EXACT = {"pointnet": 819_624, "pointnet_tnet": 3_480_049, "pointnet2_ssg": 1_475
          "dgcnn": 1_809_576}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Small tensors: one thread is as fast, and immune to other processes on the CPU (two
-    spinning OpenMP threads on a busy 2-core machine made these tests ~10× slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+# small tensors: one thread is as fast, and immune to other processes on the CPU (two
+# spinning OpenMP threads on a busy 2-core machine made these tests ~10× slower)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _clouds(b: int, p: int, seed: int = 0) -> torch.Tensor:

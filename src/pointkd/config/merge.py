@@ -18,52 +18,32 @@ from pointkd.config.limits import (
     check_problem,
     field_problem,
     field_values,
+    type_problem,
 )
 from pointkd.errors import ConfigError
 
 
 def _coerce(value: Any, typ: Any, key: str) -> Any:
-    """Check/convert one value against its annotated type, naming `key` on failure."""
+    """`value` checked against its annotated type (`limits.type_problem`; of a `Literal`, the
+    type of its values: which value, `validate` checks), naming `key` (a list item as
+    `key[i]`) on failure; an int for a float becomes a float, a mapping or list a copy."""
     origin = typing.get_origin(typ)
-    if origin is Literal:  # the type of its values here; which value, `validate` checks
-        return _coerce(value, type(typing.get_args(typ)[0]), key)
+    if origin is Literal:
+        typ, origin = type(typing.get_args(typ)[0]), None
     if origin in (typing.Union, types.UnionType):
-        for option in typing.get_args(typ):
-            try:
-                return _coerce(value, option, key)
-            except ConfigError:
-                continue
-        raise ConfigError(f"config key '{key}': {value!r} is not a valid {typ}")
-    if typ is type(None):
-        if value is None:
-            return None
-        raise ConfigError(f"config key '{key}': expected null, got {value!r}")
-    if typ is bool:
-        if isinstance(value, bool):
-            return value
-        raise ConfigError(f"config key '{key}': expected true/false, got {value!r}")
-    if typ is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise ConfigError(f"config key '{key}': expected an integer, got {value!r}")
+        fits = [t for t in typing.get_args(typ) if type_problem(value, t) is None]
+        if not fits:
+            raise ConfigError(f"config key '{key}': {value!r} is not a valid {typ}")
+        return _coerce(value, fits[0], key)
+    if origin is list and isinstance(value, list):
+        (item,) = typing.get_args(typ)
+        return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+    why = type_problem(value, typ)
+    if why:
+        raise ConfigError(f"config key '{key}': {why}, got {value!r}")
     if typ is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        raise ConfigError(f"config key '{key}': expected a number, got {value!r}")
-    if typ is str:
-        if isinstance(value, str):
-            return value
-        raise ConfigError(f"config key '{key}': expected a string, got {value!r}")
-    if typ is dict or origin is dict:
-        if isinstance(value, dict):
-            return dict(value)
-        raise ConfigError(f"config key '{key}': expected a mapping, got {value!r}")
-    if origin is list:
-        if isinstance(value, list):
-            (item,) = typing.get_args(typ)
-            return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
-        raise ConfigError(f"config key '{key}': expected a list, got {value!r}")
-    raise ConfigError(f"config key '{key}': unsupported type {typ}")
+        return float(value)
+    return dict(value) if isinstance(value, dict) else value
 
 
 @dataclass
