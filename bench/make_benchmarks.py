@@ -509,20 +509,25 @@ def teacher_ensemble() -> str:
     if d is None:
         return ""
     names = {**d["members"], **d["others"]}
+    seen = {True: " (seen)", False: ""}
     rows = [[" + ".join(c["members"]), c["votes"],
-             pct(c["val"]["oa"]) + (" (seen)" if c["val_includes_training_shapes"] else ""),
+             f"{c['val']['nll_calibrated']:.4f} (T {c['val']['temperature']})"
+             + seen[c["val_includes_training_shapes"]],
+             pct(c["val"]["oa"]) + seen[c["val_includes_training_shapes"]],
              pct(c["test"]["oa"]), pct(c["test"]["macc"])]
-            for c in sorted(d["candidates"], key=lambda c: (-c["val"]["oa"], c["votes"]))]
+            for c in sorted(d["candidates"], key=lambda c: (c["val_includes_training_shapes"],
+                                                             c["val"]["nll_calibrated"]))]
     ch = d["chosen"]
     return fill("teacher_ensemble", val_seed=d["val_seed"], machine=d["machine"],
                 names="; ".join(f"{k} = `{v}`" for k, v in names.items()),
                 others=", ".join(d["others"]) or "none",
                 chosen=" + ".join(ch["members"]), chosen_votes=ch["votes"],
                 chosen_val=pct(ch["val"]["oa"]), chosen_test=pct(ch["test"]["oa"]),
+                chosen_nll=f"{ch['val']['nll_calibrated']:.4f}", chosen_t=ch["val"]["temperature"],
                 chosen_macc=pct(ch["test"]["macc"]), goal=f"{TEACHER_GOAL:.1f}%",
                 command=ch["command"], any_right=pct(d["diversity_test"]["any_right"]),
-                table=table(["members", "votes", "val OA", "test OA", "test mAcc"], "lrrrr",
-                            rows),
+                table=table(["members", "votes", "val NLL at best T", "val OA", "test OA",
+                             "test mAcc"], "lrrrrr", rows),
                 pairs=table(["members (test, single view)", "agree", "at least one right"],
                             "lrr", [[" + ".join(q["members"]), pct(q["agree"]),
                                      pct(q["either_right"])]
