@@ -398,31 +398,38 @@ def label_smoothing() -> str:
                             "lrrr" + "r" * len(taus) + "r", rows))
 
 
-MIX_PAIRS = (("nokd_mixed", "nokd"), ("kd_pool", "nokd"), ("kd_pool_mixed", "kd_pool"),
-             ("kd_pool_mixed", "nokd_mixed"))
+def view_pairs(view: str) -> tuple[tuple[str, str], ...]:
+    """The paired differences of a view probe: (minuend, subtrahend) variant keys."""
+    return ((f"nokd_{view}", "nokd"), ("kd_pool", "nokd"), (f"kd_pool_{view}", "kd_pool"),
+            (f"kd_pool_{view}", f"nokd_{view}"))
 
 
-def mixed_views() -> str:
-    probes = load_all("mix_probe_*.json")
+def views() -> str:
+    probes = load_all("view_probe_*.json")
     if not probes:
         return ""
-    parts = []
+    parts, summary = [], []
     for _, d in probes:
-        v = d["variants"]
+        v, name = d["variants"], d["view"]["name"]
         seeds = len(next(iter(v.values()))["val_oa"])
         rows = [[x["label"], *(pct(a) for a in x["val_oa"]),
                  "{:.2f} ± {:.2f}".format(*mean_sd([100 * a for a in x["val_oa"]])),
                  f"`{x['command']}`"] for x in v.values()]
-        diffs = [[f"{v[a]['label']} − {v[b]['label']}",
-                  *(f"{100 * (x - y):+.2f}" for x, y in zip(v[a]["val_oa"], v[b]["val_oa"],
-                                                            strict=True)),
-                  paired_cell([100 * (x - y) for x, y in zip(v[a]["val_oa"], v[b]["val_oa"],
-                                                            strict=True)])]
-                 for a, b in MIX_PAIRS if a in v and b in v]
+
+        def gaps(a: str, b: str, v: dict = v) -> list[float]:
+            return [100 * (x - y) for x, y in zip(v[a]["val_oa"], v[b]["val_oa"], strict=True)]
+
+        pairs = view_pairs(name)
+        diffs = [[f"{v[a]['label']} − {v[b]['label']}", *(f"{g:+.2f}" for g in gaps(a, b)),
+                  paired_cell(gaps(a, b))] for a, b in pairs]
+        summary.append([f"`{name}`", *(paired_cell(gaps(a, b)) + " ("
+                                       + ", ".join(f"{g:+.2f}" for g in gaps(a, b)) + ")"
+                                       for a, b in (pairs[0], *pairs[2:]))])
         seed_cols = [f"seed {i}" for i in range(seeds)]
-        m = d["mix"]
+        augment = ", ".join(f"augment.{k}={str(x).lower()}"
+                            for k, x in d["view"]["augment"].items())
         parts.append(fill(
-            "mixed_views", kind=m["kind"], prob=m["prob"], max=m["max"],
+            "view_probe", name=name, augment=augment,
             purpose=d["purpose"][0].upper() + d["purpose"][1:], teacher=d["teacher"],
             records=commands(d["records"].values()),
             validation=d["validation"], machine=d["machine"],
@@ -430,6 +437,9 @@ def mixed_views() -> str:
                         "l" + "r" * (seeds + 1) + "l", rows),
             paired=table(["paired by seed", *seed_cols, "mean ± std"],
                          "l" + "r" * (seeds + 1), diffs)))
+    parts.insert(0, fill("view_probes_summary", table=table(
+        ["view", "no KD, view − no KD", "KD + pool, view − KD + pool",
+         "KD + pool, view − no KD, view"], "lrrr", summary)))
     cost = load("mix_replay.json")
     if cost is not None:
         ms, share = cost["ms_per_batch"], cost["share_of_a_step"]
@@ -1074,7 +1084,7 @@ OUTLINE: list[tuple[str, list[Section]]] = [
                  ("Record compression: bytes per row and what the student is taught", encodings),
                  ("Student OA per record encoding", encoding_students),
                  ("Teacher voting at record time", record_votes),
-                 ("Mixed views: do they pay? (demo setting, validation data)", mixed_views),
+                 ("Stronger views: do they pay? (demo setting, validation data)", views),
                  ("Label smoothing and what a teacher's rows say", label_smoothing)]),
     ("Students", [("ModelNet40 students from the strong teacher, long schedule", students_strong),
                   ("What the strong teacher could still teach", overlap),

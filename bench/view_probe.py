@@ -1,18 +1,20 @@
-"""Do mixed views pay? The demo's setting, measured on validation data only.
+"""Which views pay? The demo's setting, measured on validation data only.
 
 The demo's teacher (configs/synthetic_demo.yaml) is trained once; it records the students'
-labelled shapes and the unlabelled pool twice: with the plain views, and with mixed views
-(`augment.mix`). Students, paired by seed, are scored on the test split of an independent
-draw (`synthetic:seed=99`: validation data, never the demo's test split):
+labelled shapes and the unlabelled pool with the plain views, and again with a stronger
+augmentation (`--view`: mixed views, rotation about the up axis, point dropout, wider
+anisotropic scaling). Students, paired by seed, are scored on the test split of an
+independent draw (`synthetic:seed=99`: validation data, never the demo's test split):
 
     no KD              plain views, CE
-    no KD, mixed       the same mixed views, share-weighted CE (a gain of KD over this is the
-                       teacher's, not the augmentation's)
+    no KD, VIEW        the same views as the VIEW records, CE (share-weighted for mixed views:
+                       a gain of KD over this is the teacher's, not the augmentation's)
     KD + pool          the demo's distilled mode (plain records)
-    KD + pool, mixed   the same, from the mixed-view records
+    KD + pool, VIEW    the same, from the VIEW records
 
-    python bench/mix_probe.py --out runs/mix_probe --seeds 0 1 2 --mix ball
-writes bench/results/mix_probe_<mix>.json. One thread per run.
+    python bench/view_probe.py --out runs/view_probe --seeds 0 1 2 --view ball
+writes bench/results/view_probe_<view>.json. One thread per run; the teacher, the plain
+records and the plain students are shared by every view in the same --out.
 """
 
 from __future__ import annotations
@@ -30,6 +32,14 @@ PRESET = "configs/synthetic_demo.yaml"
 LABELLED = "synthetic:train_per_class=20"
 POOL = "synthetic:seed=7,train_per_class=40"
 VALIDATION = "synthetic:seed=99"
+# each view: its `augment` overrides of the preset (mixing: the declared defaults)
+VIEWS = {
+    "ball": {"mix": "ball", "mix_prob": 0.5, "mix_max": 0.5},
+    "points": {"mix": "points", "mix_prob": 0.5, "mix_max": 0.5},
+    "rotate": {"rotate": True},
+    "dropout": {"dropout": 0.5},
+    "scale": {"scale_low": 0.5, "scale_high": 2.0},
+}
 TEACHER = ["--data", "synthetic:train_per_class=80", "model.name=student_m", "model.kwargs={}",
            "data.val_fraction=0.0", "train.epochs=8"]
 
@@ -49,18 +59,15 @@ def shown(args: list[str]) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", type=Path, default=Path("runs/mix_probe"))
+    ap.add_argument("--out", type=Path, default=Path("runs/view_probe"))
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--mix", choices=["points", "ball"], default="ball")
-    ap.add_argument("--mix-prob", type=float, default=0.5)
-    ap.add_argument("--mix-max", type=float, default=0.5)
+    ap.add_argument("--view", choices=sorted(VIEWS), default="ball")
     args = ap.parse_args()
-    out = args.out
+    out, view = args.out, args.view
     out.mkdir(parents=True, exist_ok=True)
-    mix = [f"augment.mix={args.mix}", f"augment.mix_prob={args.mix_prob}",
-           f"augment.mix_max={args.mix_max}"]
-    (out / "mixed.yaml").write_text(
-        f"augment: {{mix: {args.mix}, mix_prob: {args.mix_prob}, mix_max: {args.mix_max}}}\n")
+    overrides = [f"augment.{k}={str(v).lower()}" for k, v in VIEWS[view].items()]
+    spec = ", ".join(f"{k}: {str(v).lower()}" for k, v in VIEWS[view].items())
+    (out / f"{view}.yaml").write_text(f"augment: {{{spec}}}\n")
     t0 = time.perf_counter()
     teacher = out / "teacher"
     teacher_cmd = ["train", "--config", PRESET, "--out", str(teacher), "--threads", "1",
@@ -69,7 +76,7 @@ def main() -> None:
         pointkd(*teacher_cmd)
     records: dict[str, list[str]] = {}
     for name, data, extra in (("L", LABELLED, []), ("U", POOL, ["--unlabelled"])):
-        for tag, config in (("plain", PRESET), ("mixed", str(out / "mixed.yaml"))):
+        for tag, config in (("plain", PRESET), (view, str(out / f"{view}.yaml"))):
             rec = out / f"rec{name}_{tag}"
             cmd = ["record", "--teacher", str(teacher / "best.pt"), "--data", data,
                    "--config", config, "--k", "10", "--out", str(rec), "--threads", "1",
@@ -80,15 +87,16 @@ def main() -> None:
     variants = {
         "nokd": ("no KD", ["train", "--data", LABELLED, "distill.alpha=0.0",
                            "distill.beta=0.0"]),
-        "nokd_mixed": ("no KD, mixed views (share-weighted CE)",
-                       ["train", "--data", LABELLED, "distill.alpha=0.0", "distill.beta=0.0",
-                        *mix]),
+        f"nokd_{view}": (f"no KD, {view} views" + (" (share-weighted CE)" if "mix" in
+                                                     VIEWS[view] else ""),
+                         ["train", "--data", LABELLED, "distill.alpha=0.0", "distill.beta=0.0",
+                          *overrides]),
         "kd_pool": ("offline KD + unlabelled pool", ["distill", "--records",
                     str(out / "recL_plain"), "--records", str(out / "recU_plain"),
                     "distill.beta=0.0"]),
-        "kd_pool_mixed": ("offline KD + unlabelled pool, mixed-view records",
-                          ["distill", "--records", str(out / "recL_mixed"), "--records",
-                           str(out / "recU_mixed"), "distill.beta=0.0"]),
+        f"kd_pool_{view}": (f"offline KD + unlabelled pool, {view}-view records",
+                            ["distill", "--records", str(out / f"recL_{view}"), "--records",
+                             str(out / f"recU_{view}"), "distill.beta=0.0"]),
     }
     results: dict[str, dict] = {}
     for key, (label, base) in variants.items():
@@ -109,9 +117,9 @@ def main() -> None:
             results[key]["val_oa"].append(oa)
             print(f"{key} seed {seed}: validation OA {100 * oa:.2f}%", flush=True)
     summary = {
-        "purpose": "does recording mixed views pay? the demo's setting, validation data only "
-                   f"(the test split of {VALIDATION}); seeds {args.seeds}",
-        "mix": {"kind": args.mix, "prob": args.mix_prob, "max": args.mix_max},
+        "purpose": f"does recording {view} views pay? the demo's setting, validation data "
+                   f"only (the test split of {VALIDATION}); seeds {args.seeds}",
+        "view": {"name": view, "augment": VIEWS[view]},
         "teacher": shown(teacher_cmd), "records": {k: shown(v) for k, v in records.items()},
         "validation": f"pointkd eval RUN/best.pt --data {VALIDATION} --no-latency --out "
                       "RUN/validation",
@@ -119,7 +127,7 @@ def main() -> None:
                    "per run",
         "seconds": round(time.perf_counter() - t0, 1), "variants": results,
     }
-    dst = Path(__file__).parent / "results" / f"mix_probe_{args.mix}.json"
+    dst = Path(__file__).parent / "results" / f"view_probe_{view}.json"
     dst.write_text(json.dumps(summary, indent=1))
     print(f"wrote {dst}")
 
