@@ -40,7 +40,8 @@ VAL_SHAPES = 985  # ModelNet40: the 10% of its 9,843 training shapes held out fo
 SPEED_GOALS = {"student_s": 2.0, "student_l": 2.0, "pointmlp_elite": 1.25}  # train × vs 152ab98
 LATENCY_FILES = ("latency.json", "latency_passive.json", "latency_t1.json",
                  "latency_torch_ops.json")
-STATS_FILES = {"records_stats_student_l_k20.json": "zoo/records_student_l_modelnet40_k20",
+STATS_FILES = {"records_stats_ens_ab_k8.json": "zoo/records_ens_ab_modelnet40_k8",
+               "records_stats_student_l_k20.json": "zoo/records_student_l_modelnet40_k20",
                "records_stats_pointnet_k10.json": "zoo/records_pointnet_modelnet40_k10"}
 DISTILL_RUNS = {  # bench_distill.py results: file -> what was distilled
     "distill_efficiency_modelnet40_strong.json":
@@ -587,12 +588,12 @@ def records_stats() -> str:
                      "top-1 changes across views"], "lrrrrrrr", rows))
 
 
-def records_strong() -> str:
-    r = load("records_student_l_k20.json")
-    info, verify = (RESULTS / f"records_{x}_student_l_k20.txt" for x in ("info", "verify"))
+def records_strong(tag: str = "student_l_k20", template: str = "records_strong") -> str:
+    r = load(f"records_{tag}.json")
+    info, verify = (RESULTS / f"records_{x}_{tag}.txt" for x in ("info", "verify"))
     if r is None or not info.is_file() or not verify.is_file():
         return ""
-    return fill("records_strong", rows=f"{r['rows']:,}", minutes=f"{r['seconds'] / 60:.1f}",
+    return fill(template, rows=f"{r['rows']:,}", minutes=f"{r['seconds'] / 60:.1f}",
                 machine=r["machine"], command=r["command"], info_command=r["info_command"],
                 info=code(info.read_text()), verify_command=r["verify_command"],
                 verify=code(verify.read_text()))
@@ -1079,6 +1080,8 @@ OUTLINE: list[tuple[str, list[Section]]] = [
                   ("How flat the teachers' targets are (choosing τ)", flatness)]),
     ("Records", [("What the committed record sets carry (`pointkd records stats`)",
                   records_stats),
+                 ("The teacher ensemble's record set",
+                  lambda: records_strong("ens_ab_k8", "records_ens")),
                  ("The strong teacher's record set", records_strong),
                  ("Record size and recording throughput", records_size),
                  ("Record compression: bytes per row and what the student is taught", encodings),
