@@ -134,6 +134,8 @@ def mode_label(mode: str) -> str:
         label = f"(c) offline KD + NWSD, β = −{base.removeprefix('nwsd-')}"
     elif base.startswith("kd-k"):
         label = f"offline KD, K = {base.removeprefix('kd-k')} (distill.use_k)"
+    elif base.startswith("kd-t"):
+        label = f"(b) offline KD, τ = {base.removeprefix('kd-t')}"
     else:
         label = MODE_LABELS.get(base, base)
     return f"{label}, {TAG_LABELS.get(tag, tag + ' records')}" if tag else label
@@ -731,6 +733,30 @@ def students_strong() -> str:
         commands=first_commands(groups))
 
 
+def students_ens() -> str:
+    """Students from the teacher ensemble's records: the protocol, paired by seed."""
+    groups = student_groups("students_ens")
+    if not groups:
+        return ""
+    first = next(iter(groups.values()))[0]
+    kd = next((rs[0] for m, rs in groups.items() if m != "plain"), None)
+
+    def extra(rs: list[dict]) -> list[str]:
+        last = (mean_std(rs, "test_oa_last") if all("test_oa_last" in r for r in rs) else "–")
+        sec = [r.get("epoch_seconds_median", r["epoch_seconds_mean"]) for r in rs]
+        return [last, f"{statistics.fmean(sec):.0f}"]
+
+    plot_student_curves(groups, RESULTS / "students_ens_curves.png")
+    return fill(
+        "students_ens", model=first["model"], params=millions(first["params"]),
+        epochs=first["epochs"], records=kd["records"] if kd else "–", machine=first["machine"],
+        table=table(["run", "seeds", "test OA %", "test mAcc %", "val OA %",
+                     "test OA % (last epoch)", "s/epoch (median)"], "lrrrrrr",
+                    student_rows(groups, extra)),
+        paired=paired_table(groups), goal=goal(groups, STRONG_GOAL),
+        commands=first_commands(groups))
+
+
 def overlap() -> str:
     """Teacher vs student on each test shape: what the strong teacher could still teach."""
     found = load_all("overlap_*.json")
@@ -794,6 +820,10 @@ def tau_probe_pointnet() -> str:
 
 def tau_probe_strong() -> str:
     return probe("tau_probe_student_l", "tau")
+
+
+def tau_probe_ens() -> str:
+    return probe("tau_probe_ens", "tau")
 
 
 def beta_probe_strong() -> str:
@@ -1089,7 +1119,9 @@ OUTLINE: list[tuple[str, list[Section]]] = [
                  ("Teacher voting at record time", record_votes),
                  ("Stronger views: do they pay? (demo setting, validation data)", views),
                  ("Label smoothing and what a teacher's rows say", label_smoothing)]),
-    ("Students", [("ModelNet40 students from the strong teacher, long schedule", students_strong),
+    ("Students", [("ModelNet40 students from the teacher ensemble's records", students_ens),
+                  ("τ on validation, teacher ensemble", tau_probe_ens),
+                  ("ModelNet40 students from the strong teacher, long schedule", students_strong),
                   ("What the strong teacher could still teach", overlap),
                   ("τ on validation, PointNet teacher", tau_probe_pointnet),
                   ("τ on validation, strong teacher", tau_probe_strong),
