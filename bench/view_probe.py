@@ -62,6 +62,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("runs/view_probe"))
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--view", choices=sorted(VIEWS), default="ball")
+    ap.add_argument("--machine-note", default="2 cores, nothing else running",
+                    help="what else shared the machine (recorded with the results)")
     args = ap.parse_args()
     out, view = args.out, args.view
     out.mkdir(parents=True, exist_ok=True)
@@ -123,8 +125,7 @@ def main() -> None:
         "teacher": shown(teacher_cmd), "records": {k: shown(v) for k, v in records.items()},
         "validation": f"pointkd eval RUN/best.pt --data {VALIDATION} --no-latency --out "
                       "RUN/validation",
-        "machine": f"{cpu_name()}, 2 cores shared with a teacher training job; one thread "
-                   "per run",
+        "machine": f"{cpu_name()}, {args.machine_note}; one thread per run",
         "seconds": round(time.perf_counter() - t0, 1), "variants": results,
     }
     dst = Path(__file__).parent / "results" / f"view_probe_{view}.json"
