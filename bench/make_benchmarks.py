@@ -747,8 +747,11 @@ def students_ens() -> str:
         return [last, f"{statistics.fmean(sec):.0f}"]
 
     plot_student_curves(groups, RESULTS / "students_ens_curves.png")
+    chosen = (load("teacher_ensemble.json") or {}).get("chosen", {})
     return fill(
-        "students_ens", model=first["model"], params=millions(first["params"]),
+        "students_ens", teacher_val=pct(chosen.get("val", {}).get("oa")),
+        teacher_test=pct(chosen.get("test", {}).get("oa")),
+        model=first["model"], params=millions(first["params"]),
         epochs=first["epochs"], records=kd["records"] if kd else "–", machine=first["machine"],
         table=table(["run", "seeds", "test OA %", "test mAcc %", "val OA %",
                      "test OA % (last epoch)", "s/epoch (median)"], "lrrrrrr",
