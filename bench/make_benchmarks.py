@@ -422,18 +422,20 @@ def views() -> str:
         def gaps(a: str, b: str, v: dict = v) -> list[float]:
             return [100 * (x - y) for x, y in zip(v[a]["val_oa"], v[b]["val_oa"], strict=True)]
 
-        pairs = view_pairs(name)
+        pairs = [(a, b) for a, b in view_pairs(name) if a in v and b in v]
         diffs = [[f"{v[a]['label']} − {v[b]['label']}", *(f"{g:+.2f}" for g in gaps(a, b)),
                   paired_cell(gaps(a, b))] for a, b in pairs]
-        summary.append([f"`{name}`", *(paired_cell(gaps(a, b)) + " ("
-                                       + ", ".join(f"{g:+.2f}" for g in gaps(a, b)) + ")"
-                                       for a, b in (pairs[0], *pairs[2:]))])
+        if len(pairs) == 4:
+            summary.append([f"`{name}`", *(paired_cell(gaps(a, b)) + " ("
+                                           + ", ".join(f"{g:+.2f}" for g in gaps(a, b)) + ")"
+                                           for a, b in (pairs[0], *pairs[2:]))])
         seed_cols = [f"seed {i}" for i in range(seeds)]
         augment = ", ".join(f"augment.{k}={str(x).lower()}"
                             for k, x in d["view"]["augment"].items())
         parts.append(fill(
             "view_probe", name=name, augment=augment,
             purpose=d["purpose"][0].upper() + d["purpose"][1:], teacher=d["teacher"],
+            note=f" {d['note']}" if d.get("note") else "",
             records=commands(d["records"].values()),
             validation=d["validation"], machine=d["machine"],
             table=table(["student", *seed_cols, "mean ± std", "command (S = seed)"],
@@ -595,7 +597,9 @@ def records_strong(tag: str = "student_l_k20", template: str = "records_strong")
     info, verify = (RESULTS / f"records_{x}_{tag}.txt" for x in ("info", "verify"))
     if r is None or not info.is_file() or not verify.is_file():
         return ""
+    k20 = load("records_stats_student_l_k20.json") or {}
     return fill(template, rows=f"{r['rows']:,}", minutes=f"{r['seconds'] / 60:.1f}",
+                k20_change=pct(k20.get("top1_change_fraction")),
                 machine=r["machine"], command=r["command"], info_command=r["info_command"],
                 info=code(info.read_text()), verify_command=r["verify_command"],
                 verify=code(verify.read_text()))
@@ -752,7 +756,8 @@ def students_ens() -> str:
         "students_ens", teacher_val=pct(chosen.get("val", {}).get("oa")),
         teacher_test=pct(chosen.get("test", {}).get("oa")),
         model=first["model"], params=millions(first["params"]),
-        epochs=first["epochs"], records=kd["records"] if kd else "–", machine=first["machine"],
+        epochs=first["epochs"], records=kd["records"] if kd else "zoo/records_ens_ab_modelnet40_k8",
+        machine=first["machine"],
         table=table(["run", "seeds", "test OA %", "test mAcc %", "val OA %",
                      "test OA % (last epoch)", "s/epoch (median)"], "lrrrrrr",
                     student_rows(groups, extra)),
@@ -793,15 +798,17 @@ def probe_choice(runs: list[dict], key: str) -> str:
                 test_a=pct(a["test_oa"]), test_b=pct(b["test_oa"]))
 
 
-def probe(folder: str, key: str, extra: list[dict] | None = None) -> str:
-    """One-seed probes of one distillation setting on validation (bench_students runs)."""
+def probe(folder: str, key: str, extra: list[dict] | None = None,
+          fields: dict | None = None) -> str:
+    """One-seed probes of one distillation setting on validation (bench_students runs);
+    `fields` fill the template's other placeholders."""
     runs = sorted([d for _, d in load_all(f"{folder}/*.json")] + (extra or []),
                   key=lambda r: r[key])
     if not runs:
         return ""
     rows = [[f"{r[key]:g}", pct(r["val_oa"]), pct(r["test_oa"]), r["best_epoch"],
              f"`{r['command']}`"] for r in runs]
-    return fill(folder, machine=runs[0]["machine"],
+    return fill(folder, machine=runs[0]["machine"], **(fields or {}),
                 choice=probe_choice(runs, key) if len(runs) > 1 else "",
                 table=table([key, "best val OA", "test OA", "best epoch", "command"], "rrrrl",
                             rows))
@@ -826,7 +833,12 @@ def tau_probe_strong() -> str:
 
 
 def tau_probe_ens() -> str:
-    return probe("tau_probe_ens", "tau")
+    stats = load("records_stats_ens_ab_k8.json")
+    if stats is None:
+        return ""
+    top = {t["tau"]: f"{t['mean_top_prob']:.3f}" for t in stats["taus"]}
+    return probe("tau_probe_ens", "tau", fields={"top_1": top.get(1.0, "–"),
+                                                 "top_4": top.get(4.0, "–")})
 
 
 def beta_probe_strong() -> str:
@@ -1156,9 +1168,12 @@ def wrap_prose(lines: list[str], width: int = 100) -> list[str]:
     """Prose lines wrapped at `width` (Markdown joins them back into one paragraph); table
     rows, headings, list items' first lines keep their shape, and nothing is reworded."""
     out: list[str] = []
+    fenced = False
     for block in lines:
         for line in block.split("\n"):
-            if len(line) <= width or line.startswith(("|", "#", "```", "    ", "!")):
+            if line.startswith("```"):
+                fenced = not fenced
+            if fenced or len(line) <= width or line.startswith(("|", "#", "```", "    ", "!")):
                 out.append(line)
                 continue
             lead = "- " if line.startswith("- ") else ""

@@ -121,7 +121,7 @@ def main() -> None:
     out = {"purpose": "the teacher ensemble chosen by NLL on the members' validation shapes "
                       f"(split seed {args.val_seed}), every candidate's test OA beside it",
            "data": args.data, "val_seed": args.val_seed, "members": members, "others": others,
-           "machine": f"{cpu_name()}, {args.threads} threads", "chosen": chosen,
+           "machine": f"{cpu_name()}, {args.threads} thread(s)", "chosen": chosen,
            "seconds": round(time.perf_counter() - t0, 1), "diversity_test": diversity,
            "candidates": candidates}
     Path(args.json).write_text(json.dumps(out, indent=1) + "\n")

@@ -12,7 +12,8 @@ independent draw (`synthetic:seed=99`: validation data, never the demo's test sp
     KD + pool          the demo's distilled mode (plain records)
     KD + pool, VIEW    the same, from the VIEW records
 
-    python bench/view_probe.py --out runs/view_probe --seeds 0 1 2 --view ball
+    python bench/view_probe.py --out runs/view_probe --seeds 0 1 2 --view ball \
+        --machine-note '2 cores, nothing else running'
 writes bench/results/view_probe_<view>.json. One thread per run; the teacher, the plain
 records and the plain students are shared by every view in the same --out.
 """
@@ -40,8 +41,11 @@ VIEWS = {
     "dropout": {"dropout": 0.5},
     "scale": {"scale_low": 0.5, "scale_high": 2.0},
 }
+# the plain views every view is measured against: the preset's before it rotated (commit
+# 39bc7fa, chosen by these probes), pinned so that the probes stay paired with their results
+BASELINE = {"rotate": False}
 TEACHER = ["--data", "synthetic:train_per_class=80", "model.name=student_m", "model.kwargs={}",
-           "data.val_fraction=0.0", "train.epochs=8"]
+           "data.val_fraction=0.0", "train.epochs=8", "augment.rotate=false"]
 
 
 def pointkd(*args: str) -> str:
@@ -62,14 +66,17 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("runs/view_probe"))
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--view", choices=sorted(VIEWS), default="ball")
-    ap.add_argument("--machine-note", default="2 cores, nothing else running",
-                    help="what else shared the machine (recorded with the results)")
+    ap.add_argument("--machine-note", required=True,
+                    help="what else shared the machine (recorded with the results), e.g. "
+                    "'2 cores, nothing else running'")
     args = ap.parse_args()
     out, view = args.out, args.view
     out.mkdir(parents=True, exist_ok=True)
-    overrides = [f"augment.{k}={str(v).lower()}" for k, v in VIEWS[view].items()]
-    spec = ", ".join(f"{k}: {str(v).lower()}" for k, v in VIEWS[view].items())
-    (out / f"{view}.yaml").write_text(f"augment: {{{spec}}}\n")
+    views = {**BASELINE, **VIEWS[view]}
+    overrides = [f"augment.{k}={str(v).lower()}" for k, v in views.items()]
+    for name, aug in (("plain", BASELINE), (view, views)):
+        spec = ", ".join(f"{k}: {str(v).lower()}" for k, v in aug.items())
+        (out / f"{name}.yaml").write_text(f"augment: {{{spec}}}\n")
     t0 = time.perf_counter()
     teacher = out / "teacher"
     teacher_cmd = ["train", "--config", PRESET, "--out", str(teacher), "--threads", "1",
@@ -78,7 +85,8 @@ def main() -> None:
         pointkd(*teacher_cmd)
     records: dict[str, list[str]] = {}
     for name, data, extra in (("L", LABELLED, []), ("U", POOL, ["--unlabelled"])):
-        for tag, config in (("plain", PRESET), (view, str(out / f"{view}.yaml"))):
+        for tag, config in (("plain", str(out / "plain.yaml")),
+                            (view, str(out / f"{view}.yaml"))):
             rec = out / f"rec{name}_{tag}"
             cmd = ["record", "--teacher", str(teacher / "best.pt"), "--data", data,
                    "--config", config, "--k", "10", "--out", str(rec), "--threads", "1",
@@ -88,7 +96,7 @@ def main() -> None:
             records[f"{name}_{tag}"] = cmd
     variants = {
         "nokd": ("no KD", ["train", "--data", LABELLED, "distill.alpha=0.0",
-                           "distill.beta=0.0"]),
+                           "distill.beta=0.0", "augment.rotate=false"]),
         f"nokd_{view}": (f"no KD, {view} views" + (" (share-weighted CE)" if "mix" in
                                                      VIEWS[view] else ""),
                          ["train", "--data", LABELLED, "distill.alpha=0.0", "distill.beta=0.0",
@@ -121,7 +129,7 @@ def main() -> None:
     summary = {
         "purpose": f"does recording {view} views pay? the demo's setting, validation data "
                    f"only (the test split of {VALIDATION}); seeds {args.seeds}",
-        "view": {"name": view, "augment": VIEWS[view]},
+        "view": {"name": view, "augment": VIEWS[view]}, "baseline": BASELINE,
         "teacher": shown(teacher_cmd), "records": {k: shown(v) for k, v in records.items()},
         "validation": f"pointkd eval RUN/best.pt --data {VALIDATION} --no-latency --out "
                       "RUN/validation",
