@@ -597,8 +597,11 @@ def records_strong(tag: str = "student_l_k20", template: str = "records_strong")
     info, verify = (RESULTS / f"records_{x}_{tag}.txt" for x in ("info", "verify"))
     if r is None or not info.is_file() or not verify.is_file():
         return ""
+    # rows and recording time as the committed record set's manifest has them
+    manifest = BENCH.parent / STATS_FILES[f"records_stats_{tag}.json"] / "manifest.json"
+    made = json.loads(manifest.read_text())["recording"]
     k20 = load("records_stats_student_l_k20.json") or {}
-    return fill(template, rows=f"{r['rows']:,}", minutes=f"{r['seconds'] / 60:.1f}",
+    return fill(template, rows=f"{made['rows']:,}", minutes=f"{made['seconds'] / 60:.1f}",
                 k20_change=pct(k20.get("top1_change_fraction")),
                 machine=r["machine"], command=r["command"], info_command=r["info_command"],
                 info=code(info.read_text()), verify_command=r["verify_command"],

@@ -44,8 +44,15 @@ VIEWS = {
 # the plain views every view is measured against: the preset's before it rotated (commit
 # 39bc7fa, chosen by these probes), pinned so that the probes stay paired with their results
 BASELINE = {"rotate": False}
+
+
+def overrides(aug: dict) -> list[str]:
+    """`augment` settings as CLI overrides: {"rotate": False} -> ["augment.rotate=false"]."""
+    return [f"augment.{k}={str(v).lower()}" for k, v in aug.items()]
+
+
 TEACHER = ["--data", "synthetic:train_per_class=80", "model.name=student_m", "model.kwargs={}",
-           "data.val_fraction=0.0", "train.epochs=8", "augment.rotate=false"]
+           "data.val_fraction=0.0", "train.epochs=8", *overrides(BASELINE)]
 
 
 def pointkd(*args: str) -> str:
@@ -73,9 +80,8 @@ def main() -> None:
     out, view = args.out, args.view
     out.mkdir(parents=True, exist_ok=True)
     views = {**BASELINE, **VIEWS[view]}
-    overrides = [f"augment.{k}={str(v).lower()}" for k, v in views.items()]
-    for name, aug in (("plain", BASELINE), (view, views)):
-        spec = ", ".join(f"{k}: {str(v).lower()}" for k, v in aug.items())
+    for name, aug in (("plain", BASELINE), (view, views)):  # record-time configs
+        spec = ", ".join(o.removeprefix("augment.").replace("=", ": ") for o in overrides(aug))
         (out / f"{name}.yaml").write_text(f"augment: {{{spec}}}\n")
     t0 = time.perf_counter()
     teacher = out / "teacher"
@@ -96,11 +102,11 @@ def main() -> None:
             records[f"{name}_{tag}"] = cmd
     variants = {
         "nokd": ("no KD", ["train", "--data", LABELLED, "distill.alpha=0.0",
-                           "distill.beta=0.0", "augment.rotate=false"]),
+                           "distill.beta=0.0", *overrides(BASELINE)]),
         f"nokd_{view}": (f"no KD, {view} views" + (" (share-weighted CE)" if "mix" in
                                                      VIEWS[view] else ""),
                          ["train", "--data", LABELLED, "distill.alpha=0.0", "distill.beta=0.0",
-                          *overrides]),
+                          *overrides(views)]),
         "kd_pool": ("offline KD + unlabelled pool", ["distill", "--records",
                     str(out / "recL_plain"), "--records", str(out / "recU_plain"),
                     "distill.beta=0.0"]),
