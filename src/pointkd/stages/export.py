@@ -108,8 +108,7 @@ def export_onnx(checkpoint: str, out: str, opset: int = 18, check_data: str | No
         if not dynamic:  # the traced graph baked the point count in: say so in the graph
             _export(model, meta, tmp, num_points, opset, dynamic_points=False)
         props = onnx_metadata(meta, num_points, dynamic)
-        if trained is not None:
-            props["sampler"] = f"{model.sampler} (trained with {trained})"
+        props.update(sampler_metadata(model, trained))
         proto = _with_metadata(tmp, props)
         report = {"onnx": str(out_path), "model": meta["model"], "opset": opset,
                   "bytes": proto.ByteSize(), "num_points": num_points,
@@ -239,6 +238,20 @@ def onnx_metadata(meta: dict, num_points: int, dynamic_points: bool) -> dict[str
         # read by `pointkd record --teacher model.onnx` (pointkd.teacher)
         "input_normalization": "pointkd", "pointkd_model": meta["model"],
     }
+
+
+def sampler_metadata(model: torch.nn.Module, trained: str | None) -> dict[str, str]:
+    """A student's anchor sampler, and what it asks of the input's point order: "first" and
+    "fps_coarse" take their anchors from the first points as given, so a cloud in scan order
+    (a LiDAR sweep, a mesh's vertex order) must be shuffled before it is fed."""
+    sampler = getattr(model, "sampler", None)
+    if sampler is None:
+        return {}
+    props = {"sampler": sampler if trained is None else f"{sampler} (trained with {trained})"}
+    if sampler != "fps":
+        props["point_order"] = ("random: the first points of the input are the anchors; "
+                                "shuffle a cloud that is in scan or file order")
+    return props
 
 
 def _with_metadata(path: Path, props: dict[str, str]):
