@@ -175,7 +175,8 @@ class ExportConfig:
     sampler: ExportSampler | None = setting(
         None, "students: export with this anchor sampler instead of the trained one (faster "
         "in ONNX Runtime, less accurate; 'first' needs points in random order); with "
-        "--check-data the cost is printed")
+        "--check-data the cost is printed. A student trained with model.kwargs.sampler=first "
+        "exports the FPS-free graph at no cost")
     device: str = setting("cpu", DEVICE)
     LIMITS: ClassVar[dict] = {"opset": Range(7), "check_count": Range(1)}
 
