@@ -32,6 +32,12 @@ ANCHORS = [("PointNet", 89.2, 3.5, "Qi et al., CVPR 2017"),
            ("PointMLP-elite", 93.6, 0.68, "Ma et al., ICLR 2022"),
            ("PointNeXt-S", 93.2, 1.4, "Qian et al., NeurIPS 2022")]
 
+# issue #25's anchors for the ensemble protocol: SLNet-S's paper figure is the best epoch on
+# test, its last epoch lower; PointMLP-elite's independent re-runs at the last epoch
+ENS_ANCHORS = [("SLNet-S (paper, best epoch on test)", 93.64, 0.14),
+               ("SLNet-S (last epoch)", 92.71, 0.14),
+               ("SLNet-S public checkpoint on our test split", 90.24, 0.14),
+               ("PointMLP-elite (re-runs, last epoch: 92.2-93.0)", 92.6, 0.68)]
 STRONG_TEACHER = "teacher_student_l_modelnet40_cpu.json"
 TEACHER_GOAL, TEACHER_BUDGET_H = 93.0, 8  # the strong teacher's test OA target (%), core-hours
 CPU_GOAL = (90.0, 1.5)  # best mean test OA (%) of a student and its gain over no KD (points)
@@ -328,6 +334,37 @@ def plot_oa_vs_params(groups: dict[str, list[dict]], out: Path) -> None:
     ax.set_xlabel("parameters (millions, log scale)")
     ax.set_ylabel("ModelNet40 test OA (%)")
     ax.set_title("Grey squares: published figures; coloured: measured here (single view)")
+    save(fig, ax, out, {"fontsize": 7, "loc": "upper center", "bbox_to_anchor": (0.5, -0.14)})
+    plt.close(fig)
+
+
+def plot_students_ens(groups: dict[str, dict[str, list[dict]]], teacher: tuple[float, float],
+                      out: Path) -> None:
+    """Test OA vs parameters for the ensemble protocol: each student size's modes (mean ± std
+    over seeds, model picked on validation, and the last epoch), the teacher, the anchors."""
+    if (plt := pyplot()) is None:
+        return
+    fig, ax = plt.subplots(figsize=(7.5, 6))
+    for name, oa, params in ENS_ANCHORS:
+        ax.scatter(params, oa, marker="s", color="grey")
+        ax.annotate(name, (params, oa), fontsize=7, xytext=(4, -3), textcoords="offset points")
+    ax.vlines(0.68, 92.2, 93.0, color="grey")
+    ax.scatter(*teacher, marker="^", s=50, label=f"teacher ensemble A + B ({teacher[1]:.2f}%)")
+    for size, modes in groups.items():
+        for i, (mode, rs) in enumerate(sorted(modes.items(), key=lambda kv: mode_label(kv[0]))):
+            x = rs[0]["params"] / 1e6 * (1 + 0.04 * i)  # side by side on the log axis
+            mu, sd = mean_sd([100 * r["test_oa"] for r in rs])
+            ax.errorbar(x, mu, yerr=sd, fmt="o", capsize=3,
+                        label=f"{size} {mode_label(mode)}: {mu:.2f} ± {sd:.2f}% "
+                              f"({len(rs)} seed{'s' if len(rs) > 1 else ''})")
+            if all("test_oa_last" in r for r in rs):
+                ax.scatter(x, statistics.fmean(100 * r["test_oa_last"] for r in rs), marker="x",
+                           color="black", s=20)
+    ax.set_xscale("log")
+    ax.set_xlabel("parameters (millions, log scale)")
+    ax.set_ylabel("ModelNet40 test OA (%)")
+    ax.set_title("Grey: published (another sampling of ModelNet40); coloured: measured here;\n"
+                 "x: last epoch", fontsize=9)
     save(fig, ax, out, {"fontsize": 7, "loc": "upper center", "bbox_to_anchor": (0.5, -0.14)})
     plt.close(fig)
 
@@ -757,6 +794,13 @@ def students_ens() -> str:
 
     plot_student_curves(groups, RESULTS / "students_ens_curves.png")
     chosen = (load("teacher_ensemble.json") or {}).get("chosen", {})
+    member = load(STRONG_TEACHER)  # every member is a student_l
+    if chosen and member:
+        sizes = {first["model"]: groups}
+        if xs := student_groups("students_xs"):
+            sizes[next(iter(xs.values()))[0]["model"]] = xs
+        teacher = (len(chosen["members"]) * member["params"] / 1e6, 100 * chosen["test"]["oa"])
+        plot_students_ens(sizes, teacher, RESULTS / "students_ens_oa_vs_params.png")
     return fill(
         "students_ens", teacher_val=pct(chosen.get("val", {}).get("oa")),
         teacher_test=pct(chosen.get("test", {}).get("oa")),
