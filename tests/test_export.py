@@ -93,13 +93,13 @@ def test_export_with_a_cheaper_sampler_says_what_it_costs(cli, tmp_path, sampler
     assert f"sampler {sampler} instead of fps: accuracy on the check clouds" in out
     props = {p.key: p.value for p in onnx.load(str(tmp_path / "m.onnx")).metadata_props}
     assert props["sampler"] == f"{sampler} (trained with fps)"
-    assert props["point_order"].startswith("random")  # its anchors are the first points
+    assert props["points_order"].startswith("random")  # its anchors are the first points
     fps_nodes = len(onnx.load(str(export_onnx(str(ckpt), str(tmp_path / "f.onnx"))["onnx"]))
                     .graph.node)
     assert len(onnx.load(str(tmp_path / "m.onnx")).graph.node) < fps_nodes  # fewer FPS steps
 
 
-def test_export_metadata_names_the_trained_sampler_and_the_point_order_it_needs(tmp_path):
+def test_export_metadata_names_the_trained_sampler_and_the_points_order_it_needs(tmp_path):
     """A student trained with `first` (the fast ONNX graph) says in its metadata that its
     input must be in random order; an FPS student does not depend on the order."""
     import onnx
@@ -109,9 +109,9 @@ def test_export_metadata_names_the_trained_sampler_and_the_point_order_it_needs(
         return {p.key: p.value for p in onnx.load(str(path)).metadata_props}
 
     first = props(make_ckpt(tmp_path / "first.pt", sampler="first"))
-    assert first["sampler"] == "first" and first["point_order"].startswith("random")
+    assert first["sampler"] == "first" and first["points_order"].startswith("random")
     fps = props(make_ckpt(tmp_path / "fps.pt"))
-    assert fps["sampler"] == "fps" and "point_order" not in fps
+    assert fps["sampler"] == "fps" and "points_order" not in fps
 
 
 def test_export_sampler_is_refused_for_models_without_one(cli, tmp_path):

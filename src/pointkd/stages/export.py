@@ -249,7 +249,7 @@ def sampler_metadata(model: torch.nn.Module, trained: str | None) -> dict[str, s
         return {}
     props = {"sampler": sampler if trained is None else f"{sampler} (trained with {trained})"}
     if sampler != "fps":
-        props["point_order"] = ("random: the first points of the input are the anchors; "
+        props["points_order"] = ("random: the first points of the input are the anchors; "
                                 "shuffle a cloud that is in scan or file order")
     return props
 
