@@ -95,7 +95,8 @@ def command(mode: str, seed: int, args: argparse.Namespace, out: Path) -> list[s
     if kind(mode) == "nwsd":
         extra.append(f"distill.nwsd_warmup_epochs={args.nwsd_warmup}")
     if kind(mode) == "online":
-        return ["distill", "--online", "--teacher", args.teacher, *common, *extra]
+        teachers = [a for t in args.teacher for a in ("--teacher", t)]  # several: an ensemble
+        return ["distill", "--online", *teachers, *common, *extra]
     return ["distill", "--records", str(records_of(mode, args)), *common, *extra]
 
 
@@ -170,7 +171,7 @@ def collect(mode: str, seed: int, args: argparse.Namespace, out: Path, wall: flo
               "machine": f"{cpu_name()}, 1 torch thread per run, {args.workers} run(s) side "
                          "by side in this queue on 2 cores (other queues may share them)",
               "records": records_of(mode, args),
-              "teacher": args.teacher if kind(mode) == "online" else None}
+              "teacher": " + ".join(args.teacher) if kind(mode) == "online" else None}
     if wall:
         record["wall_seconds_last_session"] = wall
     (results_dir / f"{mode}-s{seed}.json").write_text(json.dumps(record, indent=1))
@@ -181,7 +182,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--records", help="record set for the offline KD runs")
-    ap.add_argument("--teacher", help="teacher checkpoint for the `online` mode")
+    ap.add_argument("--teacher", action="append", default=[],
+                    help="teacher checkpoint for the `online` mode; repeat for an ensemble "
+                         "(mean logits; --set distill.teacher_votes=N for its votes)")
     ap.add_argument("--extra-records", nargs="*", default=[], metavar="TAG=DIR")
     ap.add_argument("--data", default="../shared/data/modelnet40_1024")
     ap.add_argument("--config", default="configs/modelnet40_distill_cpu.yaml")

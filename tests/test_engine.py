@@ -240,6 +240,12 @@ def test_online_kd_runs_the_teacher_on_every_training_batch(tmp_path, teacher_an
     train.run(tiny_cfg(tmp_path / "v", f"model.name={STUDENT}", "distill.online=true",
                           f"distill.teacher={teacher_ckpt}", "distill.teacher_votes=2"))
     assert batch_sizes == [16] * 18
+    # an ensemble (--teacher A --teacher B): every teacher on every batch
+    batch_sizes.clear()
+    train.run(tiny_cfg(tmp_path / "e", f"model.name={STUDENT}", "distill.online=true",
+                          f"distill.teacher={teacher_ckpt}",
+                          f"distill.extra_teachers=[{teacher_ckpt}]"))
+    assert batch_sizes == [16] * 12
     for h in json.loads((tmp_path / "o" / "metrics.json").read_text()):
         assert h["train_kd"] > 0
         assert h["train_loss"] == pytest.approx(h["train_ce"] + h["train_kd"], rel=1e-6)

@@ -287,6 +287,32 @@ def test_online_teacher_votes_give_the_recorded_target(setup, ds):
     assert torch.equal(online, torch.from_numpy(z[:, 0]))
 
 
+def test_online_ensemble_target_is_the_recorded_mean_of_its_teachers(setup, ds, tmp_path):
+    """Online KD from several teachers asks them what `record --teacher A --teacher B` stores
+    (combine=mean): their mean logits on the very cloud, with votes."""
+    from pointkd.teachers.inference import logits_over_rows
+    from pointkd.teachers.load import load_teachers
+    from pointkd.training.sources import AugmentedShapes, Batch, OnlineTeacher
+
+    _, teacher_path, _ = setup
+    other = make_teacher(tmp_path / "other.pt", ds, scale=3.0)  # other logits, same classes
+    teachers = load_teachers([str(teacher_path), str(other)], "cpu")
+    points = torch.from_numpy(ds.points)
+    spec = augment.AugmentSpec()
+    params, seeds, z, _, _ = next(logits_over_rows(teachers, points, spec, 0, range(0, 16),
+                                                   16, "mean", torch.device("cpu"), votes=2))
+    shapes = torch.arange(16)
+    source = OnlineTeacher(AugmentedShapes(np.arange(len(ds)), spec, 0, len(ds)), teachers,
+                           amp=False, votes=2)
+    x = augment.apply(points[shapes], params.float(), seeds, spec)
+    batch = Batch(shapes, params.float(), seeds, shapes)
+    online = source.target(batch, x)
+    assert torch.equal(online, torch.from_numpy(z[:, 0]))
+    alone = OnlineTeacher(AugmentedShapes(np.arange(len(ds)), spec, 0, len(ds)), teachers[0],
+                          amp=False, votes=2).target(batch, x)
+    assert not torch.allclose(online, alone)  # the second teacher counts
+
+
 def test_teacher_for_other_classes_is_refused(tmp_path, ds):
     bad = tmp_path / "bad.pt"
     save_checkpoint({"model": "pointkd_test_probe", "num_classes": 5,

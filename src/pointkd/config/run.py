@@ -105,8 +105,11 @@ class DistillConfig:
         "", "record-set directory (offline KD); repeat to add record sets over other shapes, "
         "e.g. unlabelled ones (distill.extra_records)", flag={"distill": "--records"},
         repeat=True, rest="extra_records")
-    teacher: str = setting("", "teacher checkpoint (online KD, with --online)",
-                           flag={"distill": "--teacher"})
+    teacher: str = setting(
+        "", "teacher (online KD, with --online): checkpoint, .onnx or module:factory; repeat "
+        "for an ensemble, whose target is the teachers' mean logits as `record` stores them "
+        "(distill.extra_teachers)", flag={"distill": "--teacher"}, repeat=True,
+        rest="extra_teachers")
     online: bool = setting(False, "classic online KD, teacher in memory",
                            flag={"distill": "--online"})
     alpha: float = setting(1.0, "KD weight", flag={"distill": "--alpha"})
@@ -127,6 +130,9 @@ class DistillConfig:
     teacher_votes: int = setting(
         0, "online KD: the teacher's target is its mean over the cloud and this many "
         "rescaled views (what `record --votes` stores; offline records carry their own)")
+    extra_teachers: list[str] = setting(
+        default_factory=list, help="online KD: more teachers, averaged with distill.teacher "
+        "(mean logits, each one's votes as distill.teacher_votes)")
     extra_records: list[str] = setting(
         default_factory=list, help="more record sets, each over its own pool of shapes (all "
         "of them train; none validates): rows of a set recorded with --unlabelled get the KD "
@@ -140,6 +146,8 @@ class DistillConfig:
         (lambda d: not d.online or d.teacher, "online KD needs a teacher checkpoint (--teacher)"),
         (lambda d: not (d.online and d.records),
          "choose either --records (offline) or --online --teacher, not both"),
+        (lambda d: not d.extra_teachers or d.teacher,
+         "distill.extra_teachers need distill.teacher (the first teacher)"),
         (lambda d: d.online or not d.teacher,
          "--teacher is for online KD: add --online (offline KD uses --records)"),
         (lambda d: not d.extra_records or (d.records and not d.online),

@@ -97,7 +97,8 @@ def prepare_run_dir(out: Path, resume: bool, overwrite: bool,
 
 def run_inputs(cfg: RunConfig) -> tuple[str, ...]:
     """The paths a run reads, which its output directory must never overlap."""
-    return (cfg.data.path, cfg.distill.records, cfg.distill.teacher)
+    return (cfg.data.path, cfg.distill.records, *cfg.distill.extra_records,
+            cfg.distill.teacher, *cfg.distill.extra_teachers)
 
 
 @dataclass

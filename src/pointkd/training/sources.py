@@ -144,15 +144,18 @@ class OnlineTeacher(AugmentedShapes):
 
     distills = True
 
-    def __init__(self, shapes: AugmentedShapes, teacher: Teacher, amp: bool, votes: int = 0):
+    def __init__(self, shapes: AugmentedShapes, teachers: Teacher | list[Teacher], amp: bool,
+                 votes: int = 0):
         super().__init__(shapes.train_idx, shapes.spec, shapes.seed, shapes.num_rows,
                          shapes.dist)
-        self.teacher, self.amp, self.votes = teacher, amp, votes
+        self.teachers = teachers if isinstance(teachers, list) else [teachers]
+        self.amp, self.votes = amp, votes
 
     def target(self, batch: Batch, x: Tensor) -> Tensor:
+        """The teachers' mean logits (one teacher: its own), what `record` stores by default."""
         with torch.no_grad(), autocast(x.device, self.amp):
-            return teacher_logits([self.teacher], x, batch.shapes, batch.seeds,
-                                  self.votes)[:, 0]
+            return teacher_logits(self.teachers, x, batch.shapes, batch.seeds,
+                                  self.votes).mean(dim=1)
 
 
 class RecordReplay:
@@ -340,7 +343,7 @@ def training_source(cfg: RunConfig, dist: Dist, device: torch.device
         source = AugmentedShapes(train_idx, cfg.augment, cfg.train.seed, len(data), dist)
     source.spec.check_points(data.points.shape[1])
     if mode == "online":
-        source = OnlineTeacher(source, _load_teacher(cfg, data, device), cfg.train.amp,
+        source = OnlineTeacher(source, _load_teachers(cfg, data, device), cfg.train.amp,
                                cfg.distill.teacher_votes)
     pool = TrainingPool(torch.from_numpy(data.points), torch.from_numpy(data.labels))
     if records is not None:
@@ -391,8 +394,9 @@ def _pooled_source(cfg: RunConfig, first: RecordReplay, pool: TrainingPool,
             TrainingPool(torch.cat(points), torch.cat(labels)))
 
 
-def _load_teacher(cfg: RunConfig, data: PointCloudSet, device: torch.device) -> Teacher:
-    """The online teacher, loaded and fitted to the data as `record` does it."""
-    teacher = load_teachers([cfg.distill.teacher], device)[0]
-    fit_to_data([teacher], data, cfg.data.path, cfg.data.num_points, cfg.data.normalize)
-    return teacher
+def _load_teachers(cfg: RunConfig, data: PointCloudSet, device: torch.device
+                   ) -> list[Teacher]:
+    """The online teacher(s), loaded and fitted to the data as `record` does it."""
+    teachers = load_teachers([cfg.distill.teacher, *cfg.distill.extra_teachers], device)
+    fit_to_data(teachers, data, cfg.data.path, cfg.data.num_points, cfg.data.normalize)
+    return teachers
