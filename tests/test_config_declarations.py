@@ -361,6 +361,8 @@ BREAKING: dict[str, list[str] | dict[str, Any]] = {
         ["distill.teacher=t.pt"],
     "distill.extra_records add record sets to offline KD: give --records first":
         ["distill.extra_records=[r2]"],
+    "distill.extra_teachers need distill.teacher (the first teacher)":
+        ["distill.extra_teachers=[t2]"],
     "distill.teacher_votes is for online KD; records carry their own votes "
     "(pointkd record --votes)": ["distill.records=r", "distill.teacher_votes=2"],
     "no teacher checkpoint given": {"teachers": []},
