@@ -7,6 +7,9 @@ of the training epoch's seconds per step (validation excluded).
 
     python bench/bench_distill.py --data ../shared/data/modelnet40_1024 \
         --teacher runs/teacher/best.pt --records runs/records --student student_s
+
+Repeat --teacher for an ensemble (online KD runs them all on every batch; --teacher-votes N
+adds N rescaled views each, as `record --votes N` did for the records).
 """
 
 from __future__ import annotations
@@ -41,7 +44,10 @@ def worker(args: argparse.Namespace) -> None:
         overrides += [f"distill.records={args.records}", f"distill.beta={args.beta}",
                       "distill.nwsd_warmup_epochs=0"]
     elif args.worker == "online":
-        overrides += ["distill.online=true", f"distill.teacher={args.teacher}"]
+        first, *extra = args.teacher
+        overrides += ["distill.online=true", f"distill.teacher={first}",
+                      f"distill.extra_teachers=[{','.join(extra)}]",
+                      f"distill.teacher_votes={args.teacher_votes}"]
     cfg = load_config(None, overrides)
     train.check(cfg)
     fit(cfg, overwrite=True)  # the loop alone: only the training epoch is timed
@@ -52,10 +58,22 @@ def worker(args: argparse.Namespace) -> None:
                       "peak_rss_mb": peak_kb / 1024}))
 
 
+def child_args(args: argparse.Namespace) -> list[str]:
+    """The options a worker gets: every setting of this run, lists as repeated options."""
+    out: list[str] = []
+    for k, v in vars(args).items():
+        if k not in ("worker", "out", "json", "repeats"):
+            for item in v if isinstance(v, list) else [v]:
+                out += [f"--{k.replace('_', '-')}", str(item)]
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default="../shared/data/modelnet40_1024")
-    ap.add_argument("--teacher", required=True)
+    ap.add_argument("--teacher", action="append", required=True,
+                    help="teacher checkpoint for online KD; repeat for an ensemble")
+    ap.add_argument("--teacher-votes", type=int, default=0)
     ap.add_argument("--records", required=True)
     ap.add_argument("--student", default="student_s")
     ap.add_argument("--num-points", type=int, default=1024)
@@ -76,8 +94,7 @@ def main() -> None:
         for r in range(args.repeats):
             for mode in MODES:
                 cmd = [sys.executable, __file__, "--worker", mode, "--out", f"{tmp}/{mode}",
-                       *sum(([f"--{k.replace('_', '-')}", str(v)] for k, v in vars(args).items()
-                             if k not in ("worker", "out", "json", "repeats")), [])]
+                       *child_args(args)]
                 line = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
                 runs[mode].append(json.loads(line.strip().splitlines()[-1]))
                 print(f"round {r + 1} {mode}: {runs[mode][-1]}", flush=True)

@@ -51,6 +51,10 @@ STATS_FILES = {"records_stats_ens_ab_k8.json": "zoo/records_ens_ab_modelnet40_k8
                "records_stats_student_l_k20.json": "zoo/records_student_l_modelnet40_k20",
                "records_stats_pointnet_k10.json": "zoo/records_pointnet_modelnet40_k10"}
 DISTILL_RUNS = {  # bench_distill.py results: file -> what was distilled
+    "distill_efficiency_modelnet40_ens.json":
+        "ModelNet40, the teacher ensemble (members A + B, 4 votes each: 10 student_l forwards "
+        "per online batch) and its K=8 records, β = 0, beside the two training queues, 1 thread "
+        "each",
     "distill_efficiency_modelnet40_strong.json":
         "ModelNet40, the strong CPU teacher (student_l, 0.97M params) and its K=20 records, as "
         "in the long protocol, β = 0; measured with the two training queues paused (SIGSTOP)",
@@ -825,8 +829,29 @@ def students_ens() -> str:
                      "test OA % (last epoch)", "s/epoch (median)"], "lrrrrrr",
                     student_rows(groups, extra)),
         paired=paired_table(groups, last=True), goal=goal(groups, STRONG_GOAL),
-        limit=ens_limit(groups, chosen),
+        limit=ens_limit(groups, chosen), online=ens_online_cost(groups),
         commands=first_commands(groups))
+
+
+def ens_online_cost(groups: dict[str, list[dict]]) -> str:
+    """Protocol item (d), its cost: online KD from the ensemble against offline, step time
+    side by side (bench_distill.py), scaled to this protocol's epochs."""
+    d = load("distill_efficiency_modelnet40_ens.json")
+    kd = next((rs for m, rs in groups.items() if m.startswith("kd")), None)
+    if d is None or not kd:
+        return ""
+    ratio = d["ratios"]["online_over_offline_step"]
+    epoch = statistics.fmean(r.get("epoch_seconds_median", r["epoch_seconds_mean"]) for r in kd)
+    hours = ratio * epoch * kd[0]["epochs"] / 3600
+    views, members = d["setup"]["teacher_votes"] + 1, len(d["setup"]["teacher"])
+    online, offline = d["step_seconds"]["online"], d["step_seconds"]["offline"]
+    return (f"Online KD from this ensemble (protocol item (d)) runs {views} views × {members} "
+            f"members on every batch: ×{ratio:.1f} the offline step ({online:.2f} vs "
+            f"{offline:.2f} s, side by side, {d['machine']['cpu']}; `{d['command']}`), so one "
+            f"{kd[0]['epochs']}-epoch seed would take about {hours:.0f} core-hours at the "
+            f"offline runs' {epoch:.0f} s/epoch, against {epoch * kd[0]['epochs'] / 3600:.1f} "
+            "offline. It has not been run; its targets are the records' own (tested equal), so "
+            "it would measure K = 8 recorded views against fresh ones every step.")
 
 
 def ens_limit(groups: dict[str, list[dict]], chosen: dict) -> str:
