@@ -46,7 +46,7 @@ def worker(args: argparse.Namespace) -> None:
     elif args.worker == "online":
         first, *extra = args.teacher
         overrides += ["distill.online=true", f"distill.teacher={first}",
-                      f"distill.extra_teachers=[{','.join(extra)}]",
+                      f"distill.extra_teachers={json.dumps(extra)}",
                       f"distill.teacher_votes={args.teacher_votes}"]
     cfg = load_config(None, overrides)
     train.check(cfg)

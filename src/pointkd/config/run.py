@@ -106,7 +106,7 @@ class DistillConfig:
         "e.g. unlabelled ones (distill.extra_records)", flag={"distill": "--records"},
         repeat=True, rest="extra_records")
     teacher: str = setting(
-        "", "teacher (online KD, with --online): checkpoint, .onnx or module:factory; repeat "
+        "", "teacher (online KD, with --online): checkpoint or .onnx; repeat "
         "for an ensemble, whose target is the teachers' mean logits as `record` stores them "
         "(distill.extra_teachers)", flag={"distill": "--teacher"}, repeat=True,
         rest="extra_teachers")
