@@ -1,10 +1,11 @@
 """Hostile-user audit, classes B and D: `train/distill --resume` continues only the run that
 last.pt belongs to, and a full disk never leaves a checkpoint that looks complete.
 
-B: resume compares the data fingerprint, class names, model, optimizer and distillation
-mode with the run's, and the last.pt schema covers everything resume reads (epoch, history,
-best, optimizer and scheduler state, the state dict's keys and shapes): a one-line error
-saying what differs, before anything in the run directory changes (config.yaml included).
+B: resume compares the data fingerprint, class names, model, optimizer, distillation mode
+and target settings (teachers, votes, alpha, beta, tau, ...) with the run's, and the last.pt
+schema covers everything resume reads (epoch, history, best, optimizer and scheduler state,
+the state dict's keys and shapes): a one-line error saying what differs, before anything in
+the run directory changes (config.yaml included).
 D: best.pt, last.pt and the metrics files of an epoch are written as one group (temp files,
 fsync, rename): a full disk is one line naming the path and "no space left on device", the
 previous epoch's files stay whole, and `--resume` continues once there is space. The full
@@ -103,6 +104,48 @@ def test_resume_in_another_distillation_mode_is_refused(cli, run, tmp_path):
     teacher = shutil.copy(run / "best.pt", tmp_path / "teacher.pt")
     err = refused_resume(cli, run, DATA, "distill.online=true", f"distill.teacher={teacher}")
     assert "is a plain run, this one online" in err, err
+
+
+@pytest.fixture(scope="module")
+def online(finished, tmp_path_factory) -> Path:
+    """A one-epoch online-KD run from two teachers (copies of `finished`'s best.pt)."""
+    root = tmp_path_factory.mktemp("online")
+    teachers = [shutil.copy(finished / "best.pt", root / name) for name in ("a.pt", "b.pt")]
+    out = root / "run"
+    assert cli_main(train_args(out, DATA, 1, *online_args(*teachers))) == 0
+    return out
+
+
+def online_args(*teachers: Path, votes: int = 1) -> list[str]:
+    return ["distill.online=true", f"distill.teacher={teachers[0]}",
+            f"distill.extra_teachers={json.dumps([str(t) for t in teachers[1:]])}",
+            f"distill.teacher_votes={votes}"]
+
+
+@pytest.mark.parametrize("change, text", [
+    (lambda a, b: online_args(a), "teachers ['a.pt', 'b.pt'], now ['a.pt']"),
+    (lambda a, b: online_args(b, a), "teachers ['a.pt', 'b.pt'], now ['b.pt', 'a.pt']"),
+    (lambda a, b: online_args(a, b, votes=2), "teacher_votes 1, now 2"),
+    (lambda a, b: [*online_args(a, b), "distill.tau=2"], "tau 4.0, now 2.0"),
+], ids=["one teacher fewer", "teachers swapped", "other votes", "other temperature"])
+def test_resume_of_online_kd_with_other_teachers_or_settings_is_refused(cli, online, tmp_path,
+                                                                        change, text):
+    """Only the mode used to be compared: a run resumed with one teacher fewer, or other
+    votes or temperature, went on towards another target without a word."""
+    run = shutil.copytree(online, tmp_path / "run")
+    a, b = (online.parent / name for name in ("a.pt", "b.pt"))
+    err = refused_resume(cli, run, DATA, *change(a, b))
+    assert "other distillation settings" in err and text in err, err
+
+
+def test_resume_of_online_kd_with_the_same_teachers_continues(cli, online, tmp_path):
+    """The same teachers through other paths (the run moved) are the same run."""
+    moved = tmp_path / "moved"
+    shutil.copytree(online.parent, moved)
+    code, _, err = cli(*train_args(moved / "run", DATA, 2, "--resume",
+                                   *online_args(moved / "a.pt", moved / "b.pt")))
+    assert code == 0, err
+    assert torch.load(moved / "run" / "last.pt", weights_only=True)["epoch"] == 1
 
 
 def first_key(d: dict):

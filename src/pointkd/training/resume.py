@@ -1,5 +1,6 @@
 """What `--resume` must find unchanged: the data, the classes, the model and its arguments,
-the optimizer and the distillation mode. Each mismatch is a one-line error that says what
+the optimizer, the distillation mode and what makes its target (teachers,
+votes, alpha, beta, tau, ...). Each mismatch is a one-line error that says what
 differs and how to go on."""
 
 from __future__ import annotations
@@ -10,16 +11,17 @@ import torch
 from torch import Tensor
 
 from pointkd.checkpoint import check_resume_state
-from pointkd.config.run import RunConfig
+from pointkd.config.merge import to_dict
+from pointkd.config.run import DistillConfig, RunConfig
 from pointkd.data import PointCloudSet
 from pointkd.errors import ConfigError
 
 
 def check_resume(state: dict, cfg: RunConfig, data: PointCloudSet, path: Path) -> None:
     """--resume continues the same run: the same model and optimizer on the same data and
-    classes, in the same distillation mode; last.pt must hold everything resume reads
-    (`checkpoint.check_resume_state`). Anything else is a one-line error saying what
-    differs, before anything in the run directory changes."""
+    classes, in the same distillation mode towards the same target; last.pt must hold
+    everything resume reads (`checkpoint.check_resume_state`). Anything else is a one-line
+    error saying what differs, before anything in the run directory changes."""
     check_resume_state(state, path)
     old_config = state.get("config") if isinstance(state.get("config"), dict) else {}
     old_optim = (old_config.get("optim") or {}).get("name", cfg.optim.name)
@@ -39,13 +41,40 @@ def check_resume(state: dict, cfg: RunConfig, data: PointCloudSet, path: Path) -
     if list(state["class_names"]) != list(data.class_names):
         raise ConfigError(f"--resume: {path} was trained with other class names than "
                           f"{cfg.data.path}'s; {_START_OVER}")
-    old_mode = _config_mode(old_config.get("distill") or {})
+    old_distill = old_config.get("distill") or {}
+    old_mode = _config_mode(old_distill)
     if old_mode != cfg.distill.mode:
         raise ConfigError(f"--resume: {path} is a {old_mode} run, this one {cfg.distill.mode} "
                           f"(distillation settings differ); {_START_OVER}")
+    old_target, new_target = _target_settings(old_distill), _target_settings(to_dict(cfg.distill))
+    changed = [f"{key} {old_target[key]!r}, now {new_target[key]!r}"
+               for key in new_target if old_target[key] != new_target[key]]
+    if changed and cfg.distill.mode != "plain":  # without a teacher they make no target
+        raise ConfigError(f"--resume: {path} was trained with other distillation settings "
+                          f"({'; '.join(changed)}); {_START_OVER}")
 
 
 _START_OVER = "continue it as it was, or start a new run in another --out"
+
+
+# what makes the training target: changing one mid-run would train the rest of the epochs
+# towards another objective than the run's metrics and config.yaml say
+_TARGET_KEYS = ("alpha", "beta", "tau", "nwsd_warmup_epochs", "self_target", "ema_decay",
+                "rows_per_epoch", "use_k", "teacher_votes")
+
+
+def _target_settings(distill: dict) -> dict:
+    """The settings of a (saved or live) distill section that define the target, with
+    DistillConfig's defaults for keys an older config lacks. Teachers are compared by file
+    name, in order: a run moved to another directory (or resumed from another working
+    directory) reads the same teachers through other paths."""
+    defaults = to_dict(DistillConfig())
+    settings = {key: distill.get(key, defaults[key]) for key in _TARGET_KEYS}
+    teachers = [distill.get("teacher") or "", *(distill.get("extra_teachers") or [])]
+    settings["teachers"] = [Path(t).name for t in teachers if t]
+    settings["record sets"] = len([r for r in [distill.get("records") or "",
+                                               *(distill.get("extra_records") or [])] if r])
+    return settings
 
 
 def _config_mode(distill: dict) -> str:
