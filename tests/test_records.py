@@ -281,7 +281,7 @@ def test_online_teacher_votes_give_the_recorded_target(setup, ds):
                                                    16, "mean", torch.device("cpu"), votes=3))
     shapes = torch.arange(16)
     source = OnlineTeacher(AugmentedShapes(np.arange(len(ds)), spec, 0, len(ds)),
-                           teachers[0], amp=False, votes=3)
+                           teachers[0], votes=3)
     x = augment.apply(points[shapes], params.float(), seeds, spec)
     online = source.target(Batch(shapes, params.float(), seeds, shapes), x)
     assert torch.equal(online, torch.from_numpy(z[:, 0]))
@@ -303,13 +303,13 @@ def test_online_ensemble_target_is_the_recorded_mean_of_its_teachers(setup, ds, 
                                                    16, "mean", torch.device("cpu"), votes=2))
     shapes = torch.arange(16)
     source = OnlineTeacher(AugmentedShapes(np.arange(len(ds)), spec, 0, len(ds)), teachers,
-                           amp=False, votes=2)
+                           votes=2)
     x = augment.apply(points[shapes], params.float(), seeds, spec)
     batch = Batch(shapes, params.float(), seeds, shapes)
     online = source.target(batch, x)
     assert torch.equal(online, torch.from_numpy(z[:, 0]))
     alone = OnlineTeacher(AugmentedShapes(np.arange(len(ds)), spec, 0, len(ds)), teachers[0],
-                          amp=False, votes=2).target(batch, x)
+                          votes=2).target(batch, x)
     assert not torch.allclose(online, alone)  # the second teacher counts
 
 

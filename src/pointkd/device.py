@@ -2,8 +2,8 @@
 
 `resolve_device("auto")` is CUDA when there is one, else the CPU. `autocast(device, amp)`
 runs CUDA work in bfloat16 (`amp=False`: float32); on the CPU it is a no-op, so CPU results
-are float32 everywhere. Training passes `train.amp`; recording and evaluation always use
-bfloat16 on CUDA.
+are float32 everywhere. The student's training passes `train.amp`; teachers (recording and
+online KD alike) and evaluation always use bfloat16 on CUDA.
 """
 
 from __future__ import annotations

@@ -85,7 +85,8 @@ class TrainConfig:
     seed: int = setting(0, "seed of the initialisation, the batches and the augmentation",
                         flag="--seed")
     device: str = setting("auto", "auto | cpu | cuda | cuda:N", flag="--device")
-    amp: bool = setting(True, "bf16 autocast on CUDA; ignored on CPU")
+    amp: bool = setting(True, "bf16 autocast of the student on CUDA; ignored on CPU "
+                        "(teachers always run as `record` runs them)")
     threads: int = setting(0, "CPU threads for PyTorch (0 = torch's own choice; fewer than the "
                            "cores on a busy machine; at most 4 per core)", flag="--threads")
     max_steps_per_epoch: int = setting(0, "0 = full epoch; >0 truncates (smoke tests)")

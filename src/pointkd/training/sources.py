@@ -140,20 +140,22 @@ class AugmentedShapes:
 
 
 class OnlineTeacher(AugmentedShapes):
-    """Online KD: the batches of `AugmentedShapes`, the teacher run on each augmented batch."""
+    """Online KD: the batches of `AugmentedShapes`, the teacher run on each augmented batch.
+    The teachers run as `record` runs them (bfloat16 on CUDA whatever train.amp says, float32
+    on the CPU), so online and offline KD from the same teachers get the same targets."""
 
     distills = True
 
-    def __init__(self, shapes: AugmentedShapes, teachers: Teacher | list[Teacher], amp: bool,
+    def __init__(self, shapes: AugmentedShapes, teachers: Teacher | list[Teacher],
                  votes: int = 0):
         super().__init__(shapes.train_idx, shapes.spec, shapes.seed, shapes.num_rows,
                          shapes.dist)
         self.teachers = teachers if isinstance(teachers, list) else [teachers]
-        self.amp, self.votes = amp, votes
+        self.votes = votes
 
     def target(self, batch: Batch, x: Tensor) -> Tensor:
         """The teachers' mean logits (one teacher: its own), what `record` stores by default."""
-        with torch.no_grad(), autocast(x.device, self.amp):
+        with torch.no_grad(), autocast(x.device):
             return teacher_logits(self.teachers, x, batch.shapes, batch.seeds,
                                   self.votes).mean(dim=1)
 
@@ -343,7 +345,7 @@ def training_source(cfg: RunConfig, dist: Dist, device: torch.device
         source = AugmentedShapes(train_idx, cfg.augment, cfg.train.seed, len(data), dist)
     source.spec.check_points(data.points.shape[1])
     if mode == "online":
-        source = OnlineTeacher(source, _load_teachers(cfg, data, device), cfg.train.amp,
+        source = OnlineTeacher(source, _load_teachers(cfg, data, device),
                                cfg.distill.teacher_votes)
     pool = TrainingPool(torch.from_numpy(data.points), torch.from_numpy(data.labels))
     if records is not None:
