@@ -48,6 +48,7 @@ LATENCY_FILES = ("latency.json", "latency_passive.json", "latency_t1.json",
                  "latency_torch_ops.json", "latency_avx2.json")
 ONNX_GOAL_MS = 2.0  # issue #27: ONNX Runtime, batch 1, 1-2 threads
 STATS_FILES = {"records_stats_ens_ab_k8.json": "zoo/records_ens_ab_modelnet40_k8",
+               "records_stats_ens_ab_mix_k8.json": "zoo/records_ens_ab_mix_modelnet40_k8",
                "records_stats_student_l_k20.json": "zoo/records_student_l_modelnet40_k20",
                "records_stats_pointnet_k10.json": "zoo/records_pointnet_modelnet40_k10"}
 DISTILL_RUNS = {  # bench_distill.py results: file -> what was distilled
@@ -65,7 +66,9 @@ DISTILL_RUNS = {  # bench_distill.py results: file -> what was distilled
 MODE_LABELS = {"plain": "(a) no KD", "kd": "(b) offline KD", "online": "(d) online KD"}
 # record sets other than the default (PointNet teacher, int8, K = 10), by bench_students tag
 TAG_LABELS = {"fp32": "fp32 logits", "fp16": "fp16 logits", "top5": "top-5 logits",
-              "ens3": "teacher: ensemble of 3 NWSD students"}
+              "ens3": "teacher: ensemble of 3 NWSD students",
+              "mix": "mixed views", "fixed": "single-shape views"}
+XS_GOAL = 91.5  # issue #25: the <= 0.15M student's best mode, mean test OA (%)
 TEACHER_TAG = "ens3"  # the second teacher of the teacher-quality comparison
 ENCODING_TAGS = ["fp32", "fp16", "int8", "top5"]  # int8 = the default record set ("kd")
 
@@ -833,6 +836,77 @@ def students_ens() -> str:
         commands=first_commands(groups))
 
 
+def students_xs() -> str:
+    """Protocol item (e): the <= 0.15M student, no KD and the best mode, paired by seed."""
+    groups = student_groups("students_xs")
+    if not groups:
+        return ""
+    first = next(iter(groups.values()))[0]
+
+    def extra(rs: list[dict]) -> list[str]:
+        # no time column: these seeds ran on AVX2 and AVX-512 machines, 1.5-4x apart
+        return [mean_std(rs, "test_oa_last") if all("test_oa_last" in r for r in rs) else "–"]
+
+    means = group_means(groups)
+    best = max(means, key=means.get)
+    return fill(
+        "students_xs", model=first["model"], params=millions(first["params"]),
+        epochs=first["epochs"], machine=first["machine"],
+        table=table(["run", "seeds", "test OA %", "test mAcc %", "val OA %",
+                     "test OA % (last epoch)"], "lrrrrr", student_rows(groups, extra)),
+        paired=paired_table(groups, last=True),
+        verdict="met" if means[best] >= XS_GOAL else "not met", best=f"{means[best]:.2f}",
+        label=mode_label(best), goal_oa=f"{XS_GOAL:g}", commands=first_commands(groups))
+
+
+def students_mix() -> str:
+    """Mixed views (issue #26, item 6): the same teacher ensemble recorded on mixed clouds,
+    each distilled mode beside no KD trained on the same mixed clouds (λ-weighted labels), and
+    both beside the single-shape-view protocol on the same seeds."""
+    mixed = student_groups("students_mix")
+    if not mixed:
+        return ""
+    fixed = student_groups("students_ens")
+    seeds = {r["seed"] for rs in mixed.values() for r in rs}
+    groups = {f"{m}@mix": rs for m, rs in mixed.items()}
+    groups |= {f"{m}@fixed": [r for r in rs if r["seed"] in seeds] for m, rs in fixed.items()
+               if m in mixed}
+    groups = {m: rs for m, rs in groups.items() if rs}
+
+    def extra(rs: list[dict]) -> list[str]:
+        last = (mean_std(rs, "test_oa_last") if all("test_oa_last" in r for r in rs) else "–")
+        return [last]
+
+    pairs = [(f"{m}@mix", "plain@mix") for m in mixed if m != "plain"]
+    pairs += [(f"{m}@mix", f"{m}@fixed") for m in mixed]
+    rows = []
+    for mode, base in pairs:
+        d, dl = paired(groups, mode, base), paired(groups, mode, base, "test_oa_last")
+        if d:
+            rows.append([mode_label(mode), mode_label(base), len(d), paired_cell(d),
+                         paired_cell(dl)])
+    kd = next((rs[0] for m, rs in mixed.items() if m != "plain"), None)
+    stats = {t: load(f"records_stats_ens_ab{t}_k8.json") for t in ("", "_mix")}
+    spread = ""
+    if all(stats.values()):
+        a, b = stats[""], stats["_mix"]
+        spread = fill("students_mix_spread", kl_fixed=f"{a['view_kl_mean_nats']:.3f}",
+                      kl_mix=f"{b['view_kl_mean_nats']:.3f}",
+                      change_fixed=pct(a["top1_change_fraction"]),
+                      change_mix=pct(b["top1_change_fraction"]),
+                      right_fixed=pct(a["teacher_accuracy"]), right_mix=pct(b["teacher_accuracy"]),
+                      bytes_fixed=a["bytes_per_row"], bytes_mix=b["bytes_per_row"])
+    return fill(
+        "students_mix", model=kd["model"] if kd else next(iter(mixed.values()))[0]["model"],
+        records=kd["records"] if kd else "–", spread=spread,
+        table=table(["run", "seeds", "test OA %", "test mAcc %", "val OA %",
+                     "test OA % (last epoch)"], "lrrrrr", student_rows(groups, extra)),
+        paired=table(["run", "against", "seeds", "Δ test OA (picked on val)",
+                      "Δ test OA (last epoch)"], "llrrr", rows) if rows else "",
+        machine=next(iter(mixed.values()))[0]["machine"],
+        commands=first_commands(mixed))
+
+
 def ens_online_cost(groups: dict[str, list[dict]]) -> str:
     """Protocol item (d), its cost: online KD from the ensemble against offline, step time
     side by side (bench_distill.py), scaled to this protocol's epochs."""
@@ -1299,6 +1373,8 @@ OUTLINE: list[tuple[str, list[Section]]] = [
                  ("Stronger views: do they pay? (demo setting, validation data)", views),
                  ("Label smoothing and what a teacher's rows say", label_smoothing)]),
     ("Students", [("ModelNet40 students from the teacher ensemble's records", students_ens),
+                  ("A ≤ 0.15M student from the same records", students_xs),
+                  ("Mixed views: records and no-KD baseline on mixed clouds", students_mix),
                   ("τ on validation, teacher ensemble", tau_probe_ens),
                   ("ModelNet40 students from the strong teacher, long schedule", students_strong),
                   ("What the strong teacher could still teach", overlap),
