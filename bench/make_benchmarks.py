@@ -859,6 +859,15 @@ def students_xs() -> str:
         label=mode_label(best), goal_oa=f"{XS_GOAL:g}", commands=first_commands(groups))
 
 
+MIX_RECORDS = "zoo/records_ens_ab_mix_modelnet40_k8"
+
+
+def records_note(used: str, committed: str) -> str:
+    """The record set a run read, and the committed copy it is byte for byte (checked by sha256
+    in the zoo's README) when the run read a working copy."""
+    return f"`{used}`" + ("" if used == committed else f" (the same bytes as `{committed}`)")
+
+
 def students_mix() -> str:
     """Mixed views (issue #26, item 6): the same teacher ensemble recorded on mixed clouds,
     each distilled mode beside no KD trained on the same mixed clouds (λ-weighted labels), and
@@ -867,10 +876,9 @@ def students_mix() -> str:
     if not mixed:
         return ""
     fixed = student_groups("students_ens")
-    seeds = {r["seed"] for rs in mixed.values() for r in rs}
     groups = {f"{m}@mix": rs for m, rs in mixed.items()}
-    groups |= {f"{m}@fixed": [r for r in rs if r["seed"] in seeds] for m, rs in fixed.items()
-               if m in mixed}
+    groups |= {f"{m}@fixed": [r for r in rs if r["seed"] in {x["seed"] for x in mixed[m]}]
+               for m, rs in fixed.items() if m in mixed}
     groups = {m: rs for m, rs in groups.items() if rs}
 
     def extra(rs: list[dict]) -> list[str]:
@@ -894,15 +902,19 @@ def students_mix() -> str:
                       kl_mix=f"{b['view_kl_mean_nats']:.3f}",
                       change_fixed=pct(a["top1_change_fraction"]),
                       change_mix=pct(b["top1_change_fraction"]),
-                      right_fixed=pct(a["teacher_accuracy"]), right_mix=pct(b["teacher_accuracy"]),
+                      mixed=pct(b["mixed_fraction"]), share=f"{b['mixed_mean_share']:.3f}",
+                      own=f"{b['mixed_own_class_prob']:.3f}",
+                      partner=f"{b['mixed_partner_class_prob']:.3f}",
                       bytes_fixed=a["bytes_per_row"], bytes_mix=b["bytes_per_row"])
+    paired_rows = ("Paired by seed, test OA difference in points:\n\n"
+                   + table(["run", "against", "seeds", "Δ test OA (picked on val)",
+                            "Δ test OA (last epoch)"], "llrrr", rows)) if rows else ""
     return fill(
         "students_mix", model=kd["model"] if kd else next(iter(mixed.values()))[0]["model"],
-        records=kd["records"] if kd else "–", spread=spread,
+        records=records_note(kd["records"] if kd else MIX_RECORDS, MIX_RECORDS), spread=spread,
         table=table(["run", "seeds", "test OA %", "test mAcc %", "val OA %",
                      "test OA % (last epoch)"], "lrrrrr", student_rows(groups, extra)),
-        paired=table(["run", "against", "seeds", "Δ test OA (picked on val)",
-                      "Δ test OA (last epoch)"], "llrrr", rows) if rows else "",
+        paired=paired_rows,
         machine=next(iter(mixed.values()))[0]["machine"],
         commands=first_commands(mixed))
 
