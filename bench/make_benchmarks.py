@@ -868,6 +868,24 @@ def records_note(used: str, committed: str) -> str:
     return f"`{used}`" + ("" if used == committed else f" (the same bytes as `{committed}`)")
 
 
+MIX_GOAL = 1.0  # issue #26: the best recipe's gain over same-augmentation no KD, every seed
+
+
+def mix_verdict(groups: dict[str, list[dict]], modes: list[str]) -> str:
+    """The distilled mixed-view mode best on validation (mean over its seeds) against no KD on
+    the same views, seed by seed, against issue #26's goal."""
+    modes = [m for m in modes if paired(groups, m, "plain@mix")]
+    if not modes:
+        return ""
+    best = max(modes, key=lambda m: statistics.fmean(r["val_oa"] for r in groups[m]))
+    d = paired(groups, best, "plain@mix")
+    met = len(d) >= 3 and all(x >= MIX_GOAL for x in d)
+    return (f"**Goal {'met' if met else 'not met'}:** the mode best on validation, "
+            f"{mode_label(best)}, is {', '.join(f'{x:+.2f}' for x in d)} points over no KD on "
+            f"the same views ({len(d)} seed{'s' if len(d) > 1 else ''}; goal: ≥ +{MIX_GOAL:g} "
+            "on each of 3 seeds).")
+
+
 def students_mix() -> str:
     """Mixed views (issue #26, item 6): the same teacher ensemble recorded on mixed clouds,
     each distilled mode beside no KD trained on the same mixed clouds (λ-weighted labels), and
@@ -894,6 +912,7 @@ def students_mix() -> str:
             rows.append([mode_label(mode), mode_label(base), len(d), paired_cell(d),
                          paired_cell(dl)])
     kd = next((rs[0] for m, rs in mixed.items() if m != "plain"), None)
+    verdict = mix_verdict(groups, [f"{m}@mix" for m in mixed if m != "plain"])
     stats = {t: load(f"records_stats_ens_ab{t}_k8.json") for t in ("", "_mix")}
     spread = ""
     if all(stats.values()):
@@ -914,7 +933,7 @@ def students_mix() -> str:
         records=records_note(kd["records"] if kd else MIX_RECORDS, MIX_RECORDS), spread=spread,
         table=table(["run", "seeds", "test OA %", "test mAcc %", "val OA %",
                      "test OA % (last epoch)"], "lrrrrr", student_rows(groups, extra)),
-        paired=paired_rows,
+        paired=paired_rows, verdict=verdict,
         machine=next(iter(mixed.values()))[0]["machine"],
         commands=first_commands(mixed))
 
