@@ -69,6 +69,8 @@ TAG_LABELS = {"fp32": "fp32 logits", "fp16": "fp16 logits", "top5": "top-5 logit
               "ens3": "teacher: ensemble of 3 NWSD students",
               "mix": "mixed views", "fixed": "single-shape views"}
 XS_GOAL = 91.5  # issue #25: the <= 0.15M student's best mode, mean test OA (%)
+MIX_GOAL = 1.0  # issue #26: the best recipe's gain over same-augmentation no KD, every seed
+MIX_RECORDS = "zoo/records_ens_ab_mix_modelnet40_k8"  # the mixed-view record set, committed
 TEACHER_TAG = "ens3"  # the second teacher of the teacher-quality comparison
 ENCODING_TAGS = ["fp32", "fp16", "int8", "top5"]  # int8 = the default record set ("kd")
 
@@ -183,6 +185,11 @@ def mean_std(rs: list[dict], key: str) -> str:
     if len(v) == 1:
         return f"{v[0]:.2f} (1 seed)"
     return "{:.2f} ± {:.2f}".format(*mean_sd(v))
+
+
+def last_epoch(rs: list[dict]) -> str:
+    """Mean ± std of the last epoch's test OA, or – when a run predates that field."""
+    return mean_std(rs, "test_oa_last") if all("test_oa_last" in r for r in rs) else "–"
 
 
 def group_means(groups: dict[str, list[dict]]) -> dict[str, float]:
@@ -781,8 +788,7 @@ def students_strong() -> str:
     def extra(rs: list[dict]) -> list[str]:
         sec = [r.get("epoch_seconds_median", r["epoch_seconds_mean"]) for r in rs
                if "epoch_seconds_mean" in r]
-        last = (mean_std(rs, "test_oa_last") if all("test_oa_last" in r for r in rs) else "–")
-        return [last, f"{statistics.fmean(sec):.0f}" if sec else "–",
+        return [last_epoch(rs), f"{statistics.fmean(sec):.0f}" if sec else "–",
                 f"{statistics.fmean(r['train_seconds_total'] for r in rs) / 60:.0f}"]
 
     plot_student_curves(groups, RESULTS / "students_strong_curves.png")
@@ -808,9 +814,8 @@ def students_ens() -> str:
     kd = next((rs[0] for m, rs in groups.items() if m != "plain"), None)
 
     def extra(rs: list[dict]) -> list[str]:
-        last = (mean_std(rs, "test_oa_last") if all("test_oa_last" in r for r in rs) else "–")
         sec = [r.get("epoch_seconds_median", r["epoch_seconds_mean"]) for r in rs]
-        return [last, f"{statistics.fmean(sec):.0f}"]
+        return [last_epoch(rs), f"{statistics.fmean(sec):.0f}"]
 
     plot_student_curves(groups, RESULTS / "students_ens_curves.png")
     chosen = (load("teacher_ensemble.json") or {}).get("chosen", {})
@@ -845,7 +850,7 @@ def students_xs() -> str:
 
     def extra(rs: list[dict]) -> list[str]:
         # no time column: these seeds ran on AVX2 and AVX-512 machines, 1.5-4x apart
-        return [mean_std(rs, "test_oa_last") if all("test_oa_last" in r for r in rs) else "–"]
+        return [last_epoch(rs)]
 
     means = group_means(groups)
     best = max(means, key=means.get)
@@ -859,16 +864,10 @@ def students_xs() -> str:
         label=mode_label(best), goal_oa=f"{XS_GOAL:g}", commands=first_commands(groups))
 
 
-MIX_RECORDS = "zoo/records_ens_ab_mix_modelnet40_k8"
-
-
 def records_note(used: str, committed: str) -> str:
-    """The record set a run read, and the committed copy it is byte for byte (checked by sha256
-    in the zoo's README) when the run read a working copy."""
+    """The record set a run read and, when that was a working copy, the committed copy it was
+    made as (the zoo's README gives the shard's sha256 to check it by)."""
     return f"`{used}`" + ("" if used == committed else f" (the same bytes as `{committed}`)")
-
-
-MIX_GOAL = 1.0  # issue #26: the best recipe's gain over same-augmentation no KD, every seed
 
 
 def mix_verdict(groups: dict[str, list[dict]], modes: list[str]) -> str:
@@ -900,8 +899,7 @@ def students_mix() -> str:
     groups = {m: rs for m, rs in groups.items() if rs}
 
     def extra(rs: list[dict]) -> list[str]:
-        last = (mean_std(rs, "test_oa_last") if all("test_oa_last" in r for r in rs) else "–")
-        return [last]
+        return [last_epoch(rs)]
 
     pairs = [(f"{m}@mix", "plain@mix") for m in mixed if m != "plain"]
     pairs += [(f"{m}@mix", f"{m}@fixed") for m in mixed]
@@ -1221,8 +1219,8 @@ def sampler_students() -> str:
         return ""
 
     def row(name: str, rs: list[dict]) -> list[str]:
-        last = mean_std(rs, "test_oa_last") if all("test_oa_last" in r for r in rs) else "–"
-        return [name, seed_list(rs), mean_std(rs, "val_oa"), mean_std(rs, "test_oa"), last]
+        return [name, seed_list(rs), mean_std(rs, "val_oa"), mean_std(rs, "test_oa"),
+                last_epoch(rs)]
 
     goals, best = [], None
     for name in LATENCY_FILES:  # the goal is for 1-2 threads
